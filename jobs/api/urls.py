@@ -1,0 +1,5 @@
+"""API routes of the jobs app."""
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []

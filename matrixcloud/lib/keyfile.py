@@ -1,0 +1,43 @@
+"""Secrets kept in the data directory.
+
+When no key is configured, one is created once, written with mode 0600 and announced
+on stderr. A key that cannot be persisted is a start-up error: a key used for one
+process only would make what it protected unreadable after a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+def read_or_create_key(path: Path, *, purpose: str, nbytes: int = 32) -> str:
+    """Return the hex key stored at ``path``, creating it (0600) if it is missing."""
+    try:
+        existing = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        existing = ""
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot read the {purpose} at {path}: {exc}") from exc
+    if existing:
+        return existing
+    key = secrets.token_hex(nbytes)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process created it between our read and our open: use theirs.
+        return path.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"no {purpose} is configured and none can be stored at {path}: {exc}"
+        ) from exc
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key + "\n")
+    print(f"matrixcloud: created a new {purpose} at {path} (mode 0600); back it up",
+          file=sys.stderr)
+    return key

@@ -1,0 +1,88 @@
+"""Checks every ``/v1/`` request passes before it reaches a view.
+
+A loopback API is still reachable from any page the user's browser visits (MCP
+Inspector's CVE-2025-49596), so writes from a foreign ``Origin`` are refused and a
+write with a body must be ``application/json`` (no simple-request CSRF). Oversized
+bodies are refused by their declared length before anything reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.core.exceptions import DisallowedHost
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def json_error(message: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": message, "status": status}, status=status,
+                        json_dumps_params={"separators": (",", ":")})
+
+
+def _origin_allowed(request: HttpRequest, origin: str) -> bool:
+    if origin in getattr(settings, "MATRIX_ALLOWED_ORIGINS", ()):
+        return True
+    try:
+        host = request.get_host()
+    except DisallowedHost:
+        return False
+    parts = urlsplit(origin)
+    return bool(parts.netloc) and parts.netloc.lower() == host.lower()
+
+
+def check_api_request(request: HttpRequest) -> HttpResponse | None:
+    """The refusal for ``request``, or None when it may proceed."""
+    if not request.path.startswith("/v1/"):
+        return None
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    try:
+        declared = int(length)
+    except ValueError:
+        return json_error("invalid Content-Length", 400)
+    if declared > settings.MATRIX_MAX_BODY_BYTES:
+        return json_error(
+            f"request body too large (limit {settings.MATRIX_MAX_BODY_BYTES} bytes)", 413
+        )
+    if request.method in SAFE_METHODS:
+        return None
+    origin = request.headers.get("Origin")
+    if origin and origin != "null" and not _origin_allowed(request, origin):
+        return json_error(f"cross-origin request refused (Origin {origin})", 403)
+    if origin == "null":
+        return json_error("cross-origin request refused (Origin null)", 403)
+    if declared > 0:
+        content_type = request.content_type or ""
+        if content_type != "application/json":
+            return json_error("request body must be application/json", 415)
+    return None
+
+
+class ApiGuardMiddleware:
+    """Body limit, Origin and Content-Type checks for the API (sync and async)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
+    ) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self.__acall__(request)
+        return check_api_request(request) or self.get_response(request)  # type: ignore[return-value]
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        refusal = check_api_request(request)
+        if refusal is not None:
+            return refusal
+        return await self.get_response(request)  # type: ignore[misc, no-any-return]

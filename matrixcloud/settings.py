@@ -1,0 +1,306 @@
+"""MatrixCloud settings: one env-driven module.
+
+Every variable is documented in README.md ("Configuration"). The original Go server's
+variable names keep working. A bad value raises ImproperlyConfigured at start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from matrixcloud.lib.env import (
+    database_config,
+    env_bool,
+    env_choice,
+    env_first,
+    env_float,
+    env_int,
+    env_list,
+    env_path,
+    env_secret,
+    env_str,
+)
+from matrixcloud.lib.keyfile import read_or_create_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VERSION = "0.2.0"
+IMPLEMENTATION = "matrixcloud-django"
+
+# --- Mode -------------------------------------------------------------------------
+MODES = ("local-dev", "customer-agent", "cloud-worker", "hf-space")
+MATRIX_MODE = env_choice("MATRIX_RUNTIME_MODE", MODES, default="local-dev")
+MATRIX_PRODUCTION = MATRIX_MODE != "local-dev"
+_MODE_DEFAULTS: dict[str, dict[str, object]] = {
+    "local-dev": {"concurrency": 2, "runtime_id": "rt_local"},
+    "hf-space": {"concurrency": 1, "runtime_id": "rt_hf_space"},
+    "customer-agent": {"concurrency": 5, "runtime_id": "rt_customer_agent"},
+    "cloud-worker": {"concurrency": 5, "runtime_id": "rt_cloud_worker"},
+}[MATRIX_MODE]
+
+# --- Identity, paths, limits --------------------------------------------------------
+MATRIX_RUNTIME_ID = env_str("MATRIX_RUNTIME_ID", str(_MODE_DEFAULTS["runtime_id"]))
+_default_data = (
+    Path.home() / ".matrix" / "runtime" / "data"
+    if MATRIX_MODE == "local-dev"
+    else Path("/var/lib/matrix-runtime")
+)
+MATRIX_DATA_DIR = env_path("MATRIX_RUNTIME_DATA_DIR", _default_data)
+MATRIX_HOST = env_str("MATRIX_RUNTIME_HOST", "127.0.0.1")
+_port_var, _port_value = env_first("MATRIX_RUNTIME_PORT", "PORT")
+MATRIX_PORT = env_int(_port_var, 8080, minimum=1, maximum=65535) if _port_var else 8080
+MATRIX_MAX_TTL_SECONDS = env_int("MATRIX_RUNTIME_MAX_TTL_SECONDS", 600, minimum=1)
+MATRIX_MAX_CONCURRENT_JOBS = env_int(
+    "MATRIX_RUNTIME_MAX_CONCURRENT_JOBS", int(str(_MODE_DEFAULTS["concurrency"])), minimum=1
+)
+MATRIX_API_TOKEN = env_secret("MATRIX_RUNTIME_API_TOKEN")
+MATRIX_RATE_LIMIT_RPM = env_int("MATRIX_RUNTIME_RATE_LIMIT_RPM", 120)
+MATRIX_CLOUD_URL = env_str("MATRIX_CLOUD_URL", "https://cloud.matrixhub.io")
+_public_var, _public_url = env_first("MATRIX_RUNTIME_PUBLIC_URL", "MATRIXCLOUD_APP_URL")
+MATRIX_PUBLIC_URL = (_public_url or f"http://127.0.0.1:{MATRIX_PORT}").rstrip("/")
+MATRIX_JOB_RETENTION_HOURS = env_int("MATRIX_RUNTIME_JOB_RETENTION_HOURS", 24)
+MATRIX_LOG_RETENTION_HOURS = env_int("MATRIX_RUNTIME_LOG_RETENTION_HOURS", 72)
+MATRIX_CLEANUP_INTERVAL_MINUTES = env_int("MATRIX_RUNTIME_CLEANUP_INTERVAL_MINUTES", 15)
+_shell_var, _ = env_first("MATRIX_RUNTIME_MATRIXSHELL_ENABLED", "MATRIX_SHELL_ENABLED")
+# MatrixShell runs arbitrary commands: off unless explicitly enabled, in every mode.
+MATRIX_MATRIXSHELL_ENABLED = env_bool(_shell_var, False) if _shell_var else False
+MATRIX_MAX_BODY_BYTES = env_int("MATRIX_RUNTIME_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+MATRIX_HEARTBEAT_SECONDS = env_float("MATRIX_RUNTIME_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
+MATRIX_EXTRA_ALLOWED_HOSTS = env_list("MATRIX_RUNTIME_ALLOWED_HOSTS")
+MATRIX_TRUSTED_PROXIES = env_list("MATRIX_RUNTIME_TRUSTED_PROXIES")
+MATRIX_ALLOWED_ORIGINS = env_list("MATRIX_RUNTIME_ALLOWED_ORIGINS")
+MATRIX_CATALOG_FILE = env_path(
+    "MATRIX_RUNTIME_CATALOG_FILE", BASE_DIR / "models_registry" / "data" / "catalog.json"
+)
+HF_TOKEN = env_secret("HF_TOKEN")
+HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+MATRIX_HF_CACHE_DIR = env_path(
+    "MATRIX_RUNTIME_HF_CACHE_DIR", MATRIX_DATA_DIR / "models" / "huggingface"
+)
+
+# --- Secrets -----------------------------------------------------------------------
+# Encryption keys for provider credentials: comma-separated, the first encrypts.
+_encryption_keys = env_secret("MATRIXCLOUD_SECRET_KEY")
+_django_key = env_secret("DJANGO_SECRET_KEY")
+try:
+    MATRIX_DATA_DIR.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    raise ImproperlyConfigured(f"cannot create the data dir {MATRIX_DATA_DIR}: {exc}") from exc
+MATRIX_ENCRYPTION_KEYS = [
+    key.strip()
+    for key in (
+        _encryption_keys
+        or read_or_create_key(MATRIX_DATA_DIR / "secret.key", purpose="encryption key")
+    ).split(",")
+    if key.strip()
+]
+SECRET_KEY = _django_key or read_or_create_key(
+    MATRIX_DATA_DIR / "django-secret.key", purpose="Django secret key"
+)
+
+DEBUG = env_bool("MATRIX_RUNTIME_DEBUG", False)
+if MATRIX_PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("MATRIX_RUNTIME_DEBUG cannot be on in a production mode")
+
+# Host header checks stop DNS rebinding against a loopback server.
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", "testserver", *MATRIX_EXTRA_ALLOWED_HOSTS]
+if MATRIX_HOST not in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):  # noqa: S104
+    ALLOWED_HOSTS.append(MATRIX_HOST)
+
+# --- Database ----------------------------------------------------------------------
+_db_var, _db_url = env_first("MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "DATABASE_URL")
+if _db_var and _db_url:
+    DATABASES = {"default": database_config(_db_url, source=_db_var)}
+    _schema = env_str("MATRIXCLOUD_DB_SCHEMA")
+    if _schema:
+        DATABASES["default"]["OPTIONS"] = {  # type: ignore[index]
+            **DATABASES["default"]["OPTIONS"],  # type: ignore[dict-item]
+            "options": f"-c search_path={_schema},public",
+        }
+    MATRIX_DATABASE_KIND = "postgresql"
+    MATRIX_DB_PATH: Path | None = None
+else:
+    # Not the original's matrixcloud.db: an original database next to ours stays intact.
+    MATRIX_DB_PATH = env_path("MATRIX_RUNTIME_DB_PATH", MATRIX_DATA_DIR / "matrixcloud.sqlite3")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(MATRIX_DB_PATH),
+            "OPTIONS": {
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                    "PRAGMA foreign_keys=ON;"
+                ),
+                "transaction_mode": "IMMEDIATE",
+                "timeout": env_float("MATRIX_RUNTIME_SQLITE_BUSY_TIMEOUT", 20.0, minimum=1),
+            },
+        }
+    }
+    MATRIX_DATABASE_KIND = "sqlite"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Bus -------------------------------------------------------------------------
+# `serve` starts an embedded Redis-compatible server and sets REDIS_URL for its
+# children; a process started alone without REDIS_URL falls back to an in-process bus.
+REDIS_URL = env_str("REDIS_URL")
+MATRIX_BUS_PREFIX = env_str("MATRIX_RUNTIME_BUS_PREFIX", "mxc")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": MATRIX_BUS_PREFIX,
+                "capacity": 10_000,
+                "expiry": 60,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Queue (django-q2) -------------------------------------------------------------
+Q_CLUSTER = {
+    "name": "matrixcloud",
+    "orm": "default",
+    "workers": env_int("MATRIX_RUNTIME_WORKERS", 2, minimum=1),
+    "timeout": MATRIX_MAX_TTL_SECONDS + 60,
+    "retry": MATRIX_MAX_TTL_SECONDS + 120,
+    "max_attempts": 2,
+    "poll": env_float("MATRIX_RUNTIME_QUEUE_POLL", 0.1, minimum=0.01),
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 250,
+    "sync": env_bool("MATRIX_RUNTIME_QUEUE_SYNC", False),
+}
+
+# --- Django -----------------------------------------------------------------------
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_q",
+    "channels",
+    "accounts",
+    "runtimes",
+    "jobs",
+    "models_registry",
+    "sandbox",
+]
+
+MIDDLEWARE = [
+    "matrixcloud.middleware.ApiGuardMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+APPEND_SLASH = False
+
+ROOT_URLCONF = "matrixcloud.urls"
+ASGI_APPLICATION = "matrixcloud.asgi.application"
+WSGI_APPLICATION = "matrixcloud.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_USER_MODEL = "accounts.User"
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 8},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = MATRIX_DATA_DIR / "static"
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = MATRIX_MAX_BODY_BYTES
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+EMAIL_BACKEND = env_str(
+    "MATRIXCLOUD_EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if not env_str("MATRIXCLOUD_SMTP_HOST")
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("MATRIXCLOUD_SMTP_HOST", "localhost")
+EMAIL_PORT = env_int("MATRIXCLOUD_SMTP_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("MATRIXCLOUD_SMTP_USER")
+EMAIL_HOST_PASSWORD = env_secret("MATRIXCLOUD_SMTP_PASSWORD")
+EMAIL_USE_TLS = env_bool("MATRIXCLOUD_SMTP_STARTTLS", False)
+DEFAULT_FROM_EMAIL = env_str("MATRIXCLOUD_EMAIL_FROM", "MatrixCloud <noreply@localhost>")
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["matrixcloud.api.parsers.LenientJSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["matrixcloud.api.authentication.OperatorTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["matrixcloud.api.permissions.PassesGate"],
+    "EXCEPTION_HANDLER": "matrixcloud.api.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "COMPACT_JSON": True,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Matrix Runtime API",
+    "DESCRIPTION": (
+        "MatrixCloud: MCP sandboxes, typed jobs with SSE events, Hugging Face models and "
+        "remote runtimes. Wire-compatible with the Matrix Runtime API 0.2.0."
+    ),
+    "VERSION": "0.2.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/v1",
+    "SERVERS": [{"url": "http://localhost:8080", "description": "Local"}],
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+    },
+    "SECURITY": [{"bearerAuth": []}, {}],
+    "AUTHENTICATION_WHITELIST": [],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": env_str("MATRIX_RUNTIME_LOG_LEVEL", "INFO")},
+    "loggers": {"django_q": {"level": "WARNING"}},
+}

@@ -1,0 +1,17 @@
+"""URL map: the API under /v1/, the schema, the docs, admin."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+
+from matrixcloud.api.fallback import api_not_found
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("matrixcloud.api.urls")),
+    path("v1/", include("accounts.api.urls")),
+    path("v1/", include("runtimes.api.urls")),
+    path("v1/", include("jobs.api.urls")),
+    path("v1/", include("models_registry.api.urls")),
+    path("v1/", include("sandbox.api.urls")),
+    re_path(r"^v1(?:/.*)?$", api_not_found),
+]

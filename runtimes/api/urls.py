@@ -1,0 +1,5 @@
+"""API routes of the runtimes app."""
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []
