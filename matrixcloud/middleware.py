@@ -20,8 +20,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def json_error(message: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": message, "status": status}, status=status,
-                        json_dumps_params={"separators": (",", ":")})
+    return JsonResponse(
+        {"error": message, "status": status},
+        status=status,
+        json_dumps_params={"separators": (",", ":")},
+    )
 
 
 def _origin_allowed(request: HttpRequest, origin: str) -> bool:
@@ -79,10 +82,10 @@ class ApiGuardMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
             return self.__acall__(request)
-        return check_api_request(request) or self.get_response(request)  # type: ignore[return-value]
+        return check_api_request(request) or self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         refusal = check_api_request(request)
         if refusal is not None:
             return refusal
-        return await self.get_response(request)  # type: ignore[misc, no-any-return]
+        return await self.get_response(request)  # type: ignore[misc]

@@ -32,7 +32,7 @@ IMPLEMENTATION = "matrixcloud-django"
 MODES = ("local-dev", "customer-agent", "cloud-worker", "hf-space")
 MATRIX_MODE = env_choice("MATRIX_RUNTIME_MODE", MODES, default="local-dev")
 MATRIX_PRODUCTION = MATRIX_MODE != "local-dev"
-_MODE_DEFAULTS: dict[str, dict[str, object]] = {
+_MODE_DEFAULTS: dict[str, object] = {
     "local-dev": {"concurrency": 2, "runtime_id": "rt_local"},
     "hf-space": {"concurrency": 1, "runtime_id": "rt_hf_space"},
     "customer-agent": {"concurrency": 5, "runtime_id": "rt_customer_agent"},
@@ -111,13 +111,11 @@ if MATRIX_HOST not in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):  # noq
 # --- Database ----------------------------------------------------------------------
 _db_var, _db_url = env_first("MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "DATABASE_URL")
 if _db_var and _db_url:
-    DATABASES = {"default": database_config(_db_url, source=_db_var)}
-    _schema = env_str("MATRIXCLOUD_DB_SCHEMA")
-    if _schema:
-        DATABASES["default"]["OPTIONS"] = {  # type: ignore[index]
-            **DATABASES["default"]["OPTIONS"],  # type: ignore[dict-item]
-            "options": f"-c search_path={_schema},public",
-        }
+    DATABASES = {
+        "default": database_config(
+            _db_url, source=_db_var, schema=env_str("MATRIXCLOUD_DB_SCHEMA")
+        )
+    }
     MATRIX_DATABASE_KIND = "postgresql"
     MATRIX_DB_PATH: Path | None = None
 else:
@@ -129,8 +127,7 @@ else:
             "NAME": str(MATRIX_DB_PATH),
             "OPTIONS": {
                 "init_command": (
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                    "PRAGMA foreign_keys=ON;"
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
                 ),
                 "transaction_mode": "IMMEDIATE",
                 "timeout": env_float("MATRIX_RUNTIME_SQLITE_BUSY_TIMEOUT", 20.0, minimum=1),
@@ -272,7 +269,9 @@ DEFAULT_FROM_EMAIL = env_str("MATRIXCLOUD_EMAIL_FROM", "MatrixCloud <noreply@loc
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["matrixcloud.api.parsers.LenientJSONParser"],
-    "DEFAULT_AUTHENTICATION_CLASSES": ["matrixcloud.api.authentication.OperatorTokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "matrixcloud.api.authentication.OperatorTokenAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["matrixcloud.api.permissions.PassesGate"],
     "EXCEPTION_HANDLER": "matrixcloud.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

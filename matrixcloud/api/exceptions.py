@@ -52,8 +52,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         status = exc.status_code
         message = "; ".join(_flatten(exc.detail)) if exc.detail else str(exc)
         response = Response(error_payload(message, status), status=status)
-        if isinstance(exc, drf.Throttled) and exc.wait is not None:
-            response["Retry-After"] = str(int(exc.wait) + 1)
+        wait = getattr(exc, "wait", None)
+        if isinstance(exc, drf.Throttled) and wait is not None:
+            response["Retry-After"] = str(int(wait) + 1)
         if status == 401:
             response["WWW-Authenticate"] = 'Bearer realm="matrixcloud"'
         return response

@@ -8,6 +8,7 @@ as absent), malformed JSON or a body that is not one JSON value is a 400
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import IO, Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -25,7 +26,7 @@ class LenientJSONParser(BaseParser):
         self,
         stream: IO[Any],
         media_type: str | None = None,
-        parser_context: dict[str, Any] | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
         try:
             raw = stream.read() if stream is not None else b""

@@ -53,8 +53,9 @@ def env_bool(name: str, default: bool) -> bool:
     )
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None,
-            maximum: int | None = None) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     value = _raw(name)
     if value is None:
         return default
@@ -88,9 +89,7 @@ def env_choice(name: str, choices: Iterable[str], default: str) -> str:
     if value is None:
         return default
     if value not in allowed:
-        raise ImproperlyConfigured(
-            f"{name}={value!r} is not one of: {', '.join(allowed)}"
-        )
+        raise ImproperlyConfigured(f"{name}={value!r} is not one of: {', '.join(allowed)}")
     return value
 
 
@@ -120,7 +119,7 @@ def env_secret(name: str, default: str = "") -> str:
     return default if value is None else value
 
 
-def database_config(url: str, *, source: str) -> dict[str, object]:
+def database_config(url: str, *, source: str, schema: str = "") -> dict[str, object]:
     """Django DATABASES entry for a ``postgres://`` (or ``postgresql://``) URL."""
     parts = urlsplit(url)
     if parts.scheme not in {"postgres", "postgresql", "postgresql+psycopg"}:
@@ -131,6 +130,10 @@ def database_config(url: str, *, source: str) -> dict[str, object]:
     if not name:
         raise ImproperlyConfigured(f"{source}: the URL names no database")
     options: dict[str, object] = dict(parse_qsl(parts.query))
+    if schema:
+        if not schema.replace("_", "").isalnum():
+            raise ImproperlyConfigured(f"MATRIXCLOUD_DB_SCHEMA={schema!r} is not a plain name")
+        options["options"] = f"-c search_path={schema},public"
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": name,

@@ -38,6 +38,7 @@ def read_or_create_key(path: Path, *, purpose: str, nbytes: int = 32) -> str:
         ) from exc
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(key + "\n")
-    print(f"matrixcloud: created a new {purpose} at {path} (mode 0600); back it up",
-          file=sys.stderr)
+    print(
+        f"matrixcloud: created a new {purpose} at {path} (mode 0600); back it up", file=sys.stderr
+    )
     return key
