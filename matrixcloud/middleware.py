@@ -14,17 +14,11 @@ from urllib.parse import urlsplit
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
+
+from matrixcloud.api.fallback import json_error
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def json_error(message: str, status: int) -> JsonResponse:
-    return JsonResponse(
-        {"error": message, "status": status},
-        status=status,
-        json_dumps_params={"separators": (",", ":")},
-    )
 
 
 def _origin_allowed(request: HttpRequest, origin: str) -> bool:

@@ -5,6 +5,9 @@ from django.urls import include, path, re_path
 
 from matrixcloud.api.fallback import api_not_found
 
+handler400 = "matrixcloud.api.fallback.bad_request"
+handler500 = "matrixcloud.api.fallback.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("matrixcloud.api.urls")),
