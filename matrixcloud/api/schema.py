@@ -1,0 +1,99 @@
+"""OpenAPI documentation: ``/openapi.yaml``, ``/docs``, and what views use to describe themselves.
+
+The schema is generated from the code by drf-spectacular; ``tests/test_contract_schema.py``
+checks it against the contract (``shared/contract/openapi.yaml``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.views.generic import TemplateView
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.renderers import (
+    OpenApiJsonRenderer,
+    OpenApiJsonRenderer2,
+    OpenApiYamlRenderer,
+    OpenApiYamlRenderer2,
+)
+from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.permissions import AllowAny
+
+from matrixcloud.api.serializers import ErrorSerializer
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input (malformed JSON or a field that fails validation)",
+    401: "Missing or invalid credentials",
+    403: "Not allowed",
+    404: "Not found (or another workspace's)",
+    409: "Conflict with the object's current state",
+    422: "Well-formed input that breaks a rule",
+    502: "An upstream service failed",
+    503: "A dependency of this installation is unavailable",
+}
+
+
+def error_responses(*codes: int | tuple[int, str]) -> dict[int, OpenApiResponse]:
+    """Error-shape responses for ``@extend_schema``: ``400`` or ``(401, "description")``."""
+    responses: dict[int, OpenApiResponse] = {}
+    for entry in codes:
+        code, description = entry if isinstance(entry, tuple) else (entry, "")
+        responses[code] = OpenApiResponse(
+            ErrorSerializer, description=description or ERROR_DESCRIPTIONS.get(code, "Error")
+        )
+    return responses
+
+
+class DeclaredSecuritySchema(AutoSchema):
+    """An operation's ``security`` as declared here, not as inferred from the view.
+
+    drf-spectacular infers security from the authentication and permission classes;
+    views outside the gate (no authentication classes, ``AllowAny``) declare what the
+    contract says instead.
+    """
+
+    security: ClassVar[list[dict[str, list[str]]]] = []
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        operation = super().get_operation(*args, **kwargs)
+        if operation is not None:
+            operation["security"] = list(self.security)
+        return operation
+
+
+class PublicSchema(DeclaredSecuritySchema):
+    """The contract's ``security: []``: no credentials at all."""
+
+    security: ClassVar[list[dict[str, list[str]]]] = []
+
+
+class SessionSchema(DeclaredSecuritySchema):
+    """A user's session token is required; the endpoint checks it itself."""
+
+    security: ClassVar[list[dict[str, list[str]]]] = [{"bearerAuth": []}]
+
+
+class OptionalSessionSchema(DeclaredSecuritySchema):
+    """A session token when the caller has one; anonymous calls are answered too."""
+
+    security: ClassVar[list[dict[str, list[str]]]] = [{"bearerAuth": []}, {}]
+
+
+class SchemaView(SpectacularAPIView):
+    """``GET /openapi.yaml``: the generated schema, YAML unless JSON is asked for."""
+
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+    renderer_classes = [
+        OpenApiYamlRenderer2,  # application/yaml, what the original served
+        OpenApiYamlRenderer,
+        OpenApiJsonRenderer2,
+        OpenApiJsonRenderer,
+    ]
+
+
+class DocsView(TemplateView):
+    """``GET /docs``: a self-contained page that reads ``/openapi.yaml`` and lists it."""
+
+    template_name = "docs.html"
