@@ -1,0 +1,105 @@
+"""Wire shapes of ``/v1/sandbox/sessions`` and ``/v1/matrixshell``."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+
+class SandboxCreateSerializer(serializers.Serializer):
+    """Body of a sandbox creation (the contract's SandboxRequest): an MCP server to start."""
+
+    entity_id = serializers.CharField(required=False, allow_blank=True)
+    ttl_seconds = serializers.IntegerField(
+        required=False, help_text="Lifetime in seconds; 0 or absent means the maximum."
+    )
+    runtime = serializers.CharField(required=False, allow_blank=True, help_text="e.g. node")
+    transport = serializers.CharField(required=False, allow_blank=True, help_text="e.g. stdio")
+    start_command = serializers.CharField(
+        help_text="The MCP server's command line; checked against the command policy (422)."
+    )
+    env = serializers.DictField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        help_text="Environment for the server; secrets only as ${secret:NAME} references.",
+    )
+
+
+class SandboxResponseSerializer(serializers.Serializer):
+    """Answer to a sandbox creation (202): the session and its backing job."""
+
+    session_id = serializers.CharField()
+    job_id = serializers.CharField()
+    status = serializers.CharField(help_text="starting")
+    expires_at = serializers.DateTimeField()
+    events_url = serializers.CharField(help_text="/v1/sandbox/sessions/<session_id>/events")
+
+
+class SandboxSessionSerializer(serializers.Serializer):
+    """A sandbox session snapshot: the backing job's status and result."""
+
+    session_id = serializers.CharField()
+    job_id = serializers.CharField()
+    status = serializers.CharField(help_text="The backing job's status.")
+    expires_at = serializers.DateTimeField()
+    result = serializers.JSONField(allow_null=True)
+
+
+class ToolSerializer(serializers.Serializer):
+    """A tool advertised by the sandbox's MCP server."""
+
+    name = serializers.CharField()
+    description = serializers.CharField(required=False, allow_blank=True)
+    input_schema = serializers.DictField(help_text="The tool's JSON Schema for its arguments.")
+
+
+class ToolListSerializer(serializers.Serializer):
+    """The tools a sandbox's MCP server advertises."""
+
+    tools = ToolSerializer(many=True)
+
+
+class ToolCallSerializer(serializers.Serializer):
+    """Body of a tool call: the tool's name and its arguments."""
+
+    name = serializers.CharField()
+    arguments = serializers.DictField(required=False)
+
+
+class ToolCallResultSerializer(serializers.Serializer):
+    """Answer to a tool call: the MCP result (a tool-level isError is still ok)."""
+
+    ok = serializers.BooleanField()
+    result = serializers.DictField(help_text="The MCP tools/call result, as the server sent it.")
+
+
+class MatrixShellStatusSerializer(serializers.Serializer):
+    """MatrixShell's install status in the sandbox."""
+
+    installed = serializers.BooleanField()
+    version = serializers.CharField(allow_blank=True)
+    venv = serializers.CharField()
+    python = serializers.CharField(allow_blank=True)
+    sandbox = serializers.CharField()
+    spec = serializers.CharField(help_text="The package spec that install uses.")
+
+
+class MatrixShellInstallSerializer(serializers.Serializer):
+    """Answer to a MatrixShell install (202): the matrixshell.install job to follow."""
+
+    job_id = serializers.CharField()
+    events_url = serializers.CharField()
+
+
+class MatrixShellExecSerializer(serializers.Serializer):
+    """Body of a MatrixShell command; an empty command is a 422."""
+
+    command = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class MatrixShellExecResultSerializer(serializers.Serializer):
+    """What a MatrixShell command printed and how it exited (-1: killed or not started)."""
+
+    command = serializers.CharField()
+    stdout = serializers.CharField(allow_blank=True)
+    stderr = serializers.CharField(allow_blank=True)
+    exit_code = serializers.IntegerField()
