@@ -1,5 +1,20 @@
-"""API routes of the runtimes app."""
+"""API routes of the runtimes app: registered runtimes and join tokens."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from runtimes.api import views
+
+urlpatterns: list[URLPattern] = [
+    path("cloud/runtimes", views.RegisteredRuntimeListView.as_view(), name="cloud-runtimes"),
+    path(
+        "cloud/runtimes/register",
+        views.RuntimeRegisterView.as_view(),
+        name="cloud-runtime-register",
+    ),
+    path(
+        "cloud/runtimes/heartbeat",
+        views.RuntimeHeartbeatView.as_view(),
+        name="cloud-runtime-heartbeat",
+    ),
+    path("cloud/join-tokens", views.JoinTokenCollectionView.as_view(), name="cloud-join-tokens"),
+]
