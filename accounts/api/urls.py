@@ -1,5 +1,22 @@
-"""API routes of the accounts app."""
+"""API routes of the accounts app: auth, and the workspace's providers, usage and audit."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from accounts.api import views
+
+urlpatterns: list[URLPattern] = [
+    path("auth/signup", views.SignupView.as_view(), name="auth-signup"),
+    path("auth/login", views.LoginView.as_view(), name="auth-login"),
+    path("auth/me", views.MeView.as_view(), name="auth-me"),
+    path("auth/logout", views.LogoutView.as_view(), name="auth-logout"),
+    path("auth/forgot", views.ForgotPasswordView.as_view(), name="auth-forgot"),
+    path("auth/reset", views.ResetPasswordView.as_view(), name="auth-reset"),
+    path("auth/verify", views.VerifyEmailView.as_view(), name="auth-verify"),
+    path(
+        "cloud/providers",
+        views.ProviderCredentialCollectionView.as_view(),
+        name="cloud-providers",
+    ),
+    path("cloud/usage", views.UsageView.as_view(), name="cloud-usage"),
+    path("cloud/audit", views.AuditLogView.as_view(), name="cloud-audit"),
+]

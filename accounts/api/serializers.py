@@ -1,0 +1,148 @@
+"""Wire shapes of ``/v1/auth`` and of the workspace's providers, usage and audit log."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+
+def _password(min_length: int) -> serializers.CharField:
+    return serializers.CharField(
+        min_length=min_length, trim_whitespace=False, style={"input_type": "password"}
+    )
+
+
+class SignupSerializer(serializers.Serializer):
+    """Body of a signup: the owner and, optionally, the workspace's name."""
+
+    name = serializers.CharField()
+    email = serializers.EmailField()
+    # The contract's floor; the password policy (validators) is stricter.
+    password = _password(6)
+    workspace = serializers.CharField(
+        required=False, allow_blank=True, help_text="Default: <name>'s workspace."
+    )
+
+
+class LoginSerializer(serializers.Serializer):
+    """Body of a login."""
+
+    email = serializers.EmailField()
+    password = serializers.CharField(trim_whitespace=False, style={"input_type": "password"})
+
+
+class AuthUserSerializer(serializers.Serializer):
+    """The signed-in user and their workspace."""
+
+    id = serializers.CharField()
+    name = serializers.CharField()
+    email = serializers.CharField()
+    role = serializers.CharField(help_text="Owner, Admin or Member.")
+    workspace = serializers.CharField(help_text="The workspace's name.")
+    workspace_slug = serializers.CharField()
+    workspace_id = serializers.CharField()
+
+
+class AuthResultSerializer(serializers.Serializer):
+    """A new session: its bearer token and the user."""
+
+    token = serializers.CharField(help_text="Session bearer token")
+    user = AuthUserSerializer()
+
+
+class CurrentUserSerializer(serializers.Serializer):
+    """The user behind the session."""
+
+    user = AuthUserSerializer()
+
+
+class OkSerializer(serializers.Serializer):
+    """A plain acknowledgement."""
+
+    ok = serializers.BooleanField()
+
+
+class OkMessageSerializer(serializers.Serializer):
+    """An acknowledgement with a message for a person."""
+
+    ok = serializers.BooleanField()
+    message = serializers.CharField()
+
+
+class ForgotPasswordSerializer(serializers.Serializer):
+    """Body of a password-reset request."""
+
+    email = serializers.CharField()
+
+
+class ResetPasswordSerializer(serializers.Serializer):
+    """Body of a password reset: the emailed token and the new password."""
+
+    token = serializers.CharField(help_text="The mxpr_… token from the reset link.")
+    password = _password(8)
+
+
+class VerifyEmailSerializer(serializers.Serializer):
+    """Body of an email verification."""
+
+    token = serializers.CharField(help_text="The mxev_… token from the verification link.")
+
+
+class ProviderCredentialSerializer(serializers.Serializer):
+    """A stored provider credential; only a hint of the secret is ever shown."""
+
+    id = serializers.CharField()
+    provider = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
+    hint = serializers.CharField(help_text="•••• and the secret's last 4 characters.")
+    meta = serializers.DictField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class ProviderCredentialListSerializer(serializers.Serializer):
+    """The workspace's provider credentials, by provider."""
+
+    providers = ProviderCredentialSerializer(many=True)
+
+
+class ProviderCredentialCreateSerializer(serializers.Serializer):
+    """Body of a provider credential (stored encrypted; same provider and label replaces)."""
+
+    provider = serializers.CharField(help_text="e.g. huggingface, openai, anthropic")
+    label = serializers.CharField(required=False, help_text="Default: default.")  # type: ignore[assignment]
+    secret = serializers.CharField(trim_whitespace=False, write_only=True)
+    meta = serializers.DictField(required=False)
+
+
+class ProviderCredentialResultSerializer(serializers.Serializer):
+    """Answer to storing a provider credential (201)."""
+
+    provider = ProviderCredentialSerializer()
+
+
+class UsageSerializer(serializers.Serializer):
+    """Metered usage of the last 30 days, summed per kind."""
+
+    since = serializers.DateTimeField()
+    usage = serializers.DictField(
+        child=serializers.IntegerField(), help_text="kind (e.g. sandbox.start) → quantity"
+    )
+
+
+class AuditEventSerializer(serializers.Serializer):
+    """One audit record: who did what to what, from where, and whether it worked."""
+
+    id = serializers.CharField()
+    workspace_id = serializers.CharField()
+    actor = serializers.CharField()
+    action = serializers.CharField()
+    target = serializers.CharField(allow_blank=True)
+    ip = serializers.CharField(allow_blank=True)
+    status = serializers.ChoiceField(choices=["success", "failure"])
+    meta = serializers.DictField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class AuditLogSerializer(serializers.Serializer):
+    """The workspace's recent audit events, newest first."""
+
+    events = AuditEventSerializer(many=True)
