@@ -130,6 +130,8 @@ def database_config(url: str, *, source: str, schema: str = "") -> dict[str, obj
     if not name:
         raise ImproperlyConfigured(f"{source}: the URL names no database")
     options: dict[str, object] = dict(parse_qsl(parts.query))
+    # An unreachable host must fail in seconds, not after the OS's TCP timeout.
+    options.setdefault("connect_timeout", "5")
     if schema:
         if not schema.replace("_", "").isalnum():
             raise ImproperlyConfigured(f"MATRIXCLOUD_DB_SCHEMA={schema!r} is not a plain name")
