@@ -1,22 +1,43 @@
-"""Accounts: people who sign in (by email)."""
+"""Accounts: people, workspaces, memberships, sessions, one-time tokens and the audit log."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone
 
+from accounts.choices import AuditStatus, Role
 from accounts.managers import UserManager
-from matrixcloud.lib.ids import new_user_id
+from matrixcloud.lib.ids import new_audit_event_id, new_id, new_user_id, new_workspace_id
+
+
+def new_session_id() -> str:
+    return new_id("ses")
+
+
+def new_password_reset_id() -> str:
+    return new_id("pr")
+
+
+def new_email_verification_id() -> str:
+    return new_id("ev")
+
+
+def new_invitation_id() -> str:
+    return new_id("inv")
 
 
 class User(AbstractBaseUser, PermissionsMixin):
     """A person who signs in with an email address.
 
-    Operators (Django admin users) are users with ``is_staff``; workspace membership
-    and roles live beside this model. The public id keeps the original's ``usr_``
-    format.
+    Operators (Django admin users) are users with ``is_staff``. What a user may do in a
+    workspace is their ``Membership`` role there. The public id keeps the original's
+    ``usr_`` format; the email is stored lowercased and unique case-insensitively.
     """
 
     id = models.CharField(primary_key=True, max_length=32, default=new_user_id, editable=False)
@@ -40,3 +61,215 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return self.email
+
+
+class Workspace(models.Model):
+    """A tenant: everything a user creates belongs to exactly one workspace."""
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_workspace_id, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=120, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+
+class Membership(models.Model):
+    """A user's role in a workspace (Owner, Admin or Member)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "workspace"], name="accounts_membership_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.workspace_id} as {self.role}"
+
+    @property
+    def can_manage(self) -> bool:
+        return self.role in Role.managers()
+
+
+class SessionTokenQuerySet(models.QuerySet["SessionToken"]):
+    def usable(self, now: datetime) -> SessionTokenQuerySet:
+        return self.filter(revoked_at__isnull=True, expires_at__gt=now, idle_expires_at__gt=now)
+
+
+class SessionToken(models.Model):
+    """A bearer session: only the SHA-256 of the token is stored.
+
+    It ends at ``expires_at`` (absolute), at ``idle_expires_at`` (pushed forward as it
+    is used), or when revoked (logout, logout-all, password reset, admin).
+    """
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_session_id, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="session_tokens")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    idle_expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    ip = models.CharField(max_length=64, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+
+    objects = SessionTokenQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "revoked_at"])]
+
+    def __str__(self) -> str:
+        return f"session {self.id} of {self.user_id}"
+
+
+class OneTimeToken(models.Model):
+    """Base of single-use, expiring secrets mailed to a user (reset, verification)."""
+
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class PasswordReset(OneTimeToken):
+    """A password-reset link: 1 hour, single use; a newer one invalidates older ones."""
+
+    id = models.CharField(
+        primary_key=True, max_length=32, default=new_password_reset_id, editable=False
+    )
+
+    def __str__(self) -> str:
+        return f"password reset {self.pk} for {self.user_id}"
+
+
+class EmailVerification(OneTimeToken):
+    """An email-verification link; using it sets the user's ``email_verified_at``."""
+
+    id = models.CharField(
+        primary_key=True, max_length=32, default=new_email_verification_id, editable=False
+    )
+
+    def __str__(self) -> str:
+        return f"email verification {self.pk} for {self.user_id}"
+
+
+class Invitation(models.Model):
+    """An Owner's or Admin's invitation of an email address into a workspace."""
+
+    id = models.CharField(
+        primary_key=True, max_length=32, default=new_invitation_id, editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(max_length=254)
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"invitation of {self.email} to {self.workspace_id}"
+
+
+class AppendOnlyQuerySet(models.QuerySet["AuditEvent"]):
+    """Audit rows are never changed or removed through the ORM."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise PermissionError("audit events are append-only")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    """One audited action; rows are append-only and hash-chained.
+
+    ``hash`` is SHA-256 over the previous row's hash and this row's canonical content
+    (`accounts.audit`), so removing or editing a row breaks every later hash;
+    ``manage.py audit_verify`` walks the chain.
+    """
+
+    seq = models.BigAutoField(primary_key=True)
+    id = models.CharField(max_length=32, unique=True, default=new_audit_event_id, editable=False)
+    workspace = models.ForeignKey(
+        Workspace,
+        on_delete=models.DO_NOTHING,
+        null=True,
+        blank=True,
+        db_constraint=False,
+        related_name="+",
+    )
+    actor = models.CharField(max_length=254)
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=300, blank=True)
+    ip = models.CharField(max_length=64, blank=True)
+    status = models.CharField(
+        max_length=10, choices=AuditStatus.choices, default=AuditStatus.SUCCESS
+    )
+    meta = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    prev_hash = models.CharField(max_length=64, editable=False)
+    hash = models.CharField(max_length=64, editable=False)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor}"
+
+
+class AuditChainHead(models.Model):
+    """The single row that serialises appends to the audit chain (locked per append)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last_hash = models.CharField(max_length=64, default="0" * 64)
+    count = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"audit chain head after {self.count} events"
+
+
+class RateCounter(models.Model):
+    """Requests counted for one key (e.g. a client IP) in one fixed window.
+
+    Shared by every process through the database, unlike the original's per-process map.
+    """
+
+    key = models.CharField(max_length=200)
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "window_start"], name="accounts_rate_once"),
+        ]
+        indexes = [models.Index(fields=["window_start"])]
+
+    def __str__(self) -> str:
+        return f"{self.key} @ {self.window_start:%H:%M}: {self.count}"
+
+
+class LoginThrottle(models.Model):
+    """Failed sign-ins for one email, and until when further attempts must wait."""
+
+    email = models.CharField(max_length=254, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    last_failure_at = models.DateTimeField(default=timezone.now)
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.email}: {self.failures} failures"

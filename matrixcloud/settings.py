@@ -168,7 +168,7 @@ Q_CLUSTER = {
     "poll": env_float("MATRIX_RUNTIME_QUEUE_POLL", 0.1, minimum=0.01),
     "catch_up": False,
     "ack_failures": True,
-    "save_limit": 250,
+    "save_limit": -1,  # job rows are the record; task args may hold secrets
     "sync": env_bool("MATRIX_RUNTIME_QUEUE_SYNC", False),
 }
 
@@ -228,7 +228,12 @@ AUTH_USER_MODEL = "accounts.User"
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "accounts.hashers.GoPBKDF2PasswordHasher",
 ]
+PASSWORD_MAX_LENGTH = 1024
+SESSION_TOKEN_MAX_AGE_DAYS = env_int("MATRIX_RUNTIME_SESSION_MAX_AGE_DAYS", 30, minimum=1)
+SESSION_TOKEN_IDLE_HOURS = env_int("MATRIX_RUNTIME_SESSION_IDLE_HOURS", 7 * 24, minimum=1)
+LOGIN_FAILURES_BEFORE_BACKOFF = env_int("MATRIX_RUNTIME_LOGIN_FAILURES", 5, minimum=1)
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
