@@ -275,8 +275,11 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["matrixcloud.api.parsers.LenientJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.SessionTokenAuthentication",
+        "accounts.authentication.ConsoleSessionAuthentication",
         "matrixcloud.api.authentication.OperatorTokenAuthentication",
     ],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.WriteRateThrottle"],
     "DEFAULT_PERMISSION_CLASSES": ["matrixcloud.api.permissions.PassesGate"],
     "EXCEPTION_HANDLER": "matrixcloud.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

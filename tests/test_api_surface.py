@@ -14,6 +14,8 @@ from rest_framework.test import APIClient
 
 from tests.test_contract_schema import OPERATIONS
 
+pytestmark = pytest.mark.django_db
+
 PLATFORM_PATHS = {
     "/v1/health",
     "/v1/version",
@@ -109,6 +111,17 @@ OPEN_PATHS = {
     "/v1/cloud/runtimes/heartbeat",
     "/v1/model-sources/huggingface/search",
 }
+# Landed capabilities: tested in their own modules (tests/test_auth.py, ...), not as 501s.
+IMPLEMENTED = {
+    "/v1/auth/signup",
+    "/v1/auth/login",
+    "/v1/auth/me",
+    "/v1/auth/logout",
+    "/v1/auth/forgot",
+    "/v1/auth/reset",
+    "/v1/auth/verify",
+    "/v1/cloud/audit",
+}
 # Endpoints that ignore their body, as in the original.
 BODYLESS_POSTS = {"/v1/auth/logout", "/v1/matrixshell/install"}
 
@@ -141,6 +154,7 @@ def _id(method: str, path: str) -> str:
 
 
 ALL = [pytest.param(m, p, b, id=_id(m, p)) for m, p, b, _ in SURFACE]
+PENDING = [pytest.param(m, p, b, id=_id(m, p)) for m, p, b, _ in SURFACE if p not in IMPLEMENTED]
 WITH_BODY = [
     pytest.param(m, p, id=_id(m, p))
     for m, p, _, _ in SURFACE
@@ -156,7 +170,7 @@ def test_surface_is_the_contract_without_platform_endpoints() -> None:
     assert len(SURFACE) == 36
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ALL)
+@pytest.mark.parametrize(("method", "path", "body"), PENDING)
 def test_routed_and_pending(api: APIClient, method: str, path: str, body: Any) -> None:
     response = call(api, method, path, body)
     payload = assert_error(response, 501)
@@ -222,7 +236,9 @@ def test_production_mode_gate(
 ) -> None:
     settings.MATRIX_MODE = "cloud-worker"
     response = call(api, method, path, body)
-    if path in OPEN_PATHS:
+    if path in OPEN_PATHS and path in IMPLEMENTED:
+        assert response.json().get("error") != "authentication required"
+    elif path in OPEN_PATHS:
         assert_error(response, 501)
     else:
         assert assert_error(response, 401)["error"] == "authentication required"

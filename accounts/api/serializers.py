@@ -146,3 +146,58 @@ class AuditLogSerializer(serializers.Serializer):
     """The workspace's recent audit events, newest first."""
 
     events = AuditEventSerializer(many=True)
+
+
+class InvitationCreateSerializer(serializers.Serializer):
+    """Body of an invitation: who, and as what (Admin or Member)."""
+
+    email = serializers.CharField()
+    role = serializers.ChoiceField(choices=["Admin", "Member"], required=False)
+
+
+class InvitationSerializer(serializers.Serializer):
+    """A pending or accepted invitation (the secret is only in the email)."""
+
+    id = serializers.CharField()
+    email = serializers.CharField()
+    role = serializers.CharField()
+    workspace_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    accepted_at = serializers.DateTimeField(allow_null=True)
+
+
+class InvitationResultSerializer(serializers.Serializer):
+    """Answer to an invitation (201)."""
+
+    invitation = InvitationSerializer()
+
+
+class InvitationListSerializer(serializers.Serializer):
+    """The workspace's pending invitations."""
+
+    invitations = InvitationSerializer(many=True)
+
+
+class InvitationAcceptSerializer(serializers.Serializer):
+    """Body of an acceptance: the emailed token, the password, a name for a new account."""
+
+    token = serializers.CharField()
+    password = serializers.CharField(trim_whitespace=False, style={"input_type": "password"})
+    name = serializers.CharField(required=False, allow_blank=True)
+
+
+class MemberSerializer(serializers.Serializer):
+    """A member of the workspace."""
+
+    user_id = serializers.CharField()
+    name = serializers.CharField(source="user.name")
+    email = serializers.CharField(source="user.email")
+    role = serializers.CharField()
+    joined_at = serializers.DateTimeField(source="created_at")
+
+
+class MemberListSerializer(serializers.Serializer):
+    """The workspace's members."""
+
+    members = MemberSerializer(many=True)

@@ -12,6 +12,14 @@ urlpatterns: list[URLPattern] = [
     path("auth/forgot", views.ForgotPasswordView.as_view(), name="auth-forgot"),
     path("auth/reset", views.ResetPasswordView.as_view(), name="auth-reset"),
     path("auth/verify", views.VerifyEmailView.as_view(), name="auth-verify"),
+    path("auth/verify/resend", views.ResendVerificationView.as_view(), name="auth-verify-resend"),
+    path("auth/invitations", views.InvitationCollectionView.as_view(), name="auth-invitations"),
+    path(
+        "auth/invitations/accept",
+        views.InvitationAcceptView.as_view(),
+        name="auth-invitations-accept",
+    ),
+    path("auth/members", views.MemberListView.as_view(), name="auth-members"),
     path(
         "cloud/providers",
         views.ProviderCredentialCollectionView.as_view(),

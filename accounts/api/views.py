@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.contrib.auth import logout as django_logout
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts.api.serializers import (
+    AuditEventSerializer,
     AuditLogSerializer,
     AuthResultSerializer,
     CurrentUserSerializer,
     ForgotPasswordSerializer,
+    InvitationAcceptSerializer,
+    InvitationCreateSerializer,
+    InvitationListSerializer,
+    InvitationResultSerializer,
+    InvitationSerializer,
     LoginSerializer,
+    MemberListSerializer,
+    MemberSerializer,
     OkMessageSerializer,
     OkSerializer,
     ProviderCredentialCreateSerializer,
@@ -23,6 +37,29 @@ from accounts.api.serializers import (
     SignupSerializer,
     UsageSerializer,
     VerifyEmailSerializer,
+)
+from accounts.authentication import ConsoleSessionAuthentication, SessionTokenAuthentication
+from accounts.choices import Role
+from accounts.models import SessionToken, User
+from accounts.principals import actor_for, user_actor
+from accounts.ratelimit import client_ip
+from accounts.selectors import (
+    audit_events_recent,
+    invitations_pending,
+    members_of,
+    user_payload,
+)
+from accounts.services import (
+    IssuedSession,
+    email_verification_resend,
+    email_verify,
+    invitation_accept,
+    invitation_create,
+    password_reset_complete,
+    password_reset_request,
+    session_revoke,
+    user_login,
+    user_signup,
 )
 from matrixcloud.api.schema import (
     OptionalSessionSchema,
@@ -35,12 +72,31 @@ from matrixcloud.api.stubs import PendingView
 # /v1/auth/* is outside the gate (as in the original): each endpoint does its own checks.
 OPEN_AUTHENTICATION: list[type] = []
 OPEN_PERMISSIONS = [AllowAny]
+# Endpoints about "me" accept a user's session (bearer or console cookie), never the operator.
+USER_AUTHENTICATION = [SessionTokenAuthentication, ConsoleSessionAuthentication]
+FORGOT_MESSAGE = "If an account exists for that email, a reset link is on its way."
 
 
-class SignupView(PendingView):
+def _meta(request: Request) -> dict[str, str]:
+    return {
+        "ip": client_ip(request._request),
+        "user_agent": request.headers.get("User-Agent", "")[:300],
+    }
+
+
+def _valid(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _auth_result(issued: IssuedSession) -> dict[str, Any]:
+    return {"token": issued.token, "user": user_payload(issued.membership)}
+
+
+class SignupView(APIView):
     """Create a workspace and its owner, and start a session."""
 
-    capability = "accounts and sessions"
     authentication_classes = OPEN_AUTHENTICATION
     permission_classes = OPEN_PERMISSIONS
     schema = PublicSchema()
@@ -51,17 +107,24 @@ class SignupView(PendingView):
         request=SignupSerializer,
         responses={
             201: AuthResultSerializer,
-            **error_responses(400, (409, "An account with this email already exists")),
+            **error_responses(400, (409, "An account with this email already exists"), 429),
         },
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, SignupSerializer)
+        data = _valid(SignupSerializer, request)
+        issued = user_signup(
+            name=data["name"],
+            email=data["email"],
+            password=data["password"],
+            workspace_name=data.get("workspace", ""),
+            **_meta(request),
+        )
+        return Response(_auth_result(issued), status=201)
 
 
-class LoginView(PendingView):
+class LoginView(APIView):
     """Check an email and password, and start a session."""
 
-    capability = "accounts and sessions"
     authentication_classes = OPEN_AUTHENTICATION
     permission_classes = OPEN_PERMISSIONS
     schema = PublicSchema()
@@ -72,18 +135,19 @@ class LoginView(PendingView):
         request=LoginSerializer,
         responses={
             200: AuthResultSerializer,
-            **error_responses(400, (401, "Invalid email or password")),
+            **error_responses(400, (401, "Invalid email or password"), 403, 429),
         },
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, LoginSerializer)
+        data = _valid(LoginSerializer, request)
+        issued = user_login(email=data["email"], password=data["password"], **_meta(request))
+        return Response(_auth_result(issued))
 
 
-class MeView(PendingView):
+class MeView(APIView):
     """The user behind the bearer session (401 for anything else, the operator token too)."""
 
-    capability = "accounts and sessions"
-    authentication_classes = OPEN_AUTHENTICATION
+    authentication_classes = USER_AUTHENTICATION
     permission_classes = OPEN_PERMISSIONS
     schema = SessionSchema()
 
@@ -93,14 +157,14 @@ class MeView(PendingView):
         responses={200: CurrentUserSerializer, **error_responses((401, "Not authenticated"))},
     )
     def get(self, request: Request) -> Response:
-        self.pending(request)
+        actor = user_actor(request)
+        return Response({"user": user_payload(actor.membership())})
 
 
-class LogoutView(PendingView):
+class LogoutView(APIView):
     """End the bearer session, or all of the user's sessions; always succeeds."""
 
-    capability = "accounts and sessions"
-    authentication_classes = OPEN_AUTHENTICATION
+    authentication_classes = USER_AUTHENTICATION
     permission_classes = OPEN_PERMISSIONS
     schema = OptionalSessionSchema()
 
@@ -119,13 +183,21 @@ class LogoutView(PendingView):
         responses={200: OkSerializer},
     )
     def post(self, request: Request) -> Response:
-        self.pending(request)
+        everywhere = request.query_params.get("all", "").lower() in ("true", "1")
+        if isinstance(request.auth, SessionToken):
+            session_revoke(
+                session=request.auth, everywhere=everywhere, ip=client_ip(request._request)
+            )
+        elif isinstance(request.user, User) and hasattr(request._request, "session"):
+            if everywhere:
+                SessionToken.objects.filter(user=request.user).update(revoked_at=timezone.now())
+            django_logout(request._request)
+        return Response({"ok": True})
 
 
-class ForgotPasswordView(PendingView):
+class ForgotPasswordView(APIView):
     """Email a password-reset link; the same answer whether or not the account exists."""
 
-    capability = "password reset"
     authentication_classes = OPEN_AUTHENTICATION
     permission_classes = OPEN_PERMISSIONS
     schema = PublicSchema()
@@ -134,16 +206,17 @@ class ForgotPasswordView(PendingView):
         operation_id="auth_forgot",
         summary="Request a password-reset email (always 200)",
         request=ForgotPasswordSerializer,
-        responses={200: OkMessageSerializer, **error_responses(400)},
+        responses={200: OkMessageSerializer, **error_responses(400, 429)},
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, ForgotPasswordSerializer)
+        data = _valid(ForgotPasswordSerializer, request)
+        password_reset_request(email=data["email"], ip=client_ip(request._request))
+        return Response({"ok": True, "message": FORGOT_MESSAGE})
 
 
-class ResetPasswordView(PendingView):
+class ResetPasswordView(APIView):
     """Set a new password from a reset token; ends every session of the user."""
 
-    capability = "password reset"
     authentication_classes = OPEN_AUTHENTICATION
     permission_classes = OPEN_PERMISSIONS
     schema = PublicSchema()
@@ -154,17 +227,20 @@ class ResetPasswordView(PendingView):
         request=ResetPasswordSerializer,
         responses={
             200: OkMessageSerializer,
-            **error_responses((400, "Invalid or expired token")),
+            **error_responses((400, "Invalid or expired token"), 429),
         },
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, ResetPasswordSerializer)
+        data = _valid(ResetPasswordSerializer, request)
+        password_reset_complete(
+            token=data["token"], password=data["password"], ip=client_ip(request._request)
+        )
+        return Response({"ok": True, "message": "Your password has been updated. Please sign in."})
 
 
-class VerifyEmailView(PendingView):
+class VerifyEmailView(APIView):
     """Confirm an email address from a verification token."""
 
-    capability = "email verification"
     authentication_classes = OPEN_AUTHENTICATION
     permission_classes = OPEN_PERMISSIONS
     schema = PublicSchema()
@@ -175,11 +251,117 @@ class VerifyEmailView(PendingView):
         request=VerifyEmailSerializer,
         responses={
             200: OkMessageSerializer,
-            **error_responses((400, "Invalid or expired token")),
+            **error_responses((400, "Invalid or expired token"), 429),
         },
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, VerifyEmailSerializer)
+        data = _valid(VerifyEmailSerializer, request)
+        email_verify(token=data["token"], ip=client_ip(request._request))
+        return Response({"ok": True, "message": "Email verified."})
+
+
+class ResendVerificationView(APIView):
+    """Email a fresh verification link to the signed-in user (additive endpoint)."""
+
+    authentication_classes = USER_AUTHENTICATION
+    permission_classes = OPEN_PERMISSIONS
+    schema = SessionSchema()
+
+    @extend_schema(
+        operation_id="auth_verify_resend",
+        summary="Send a new email-verification link to the signed-in user",
+        request=None,
+        responses={200: OkMessageSerializer, **error_responses(401, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        actor = user_actor(request)
+        assert actor.user is not None
+        sent = email_verification_resend(user=actor.user)
+        message = "A new verification link is on its way." if sent else "Email already verified."
+        return Response({"ok": True, "message": message})
+
+
+class InvitationCollectionView(APIView):
+    """Invitations into the caller's workspace: list pending ones, invite someone."""
+
+    schema = SessionSchema()
+
+    @extend_schema(
+        operation_id="auth_invitations_list",
+        summary="Pending invitations of the workspace (Owner or Admin)",
+        responses={200: InvitationListSerializer, **error_responses(401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        actor = actor_for(request)
+        actor.require_manager("see invitations")
+        pending = invitations_pending(workspace=actor.workspace)
+        return Response({"invitations": InvitationSerializer(pending, many=True).data})
+
+    @extend_schema(
+        operation_id="auth_invitations_create",
+        summary="Invite someone into the workspace (Owner or Admin; emailed link)",
+        request=InvitationCreateSerializer,
+        responses={
+            201: InvitationResultSerializer,
+            **error_responses(400, 401, 403, (409, "Already a member"), 429),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        actor = actor_for(request)
+        actor.require_manager("invite members")
+        data = _valid(InvitationCreateSerializer, request)
+        invitation, _secret = invitation_create(
+            workspace=actor.workspace,
+            inviter=actor.user,
+            actor=actor.id,
+            email=data["email"],
+            role=data.get("role", Role.MEMBER),
+            ip=client_ip(request._request),
+        )
+        return Response({"invitation": InvitationSerializer(invitation).data}, status=201)
+
+
+class InvitationAcceptView(APIView):
+    """Accept an invitation: join the workspace (creating the account if needed)."""
+
+    authentication_classes = OPEN_AUTHENTICATION
+    permission_classes = OPEN_PERMISSIONS
+    schema = PublicSchema()
+
+    @extend_schema(
+        operation_id="auth_invitations_accept",
+        summary="Accept an invitation and start a session in its workspace",
+        request=InvitationAcceptSerializer,
+        responses={
+            200: AuthResultSerializer,
+            **error_responses(400, 401, (404, "Invalid or expired invitation"), 429),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(InvitationAcceptSerializer, request)
+        issued = invitation_accept(
+            token=data["token"],
+            password=data["password"],
+            name=data.get("name", ""),
+            **_meta(request),
+        )
+        return Response(_auth_result(issued))
+
+
+class MemberListView(APIView):
+    """The members of the caller's workspace and their roles."""
+
+    schema = SessionSchema()
+
+    @extend_schema(
+        operation_id="auth_members_list",
+        summary="Members of the workspace",
+        responses={200: MemberListSerializer, **error_responses(401)},
+    )
+    def get(self, request: Request) -> Response:
+        actor = actor_for(request)
+        members = members_of(workspace=actor.workspace)
+        return Response({"members": MemberSerializer(members, many=True).data})
 
 
 class ProviderCredentialCollectionView(PendingView):
@@ -222,10 +404,8 @@ class UsageView(PendingView):
         self.pending(request)
 
 
-class AuditLogView(PendingView):
-    """The workspace's recent audit events."""
-
-    capability = "the audit log"
+class AuditLogView(APIView):
+    """The workspace's recent audit events (newest first, at most 200)."""
 
     @extend_schema(
         operation_id="cloud_audit",
@@ -233,4 +413,6 @@ class AuditLogView(PendingView):
         responses={200: AuditLogSerializer, **error_responses(401)},
     )
     def get(self, request: Request) -> Response:
-        self.pending(request)
+        actor = actor_for(request)
+        events = audit_events_recent(workspace=actor.workspace)
+        return Response({"events": AuditEventSerializer(events, many=True).data})

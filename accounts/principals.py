@@ -1,0 +1,111 @@
+"""The acting party of a request: who, in which workspace, with what role.
+
+Every view that reads or writes workspace data asks ``actor_for(request)``. A user
+acts in the workspace of their session; the operator (operator token, or an anonymous
+local-dev caller on loopback) acts in the workspace named by ``X-Matrix-Workspace``
+(slug or id), else the ``local`` workspace, and may see every workspace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rest_framework.request import Request
+
+from accounts.choices import Role
+from accounts.models import Membership, SessionToken, User, Workspace
+from matrixcloud.errors import Forbidden, NotFound, Unauthorized
+
+OPERATOR_ROLE = "Operator"
+WORKSPACE_HEADER = "X-Matrix-Workspace"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The party a service acts for; ``user`` is None for the operator."""
+
+    workspace: Workspace
+    role: str
+    user: User | None = None
+    session: SessionToken | None = None
+    member: Membership | None = None
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == OPERATOR_ROLE
+
+    @property
+    def id(self) -> str:
+        """How audit records name this actor."""
+        return self.user.pk if self.user is not None else "operator"
+
+    @property
+    def can_manage(self) -> bool:
+        return self.is_operator or self.role in Role.managers()
+
+    def membership(self) -> Membership:
+        if self.member is None:
+            raise Unauthorized("not authenticated")
+        return self.member
+
+    def require_manager(self, what: str) -> None:
+        if not self.can_manage:
+            raise Forbidden(f"only a workspace Owner or Admin may {what}")
+
+
+def _operator_workspace(request: Request) -> Workspace:
+    from accounts.services import local_workspace
+
+    wanted = request.headers.get(WORKSPACE_HEADER, "").strip()
+    if not wanted:
+        return local_workspace()
+    workspace = (
+        Workspace.objects.filter(slug=wanted).first() or Workspace.objects.filter(pk=wanted).first()
+    )
+    if workspace is None:
+        raise NotFound(f"no workspace {wanted!r}")
+    return workspace
+
+
+def actor_for(request: Request) -> Actor:
+    """The actor of an authenticated request (the gate has already let it through)."""
+    user = request.user
+    if getattr(user, "is_operator", False):
+        return Actor(workspace=_operator_workspace(request), role=OPERATOR_ROLE)
+    if not isinstance(user, User):
+        raise Unauthorized("not authenticated")
+    session = request.auth if isinstance(request.auth, SessionToken) else None
+    workspace_id = session.workspace_id if session else _console_workspace_id(request, user)
+    membership = (
+        Membership.objects.select_related("workspace")
+        .filter(user=user, workspace_id=workspace_id)
+        .first()
+    )
+    if membership is None:
+        raise Forbidden("you are not a member of this workspace")
+    return Actor(
+        workspace=membership.workspace,
+        role=membership.role,
+        user=user,
+        session=session,
+        member=membership,
+    )
+
+
+def user_actor(request: Request) -> Actor:
+    """Like ``actor_for`` but only a signed-in user will do (``/v1/auth/me`` and such)."""
+    if not isinstance(request.user, User):
+        raise Unauthorized("not authenticated")
+    return actor_for(request)
+
+
+def _console_workspace_id(request: Request, user: User) -> str | None:
+    chosen = (
+        request._request.session.get("workspace_id")
+        if hasattr(request._request, "session")
+        else None
+    )
+    if chosen:
+        return str(chosen)
+    first = Membership.objects.filter(user=user).order_by("created_at", "pk").first()
+    return first.workspace_id if first else None
