@@ -24,6 +24,7 @@ from typing import BinaryIO
 KILL_WAIT = 5.0
 PUMP_JOIN = 1.0
 POLL = 0.05
+MAX_LINE = 64 * 1024
 
 
 class CrashLoop(RuntimeError):
@@ -123,7 +124,7 @@ class Supervisor:
     def _pump(self, name: str, stream: BinaryIO) -> None:
         prefix = f"{name:<13}| ".encode()
         with stream:
-            for line in iter(stream.readline, b""):
+            for line in iter(lambda: stream.readline(MAX_LINE), b""):
                 self._write(prefix + line.rstrip(b"\n") + b"\n")
 
     # --- starting ---------------------------------------------------------------------
@@ -219,7 +220,7 @@ class Supervisor:
         began = time.monotonic()
         signal_group(proc.pid, child.role.stop_signal)
         if not self._wait_exit(proc, self.grace) and not self.forced:
-            self.say(f"{child.role.name} did not stop within {self.grace:.0f} s; killing it")
+            self.say(f"{child.role.name} did not stop within {self.grace:g} s; killing it")
         code = self._collect(child)
         took = time.monotonic() - began
         self.say(f"{child.role.name} stopped in {took:.1f} s ({describe_exit(code)})")

@@ -62,6 +62,9 @@ class Command(BaseCommand):
     """
 
     help = "Run the django-q2 cluster (as qcluster does) with a process heartbeat."
+    # serve runs the system checks once; here they would import the whole API (~0.5 s
+    # per start and restart) and let a broken view stop a role that never serves one.
+    requires_system_checks: list[str] = []
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_q.cluster import Cluster  # sets Django up on import, as qcluster does

@@ -92,6 +92,8 @@ class Command(BaseCommand):
         "Run the whole service on this machine: migrations, the embedded bus (without "
         "REDIS_URL), web (daphne), worker and a sandbox host, supervised."
     )
+    # Checked in handle(), after the cheap refusals, so a refusal is immediate.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--host", help="address to listen on (default MATRIX_RUNTIME_HOST)")
@@ -110,6 +112,7 @@ class Command(BaseCommand):
         port: int = options["port"] or settings.MATRIX_PORT
         self._check_exposure(host, insecure=options["insecure"])
         ensure_port_free(host, port)
+        self.check()
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=max(options["verbosity"] - 1, 0))
         db.connections.close_all()

@@ -20,6 +20,9 @@ class Command(BaseCommand):
     """Run a sandbox host (sandbox/host.py) in an asyncio loop; SIGTERM/SIGINT stop it."""
 
     help = "Run a sandbox host: consume sandbox.start and its own reply channel on the bus."
+    # serve runs the system checks once; here they would import the whole API (~0.5 s
+    # per start and restart) and let a broken view stop a role that never serves one.
+    requires_system_checks: list[str] = []
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.REDIS_URL:
