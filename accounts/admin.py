@@ -1,13 +1,31 @@
-"""Django admin for accounts: operators manage users here."""
+"""Django admin for accounts: operators manage users, workspaces and sessions here.
+
+Secrets are never shown (only hashes exist); audit rows and one-time tokens are
+read-only; revoking sessions goes through the same update the logout service makes.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import BaseUserCreationForm, UserChangeForm
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import (
+    AuditEvent,
+    EmailVerification,
+    Invitation,
+    Membership,
+    PasswordReset,
+    SessionToken,
+    User,
+    Workspace,
+)
 
 
 class UserCreationForm(BaseUserCreationForm):
@@ -56,3 +74,89 @@ class UserAdmin(BaseUserAdmin):
         ("Dates", {"fields": ("last_login", "created_at")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that only services write: viewable and searchable, never edited here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ("user",)
+    fields = ("user", "role", "created_at")
+    readonly_fields = ("created_at",)
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(admin.ModelAdmin):
+    """Workspaces (tenants) and their members' roles."""
+
+    list_display = ("name", "slug", "id", "created_at")
+    search_fields = ("name", "slug", "id")
+    readonly_fields = ("id", "created_at")
+    inlines = (MembershipInline,)
+
+
+@admin.register(SessionToken)
+class SessionTokenAdmin(ReadOnlyAdmin):
+    """Bearer sessions (only their hashes exist); revoke them with the action."""
+
+    list_display = (
+        "id",
+        "user",
+        "workspace",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "ip",
+    )
+    list_filter = ("revoked_at",)
+    search_fields = ("id", "user__email", "workspace__slug", "ip")
+    list_select_related = ("user", "workspace")
+    actions = ("revoke",)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)  # needed for the action; fields stay read-only
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in SessionToken._meta.fields]
+
+    @admin.action(description="Revoke the selected sessions")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[SessionToken]) -> None:
+        ended = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {ended} session(s).", messages.SUCCESS)
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyAdmin):
+    list_display = ("email", "workspace", "role", "created_at", "expires_at", "accepted_at")
+    search_fields = ("email", "workspace__slug")
+    exclude = ("token_hash",)
+
+
+@admin.register(PasswordReset, EmailVerification)
+class OneTimeTokenAdmin(ReadOnlyAdmin):
+    list_display = ("id", "user", "created_at", "expires_at", "used_at")
+    search_fields = ("id", "user__email")
+    exclude = ("token_hash",)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    """The append-only, hash-chained audit log (``manage.py audit_verify`` checks it)."""
+
+    list_display = ("created_at", "action", "actor", "target", "status", "workspace_id", "ip")
+    list_filter = ("status", "action")
+    search_fields = ("id", "actor", "action", "target", "ip", "workspace__slug")
+    ordering = ("-seq",)
