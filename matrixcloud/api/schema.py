@@ -19,6 +19,8 @@ from drf_spectacular.renderers import (
 from drf_spectacular.utils import OpenApiResponse
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from matrixcloud.api.serializers import ErrorSerializer
 
@@ -91,6 +93,13 @@ class SchemaView(SpectacularAPIView):
         OpenApiJsonRenderer2,
         OpenApiJsonRenderer,
     ]
+    # The schema depends only on the code: generate it once per process, not per request.
+    _schema: ClassVar[dict[str, Any] | None] = None
+
+    def _get_schema_response(self, request: Request) -> Response:
+        if SchemaView._schema is None:
+            SchemaView._schema = super()._get_schema_response(request).data
+        return Response(SchemaView._schema)
 
 
 class DocsView(TemplateView):
