@@ -28,6 +28,7 @@ REPLY_TYPE = "sandbox.reply"
 NOT_YET = "sandbox sessions land with the sandbox issue"
 RECEIVE_TIMEOUT = 1.0
 BUS_RETRY = 1.0
+BUS_RETRY_MAX = 10.0
 
 
 class SandboxHost:
@@ -72,15 +73,19 @@ class SandboxHost:
         await self.layer.send(reply_to, reply)
 
     async def _listen(self, channel: str, stop: asyncio.Event) -> None:
+        delay = BUS_RETRY
         while not stop.is_set():
             try:
                 message = await asyncio.wait_for(self.layer.receive(channel), RECEIVE_TIMEOUT)
                 await self.handle(message)
             except TimeoutError:
+                pass
+            except Exception as exc:  # the bus may be restarting: say so, wait, try again
+                logger.warning("bus error on %s (%r); retrying in %.0f s", channel, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BUS_RETRY_MAX)
                 continue
-            except Exception:  # the bus may be restarting: say so, wait, try again
-                logger.exception("receiving on %s failed; retrying", channel)
-                await asyncio.sleep(BUS_RETRY)
+            delay = BUS_RETRY
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -144,6 +144,8 @@ class Command(BaseCommand):
         env = self._child_env(host, port)
         if not settings.REDIS_URL:
             env["REDIS_URL"] = self._start_bus(supervisor, stop)
+        elif not bus_ping(settings.REDIS_URL, timeout=2.0):
+            supervisor.say("warning: REDIS_URL does not answer; live events and sandboxes wait")
         bind = "127.0.0.1" if host == "localhost" else host.strip("[]")
         daphne = (sys.executable, "-m", "daphne", "-b", bind, "-p", str(port))
         supervisor.start(Role("web", (*daphne, "matrixcloud.asgi:application"), env))
