@@ -49,12 +49,18 @@ class RestartPolicy:
 
 @dataclass(frozen=True)
 class Role:
-    """One supervised program: its name, argv, environment and graceful stop signal."""
+    """One supervised program: its name, argv, environment and how it stops gracefully.
+
+    The stop signal goes to the whole process group, or with ``stop_leader_only`` to the
+    role's own process, for programs that stop their children themselves. Whatever is
+    left of the group after the grace is killed either way.
+    """
 
     name: str
     argv: tuple[str, ...]
     env: Mapping[str, str] | None = None
     stop_signal: signal.Signals = signal.SIGTERM
+    stop_leader_only: bool = False
 
 
 @dataclass
@@ -218,7 +224,11 @@ class Supervisor:
         if proc is None:
             return
         began = time.monotonic()
-        signal_group(proc.pid, child.role.stop_signal)
+        if child.role.stop_leader_only:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(child.role.stop_signal)
+        else:
+            signal_group(proc.pid, child.role.stop_signal)
         if not self._wait_exit(proc, self.grace) and not self.forced:
             self.say(f"{child.role.name} did not stop within {self.grace:g} s; killing it")
         code = self._collect(child)

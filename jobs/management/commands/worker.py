@@ -81,6 +81,8 @@ class Command(BaseCommand):
         # No database connection may cross the fork into the sentinel and its pool.
         db.connections.close_all()
         cluster.start()
+        if stopping.is_set() and cluster.sentinel.is_alive():  # signalled before the fork
+            cluster.stop()
         heartbeat.start()  # after the fork: the cluster's processes never inherit the thread
         try:
             self._wait_for(cluster)
@@ -99,7 +101,8 @@ class Command(BaseCommand):
 
         def handle(signum: int, frame: FrameType | None) -> None:
             stopping.set()
-            cluster.sig_handler(signum, frame)
+            if cluster.sentinel is not None:
+                cluster.sig_handler(signum, frame)
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import ipaddress
 import os
-import signal
 import socket
 import sys
 import time
@@ -132,7 +131,10 @@ class Command(BaseCommand):
         gc.freeze()  # skips the interpreter's final collection: ~0.5 s of exit with this heap
 
     def _check_exposure(self, host: str, *, insecure: bool) -> None:
-        if is_loopback(host) or settings.MATRIX_API_TOKEN or insecure:
+        if is_loopback(host) or settings.MATRIX_API_TOKEN:
+            return
+        if insecure:
+            self.stderr.write(f"warning: listening on {host} without an API token (--insecure)")
             return
         raise CommandError(
             f"refusing to listen on {host} without an API token: anyone who can reach it "
@@ -149,9 +151,11 @@ class Command(BaseCommand):
         bind = "127.0.0.1" if host == "localhost" else host.strip("[]")
         daphne = (sys.executable, "-m", "daphne", "-b", bind, "-p", str(port))
         supervisor.start(Role("web", (*daphne, "matrixcloud.asgi:application"), env))
-        # SIGINT is django-q2's graceful stop for a whole group: the sentinel and its pool
-        # ignore it and the cluster drains them; SIGTERM would kill the pool mid-task.
-        supervisor.start(Role("worker", manage("worker"), env, stop_signal=signal.SIGINT))
+        # django-q2 stops gracefully on a signal to the cluster's main process, which drains
+        # the pool; its sentinel resets SIGTERM to the default, so a group-wide SIGTERM
+        # would kill the pool mid-task (and a group-wide SIGINT interrupts a worker that is
+        # still importing with a KeyboardInterrupt traceback).
+        supervisor.start(Role("worker", manage("worker"), env, stop_leader_only=True))
         supervisor.start(Role("sandbox_host", manage("sandbox_host"), env))
         url, started = local_url(host, port), time.monotonic()
         self._wait(supervisor, stop, lambda: health_ok(url), HEALTH_TIMEOUT, f"the API at {url}")
