@@ -29,6 +29,8 @@ class Actor:
     user: User | None = None
     session: SessionToken | None = None
     member: Membership | None = None
+    # False for an operator who named no workspace: reads then span every workspace.
+    scoped: bool = True
 
     @property
     def is_operator(self) -> bool:
@@ -42,6 +44,11 @@ class Actor:
     @property
     def can_manage(self) -> bool:
         return self.is_operator or self.role in Role.managers()
+
+    @property
+    def visible_workspace(self) -> Workspace | None:
+        """The workspace reads are limited to; None means all (the operator)."""
+        return self.workspace if self.scoped else None
 
     def membership(self) -> Membership:
         if self.member is None:
@@ -71,7 +78,8 @@ def actor_for(request: Request) -> Actor:
     """The actor of an authenticated request (the gate has already let it through)."""
     user = request.user
     if getattr(user, "is_operator", False):
-        return Actor(workspace=_operator_workspace(request), role=OPERATOR_ROLE)
+        named = bool(request.headers.get(WORKSPACE_HEADER, "").strip())
+        return Actor(workspace=_operator_workspace(request), role=OPERATOR_ROLE, scoped=named)
     if not isinstance(user, User):
         raise Unauthorized("not authenticated")
     session = request.auth if isinstance(request.auth, SessionToken) else None

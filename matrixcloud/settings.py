@@ -54,6 +54,10 @@ MATRIX_MAX_TTL_SECONDS = env_int("MATRIX_RUNTIME_MAX_TTL_SECONDS", 600, minimum=
 MATRIX_MAX_CONCURRENT_JOBS = env_int(
     "MATRIX_RUNTIME_MAX_CONCURRENT_JOBS", int(str(_MODE_DEFAULTS["concurrency"])), minimum=1
 )
+MATRIX_MAX_CONCURRENT_JOBS_PER_WORKSPACE = env_int(
+    "MATRIX_RUNTIME_MAX_CONCURRENT_JOBS_PER_WORKSPACE", MATRIX_MAX_CONCURRENT_JOBS, minimum=1
+)
+MATRIX_EXTRA_JOB_MODULES = env_list("MATRIX_RUNTIME_EXTRA_JOB_MODULES")
 MATRIX_API_TOKEN = env_secret("MATRIX_RUNTIME_API_TOKEN")
 MATRIX_RATE_LIMIT_RPM = env_int("MATRIX_RUNTIME_RATE_LIMIT_RPM", 120)
 MATRIX_CLOUD_URL = env_str("MATRIX_CLOUD_URL", "https://cloud.matrixhub.io")
@@ -174,7 +178,6 @@ Q_CLUSTER = {
 
 # --- Django -----------------------------------------------------------------------
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

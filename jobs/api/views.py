@@ -6,7 +6,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from accounts.principals import actor_for
+from accounts.ratelimit import client_ip
 from jobs.api.serializers import (
     EVENT_STREAM_RESPONSE,
     CancelResultSerializer,
@@ -15,42 +18,87 @@ from jobs.api.serializers import (
     JobListSerializer,
     JobSerializer,
 )
+from jobs.selectors import job_get, job_list, job_snapshot
+from jobs.services import job_await_terminal, job_cancel, job_enqueue
 from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
 from matrixcloud.api.stubs import PendingView
+from matrixcloud.errors import BadRequest
 
+CANCEL_WAIT_SECONDS = 1.5
 JOB_ID = OpenApiParameter(
     "job_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="A job id (job_…)."
 )
 
 
-class JobCollectionView(PendingView):
-    """The job collection: list jobs, create a job."""
+LIST_PARAMETERS = [
+    OpenApiParameter("limit", OpenApiTypes.INT, description="Page size, 1 to 200 (default 50)."),
+    OpenApiParameter("cursor", OpenApiTypes.STR, description="next_cursor of the previous page."),
+    OpenApiParameter("type", OpenApiTypes.STR, description="Only jobs of this type."),
+    OpenApiParameter("status", OpenApiTypes.STR, description="Only jobs in this status."),
+]
 
-    capability = "the job engine"
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+
+
+class JobCollectionView(APIView):
+    """The job collection: list the workspace's jobs, create a job."""
 
     @extend_schema(
         operation_id="jobs_list",
         summary="List jobs (newest first)",
-        responses={200: JobListSerializer, **error_responses(401)},
+        parameters=LIST_PARAMETERS,
+        responses={200: JobListSerializer, **error_responses(400, 401)},
     )
     def get(self, request: Request) -> Response:
-        self.pending(request)
+        actor = actor_for(request)
+        page = job_list(
+            workspace=actor.visible_workspace,
+            limit=_int_param(request, "limit", 50),
+            cursor=request.query_params.get("cursor", ""),
+            job_type=request.query_params.get("type", ""),
+            status=request.query_params.get("status", ""),
+        )
+        return Response(
+            {"jobs": [job_snapshot(job) for job in page.jobs], "next_cursor": page.next_cursor}
+        )
 
     @extend_schema(
         operation_id="jobs_create",
         summary="Create a job",
         request=CreateJobSerializer,
-        responses={202: CreateJobResponseSerializer, **error_responses(400, 401, 422)},
+        responses={202: CreateJobResponseSerializer, **error_responses(400, 401, 422, 429)},
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, CreateJobSerializer)
+        serializer = CreateJobSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        actor = actor_for(request)
+        job = job_enqueue(
+            workspace=actor.workspace,
+            job_type=data["type"],
+            payload=data.get("payload"),
+            ttl_seconds=data.get("ttl_seconds"),
+            actor=actor.id,
+            user=actor.user,
+            ip=client_ip(request._request),
+        )
+        return Response(
+            {"job_id": job.pk, "status": job.status, "events_url": f"/v1/jobs/{job.pk}/events"},
+            status=202,
+        )
 
 
-class JobDetailView(PendingView):
-    """One job: read it, cancel it."""
-
-    capability = "the job engine"
+class JobDetailView(APIView):
+    """One job: read it, cancel it (the record stays)."""
 
     @extend_schema(
         operation_id="jobs_retrieve",
@@ -59,7 +107,8 @@ class JobDetailView(PendingView):
         responses={200: JobSerializer, **error_responses(401, 404)},
     )
     def get(self, request: Request, job_id: str) -> Response:
-        self.pending(request)
+        actor = actor_for(request)
+        return Response(job_snapshot(job_get(job_id=job_id, workspace=actor.visible_workspace)))
 
     @extend_schema(
         operation_id="jobs_cancel",
@@ -68,7 +117,11 @@ class JobDetailView(PendingView):
         responses={200: CancelResultSerializer, **error_responses(401, 404)},
     )
     def delete(self, request: Request, job_id: str) -> Response:
-        self.pending(request)
+        actor = actor_for(request)
+        job = job_get(job_id=job_id, workspace=actor.visible_workspace)
+        status = job_cancel(job=job, actor=actor.id, ip=client_ip(request._request))
+        status = job_await_terminal(job.pk, status, timeout=CANCEL_WAIT_SECONDS)
+        return Response({"ok": True, "status": status})
 
 
 class JobEventsView(PendingView):

@@ -1,0 +1,143 @@
+"""The base every job handler builds on, and the context it runs in.
+
+A handler is one class per job type, registered with ``@jobs.registry.register``,
+with a pydantic ``Params`` model (checked when the job is created, so bad payloads are
+a 422 at once) and one ``run()``. ``BaseHandler`` never finishes a job itself: the
+runner does, mapping ``JobFailed`` to an ``error`` with its message and anything
+unexpected to an ``error`` with the traceback in the job's events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from jobs.choices import JobKind, JobStatus
+from jobs.events import job_event_emit
+from jobs.models import Job
+
+KILL_GRACE_SECONDS = 2.0
+
+
+class JobFailed(Exception):
+    """An expected failure: the job ends ``error`` with this message."""
+
+
+class JobInterrupted(Exception):
+    """Raised inside a handler when its job was cancelled or ran out of time."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class JobParams(BaseModel):
+    """Base of handler parameter models: unknown keys ignored, as the original did."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class JobContext:
+    """What a running handler may touch: its job, events, interruption, subprocesses.
+
+    The runner's watchdog calls ``interrupt()`` on cancel or expiry; every wait here
+    wakes up at once and every registered subprocess group is killed.
+    """
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._interrupted = threading.Event()
+        self.interrupt_status: str | None = None
+        self._procs: set[subprocess.Popen[Any]] = set()
+        self._lock = threading.Lock()
+
+    def emit(
+        self, step: str, status: str, message: str, data: dict[str, Any] | None = None
+    ) -> None:
+        job_event_emit(self.job.pk, step=step, status=status, message=message, data=data)
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted.is_set()
+
+    def check(self) -> None:
+        """Raise ``JobInterrupted`` if the job was cancelled or expired."""
+        if self.interrupt_status is not None:
+            raise JobInterrupted(self.interrupt_status)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; raise ``JobInterrupted`` as soon as the job is."""
+        self._interrupted.wait(max(seconds, 0))
+        self.check()
+
+    def interrupt(self, status: str) -> None:
+        if status not in (JobStatus.CANCELLED, JobStatus.EXPIRED):
+            raise ValueError(status)
+        with self._lock:
+            if self.interrupt_status is None:
+                self.interrupt_status = status
+            procs = list(self._procs)
+        self._interrupted.set()
+        for proc in procs:
+            kill_process_group(proc)
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start a subprocess in its own process group, killed with the job."""
+        self.check()
+        proc: subprocess.Popen[Any] = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
+        with self._lock:
+            self._procs.add(proc)
+            late = self.interrupt_status is not None
+        if late:
+            kill_process_group(proc)
+        return proc
+
+    def release(self, proc: subprocess.Popen[Any]) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            procs = list(self._procs)
+            self._procs.clear()
+        for proc in procs:
+            kill_process_group(proc)
+
+
+def kill_process_group(proc: subprocess.Popen[Any], grace: float = KILL_GRACE_SECONDS) -> None:
+    """TERM the whole group, wait ``grace``, then KILL it; leaves no survivors."""
+    if proc.poll() is not None:
+        _kill_group(proc.pid, signal.SIGKILL)  # children may outlive the leader
+        return
+    _kill_group(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    _kill_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+class BaseHandler:
+    """One job type: validated ``params`` in, a JSON-able result out of ``run()``."""
+
+    kind: ClassVar[str] = JobKind.BATCH
+    Params: ClassVar[type[JobParams]] = JobParams
+
+    def __init__(self, ctx: JobContext, params: JobParams) -> None:
+        self.ctx = ctx
+        self.params = params
+
+    def run(self) -> Any:
+        raise NotImplementedError

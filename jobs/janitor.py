@@ -1,0 +1,80 @@
+"""The janitor: ends what crashed or ran out of time, prunes what is old.
+
+Runs from the worker every few seconds and as a django-q2 schedule. Every action is a
+conditional transition, so several janitors running at once do no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from jobs.choices import JobStatus
+from jobs.models import Job
+from jobs.services import job_dispatch_pending, job_finish
+
+logger = logging.getLogger(__name__)
+STALE_AFTER = timedelta(seconds=20)
+EXPIRY_GRACE = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What one sweep did."""
+
+    orphaned: int
+    expired: int
+    pruned: int
+    dispatched: int
+
+
+def janitor_sweep() -> SweepReport:
+    now = timezone.now()
+    orphaned = _end_orphans(now)
+    expired = _end_expired(now)
+    pruned = _prune(now)
+    dispatched = job_dispatch_pending()
+    return SweepReport(orphaned, expired, pruned, dispatched)
+
+
+def _end_orphans(now: datetime) -> int:
+    """Running jobs whose runner stopped heart-beating: the process died."""
+    ended = 0
+    stale = Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=now - STALE_AFTER)
+    for job in stale.only("pk", "runner", "heartbeat_at"):
+        silent = int((now - job.heartbeat_at).total_seconds()) if job.heartbeat_at else 0
+        error = (
+            f"the process running this job ({job.runner or 'unknown'}) stopped "
+            f"heart-beating {silent} s ago; the job was interrupted"
+        )
+        ended += job_finish(job.pk, JobStatus.ERROR, error=error)
+    return ended
+
+
+def _end_expired(now: datetime) -> int:
+    """Jobs past their TTL that no runner ended (queued ones, or a stuck runner)."""
+    ended = 0
+    late = Job.objects.filter(status__in=JobStatus.active(), expires_at__lt=now - EXPIRY_GRACE)
+    for job_id in late.values_list("pk", flat=True):
+        ended += job_finish(job_id, JobStatus.EXPIRED)
+    return ended
+
+
+def _prune(now: datetime) -> int:
+    hours = settings.MATRIX_JOB_RETENTION_HOURS
+    if hours <= 0:
+        return 0
+    old = Job.objects.filter(
+        status__in=JobStatus.terminal(), finished_at__lt=now - timedelta(hours=hours)
+    )
+    ids = list(old.values_list("pk", flat=True)[:1000])
+    for job_id in ids:
+        for area in ("jobs", "mcp"):
+            shutil.rmtree(settings.MATRIX_DATA_DIR / area / job_id, ignore_errors=True)
+    deleted, _ = Job.objects.filter(pk__in=ids).delete()
+    return len(ids) if deleted else 0

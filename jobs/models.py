@@ -1,0 +1,123 @@
+"""Jobs and their events: the durable record of every piece of background work."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Workspace
+from jobs.choices import JobKind, JobStatus
+from matrixcloud.lib.ids import new_job_id
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def for_workspace(self, workspace: Workspace | None) -> JobQuerySet:
+        """Jobs the workspace may see; ``None`` (the operator) sees all."""
+        return self if workspace is None else self.filter(workspace=workspace)
+
+    def active(self) -> JobQuerySet:
+        return self.filter(status__in=JobStatus.active())
+
+    def running(self) -> JobQuerySet:
+        return self.filter(status=JobStatus.RUNNING)
+
+
+class Job(models.Model):
+    """One typed job: its payload, lifetime, state, result, and who runs it.
+
+    The row, not the queue, is the truth: claims and terminal transitions are
+    conditional updates on ``status``, so exactly one process starts a job and exactly
+    one terminal status wins. ``runner`` and ``heartbeat_at`` let the janitor find
+    work whose process died.
+    """
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_job_id, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="jobs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    type = models.CharField(max_length=64)
+    kind = models.CharField(max_length=10, choices=JobKind.choices, default=JobKind.BATCH)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    ttl_seconds = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    runner = models.CharField(max_length=128, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_seq = models.PositiveIntegerField(default=0)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"]),
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["status", "heartbeat_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.type} {self.status}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in JobStatus.terminal()
+
+    def expired_at(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+
+class JobEvent(models.Model):
+    """One event of a job, numbered by a per-job sequence (the SSE ``id:``).
+
+    A stream replays rows after ``Last-Event-ID`` and then follows live pushes from
+    the bus, de-duplicated by ``seq``; if the bus drops a message nothing is lost.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    step = models.CharField(max_length=64)
+    status = models.CharField(max_length=16)
+    message = models.TextField()
+    data = models.JSONField(null=True, blank=True)
+    terminal = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "seq"], name="jobs_event_seq_once"),
+        ]
+        ordering = ["job", "seq"]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#{self.seq} {self.step}/{self.status}"
+
+    def as_wire(self) -> dict[str, Any]:
+        """The event as clients see it: ``{step, status, message, data?}``."""
+        event: dict[str, Any] = {"step": self.step, "status": self.status, "message": self.message}
+        if self.data:
+            event["data"] = self.data
+        return event
+
+
+class JobSlots(models.Model):
+    """The single row locked while a job is claimed, so concurrency limits hold."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+
+    def __str__(self) -> str:
+        return "job slots"

@@ -1,0 +1,117 @@
+"""Runs one batch job in a worker: claim, run the handler under a watchdog, finish.
+
+The watchdog thread polls the job row (every ``POLL_SECONDS``) for a cancel request,
+enforces the TTL, and heart-beats the row so the janitor can tell a live runner from
+a dead one. On cancel or expiry it interrupts the context, which wakes the handler's
+waits and kills its subprocess groups.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+from typing import Any
+
+from django import db
+from django.utils import timezone
+
+from jobs import registry
+from jobs.choices import JobStatus
+from jobs.handlers import BaseHandler, JobContext, JobFailed, JobInterrupted
+from jobs.models import Job
+from jobs.services import job_claim, job_finish
+
+logger = logging.getLogger(__name__)
+POLL_SECONDS = 0.25
+HEARTBEAT_SECONDS = 2.0
+
+
+def runner_id() -> str:
+    return f"worker:{socket.gethostname()}:{os.getpid()}"
+
+
+class Watchdog(threading.Thread):
+    """Watches one running job: cancel requests, TTL, heartbeat."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        super().__init__(name=f"watchdog-{ctx.job.pk}", daemon=True)
+        self.ctx = ctx
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        last_beat = 0.0
+        try:
+            while not self._stop_event.wait(POLL_SECONDS):
+                last_beat = self._tick(last_beat)
+        finally:
+            db.connection.close()
+
+    def _tick(self, last_beat: float) -> float:
+        job = self.ctx.job
+        now = timezone.now()
+        if now >= job.expires_at:
+            self.ctx.interrupt(JobStatus.EXPIRED)
+        row = Job.objects.filter(pk=job.pk).values("cancel_requested_at", "status").first()
+        if row is None or row["cancel_requested_at"] is not None:
+            self.ctx.interrupt(JobStatus.CANCELLED)
+        elif row["status"] != JobStatus.RUNNING:
+            self.ctx.interrupt(JobStatus.CANCELLED)  # ended elsewhere (janitor): stop work
+        mono = now.timestamp()
+        if mono - last_beat >= HEARTBEAT_SECONDS:
+            Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(heartbeat_at=now)
+            return mono
+        return last_beat
+
+
+class JobRunner:
+    """Claims ``job_id`` and runs its handler to exactly one terminal status."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def run(self) -> None:
+        job = job_claim(self.job_id, runner=runner_id())
+        if job is None:
+            return
+        handler_class = registry.handler_for(job.type)
+        if handler_class is None:
+            job_finish(job.pk, JobStatus.ERROR, error=f'unknown job type: "{job.type}"')
+            return
+        ctx = JobContext(job)
+        watchdog = Watchdog(ctx)
+        watchdog.start()
+        try:
+            status, result, error = self._execute(handler_class, ctx)
+        finally:
+            watchdog.stop()
+            ctx.kill_all()
+        job_finish(job.pk, status, result=result, error=error)
+
+    def _execute(self, handler_class: type[BaseHandler], ctx: JobContext) -> tuple[str, Any, str]:
+        try:
+            params = handler_class.Params.model_validate(ctx.job.payload)
+            result = handler_class(ctx, params).run()
+            ctx.check()
+        except JobInterrupted as exc:
+            return exc.status, None, ""
+        except JobFailed as exc:
+            return ctx.interrupt_status or JobStatus.ERROR, None, str(exc) or "job failed"
+        except Exception as exc:  # a bug in a handler: say so, keep the traceback
+            if ctx.interrupt_status is not None:
+                return ctx.interrupt_status, None, ""
+            logger.exception("job %s (%s) crashed", ctx.job.pk, ctx.job.type)
+            ctx.emit(
+                "traceback",
+                JobStatus.ERROR,
+                f"internal error: {type(exc).__name__}: {exc}",
+                data={"traceback": traceback.format_exc()[-8000:]},
+            )
+            return JobStatus.ERROR, None, f"internal error: {type(exc).__name__}: {exc}"
+        return JobStatus.COMPLETE, result, ""

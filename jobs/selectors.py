@@ -1,0 +1,97 @@
+"""Reads for jobs: snapshots in the original's shape, and keyset-paged lists."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from accounts.models import Workspace
+from jobs.models import Job
+from matrixcloud.errors import BadRequest, NotFound
+
+MAX_PAGE = 200
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with second precision, as the original wrote job times."""
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+def job_snapshot(job: Job) -> dict[str, Any]:
+    snapshot: dict[str, Any] = {
+        "job_id": job.pk,
+        "type": job.type,
+        "status": job.status,
+        "created_at": rfc3339(job.created_at),
+        "expires_at": rfc3339(job.expires_at),
+        "result": job.result,
+        "workspace_id": job.workspace_id,
+        "events_url": f"/v1/jobs/{job.pk}/events",
+    }
+    if job.started_at:
+        snapshot["started_at"] = rfc3339(job.started_at)
+    if job.finished_at:
+        snapshot["finished_at"] = rfc3339(job.finished_at)
+    if job.error:
+        snapshot["error"] = job.error
+    return snapshot
+
+
+def job_get(*, job_id: str, workspace: Workspace | None) -> Job:
+    """The job, if ``workspace`` may see it (another workspace's job is a 404)."""
+    job = Job.objects.for_workspace(workspace).filter(pk=job_id).first()
+    if job is None:
+        raise NotFound("job not found")
+    return job
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of jobs, newest first, and the cursor of the next page."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.pk]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise BadRequest("invalid cursor") from exc
+
+
+def job_list(
+    *,
+    workspace: Workspace | None,
+    limit: int = 50,
+    cursor: str = "",
+    job_type: str = "",
+    status: str = "",
+) -> JobPage:
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
+    jobs: QuerySet[Job] = Job.objects.for_workspace(workspace)
+    if job_type:
+        jobs = jobs.filter(type=job_type)
+    if status:
+        jobs = jobs.filter(status=status)
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        jobs = jobs.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=job_id))
+    page = list(jobs.order_by("-created_at", "-pk")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return JobPage(page, _encode_cursor(page[-1]) if more and page else None)
