@@ -116,9 +116,7 @@ if MATRIX_HOST not in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):  # noq
 _db_var, _db_url = env_first("MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "DATABASE_URL")
 if _db_var and _db_url:
     DATABASES = {
-        "default": database_config(
-            _db_url, source=_db_var, schema=env_str("MATRIXCLOUD_DB_SCHEMA")
-        )
+        "default": database_config(_db_url, source=_db_var, schema=env_str("MATRIXCLOUD_DB_SCHEMA"))
     }
     MATRIX_DATABASE_KIND = "postgresql"
     MATRIX_DB_PATH: Path | None = None
