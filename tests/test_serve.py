@@ -292,7 +292,7 @@ def test_worker_stops_its_cluster_on_sigterm(tmp_path: Path) -> None:
 
 # --- the supervisor alone -------------------------------------------------------------------
 def python(code: str) -> tuple[str, ...]:
-    return (sys.executable, "-c", code)
+    return (sys.executable, "-u", "-c", code)
 
 
 def tick_until(supervisor: Supervisor, check: Callable[[], bool], timeout: float) -> None:
