@@ -42,6 +42,8 @@ class GoPBKDF2PasswordHasher(BasePasswordHasher):
             expected = bytes.fromhex(parts["hash"])
         except ValueError:
             return False
+        if parts["iterations"] < 1 or not expected:
+            return False  # PBKDF2 cannot run on these: a malformed hash, a wrong password
         derived = hashlib.pbkdf2_hmac(
             "sha256", password.encode(), salt, parts["iterations"], len(expected)
         )
