@@ -1,0 +1,240 @@
+"""Brute force: writes limited per client IP (shared, database-backed), failed sign-ins
+backed off per account; both 429 with Retry-After, both recover."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import RequestFactory
+from rest_framework.test import APIClient
+
+from accounts import ratelimit
+from accounts.models import LoginThrottle, RateCounter
+from matrixcloud.errors import RateLimited
+from tests import factories
+from tests.factories import PASSWORD, error
+
+pytestmark = pytest.mark.django_db
+
+cast = factories.cast
+clock = factories.clock
+
+LIMITED = error("rate limit exceeded — slow down and retry", 429)
+BACKED_OFF = error("too many failed sign-ins for this account; retry later", 429)
+WRITE = "/v1/auth/logout"  # an open write that costs nothing
+
+
+def client(ip: str) -> APIClient:
+    api = APIClient(REMOTE_ADDR=ip)
+    api.default_format = "json"
+    return api
+
+
+def write(api: APIClient, **headers: str) -> Any:
+    return api.post(WRITE, {}, **headers)
+
+
+@pytest.fixture
+def rpm(settings: Any) -> int:
+    settings.MATRIX_RATE_LIMIT_RPM = 3
+    return 3
+
+
+# --- writes per IP ------------------------------------------------------------------
+
+
+def test_the_write_after_the_limit_is_429_with_retry_after(api, clock, rpm):
+    assert clock.now.second == 30  # half of the 60 s window is left
+    assert [write(api).status_code for _ in range(rpm)] == [200] * rpm
+
+    refused = write(api)
+
+    assert refused.status_code == 429
+    assert refused.json() == LIMITED
+    assert refused["Retry-After"] == "31"
+    counter = RateCounter.objects.get(key="ip:127.0.0.1")
+    assert counter.count == rpm + 1
+    # Other writes are refused too, and before they do anything.
+    signup = api.post("/v1/auth/signup", {"name": "N", "email": "n@x.test", "password": PASSWORD})
+    assert (signup.status_code, signup.json()) == (429, LIMITED)
+
+
+def test_reads_are_never_limited(api, clock, rpm):
+    for _ in range(rpm * 3):
+        assert api.get("/v1/health").status_code == 200
+        assert api.get("/v1/auth/me").status_code == 401
+    assert [write(api).status_code for _ in range(rpm)] == [200] * rpm
+    assert write(api).status_code == 429
+    assert api.get("/v1/health").status_code == 200
+    assert api.head("/v1/health").status_code == 200
+
+
+def test_another_ip_is_unaffected(api, clock, rpm):
+    for _ in range(rpm + 1):
+        write(api)
+    assert write(api).status_code == 429
+    other = client("192.0.2.10")
+    assert [write(other).status_code for _ in range(rpm)] == [200] * rpm
+    assert write(other).status_code == 429
+
+
+def test_a_new_window_recovers(api, clock, rpm):
+    for _ in range(rpm):
+        write(api)
+    assert write(api).status_code == 429
+    clock.advance(seconds=29)  # the last second of the window
+    assert write(api).status_code == 429
+    clock.advance(seconds=1)  # the next window
+    assert [write(api).status_code for _ in range(rpm)] == [200] * rpm
+    assert write(api).status_code == 429
+
+
+def test_a_limit_of_zero_disables_the_limiter(api, clock, settings):
+    settings.MATRIX_RATE_LIMIT_RPM = 0
+    assert {write(api).status_code for _ in range(10)} == {200}
+    assert not RateCounter.objects.exists()
+
+
+def test_the_limit_is_shared_through_the_database(clock):
+    """Two processes count on the same row: the count lives in the database, not memory."""
+    now = clock.now
+    for _ in range(2):
+        ratelimit.rate_limit_hit("ip:198.51.100.7", 2, now=now)
+    assert RateCounter.objects.get(key="ip:198.51.100.7").count == 2
+    with pytest.raises(RateLimited) as refused:
+        ratelimit.rate_limit_hit("ip:198.51.100.7", 2, now=now + timedelta(seconds=10))
+    assert refused.value.retry_after == 21
+    ratelimit.rate_limit_hit("ip:198.51.100.7", 2, now=now + timedelta(seconds=30))
+    assert RateCounter.objects.filter(key="ip:198.51.100.7").count() == 2
+
+
+# --- X-Forwarded-For ----------------------------------------------------------------
+
+
+def test_forwarded_for_is_ignored_from_an_untrusted_peer(api, clock, rpm, settings):
+    settings.MATRIX_TRUSTED_PROXIES = []
+    statuses = [
+        write(api, HTTP_X_FORWARDED_FOR=f"203.0.113.{n}").status_code for n in range(rpm + 1)
+    ]
+    assert statuses == [200] * rpm + [429]
+    assert list(RateCounter.objects.values_list("key", flat=True)) == ["ip:127.0.0.1"]
+
+
+def test_forwarded_for_is_ignored_when_the_peer_is_not_a_listed_proxy(clock, rpm, settings):
+    settings.MATRIX_TRUSTED_PROXIES = ["10.0.0.0/8"]
+    api = client("192.0.2.50")
+    statuses = [
+        write(api, HTTP_X_FORWARDED_FOR=f"203.0.113.{n}").status_code for n in range(rpm + 1)
+    ]
+    assert statuses == [200] * rpm + [429]
+
+
+def test_forwarded_for_names_the_client_behind_a_trusted_proxy(api, clock, rpm, settings):
+    settings.MATRIX_TRUSTED_PROXIES = ["127.0.0.1"]
+    first = {"HTTP_X_FORWARDED_FOR": "203.0.113.1"}
+    second = {"HTTP_X_FORWARDED_FOR": "203.0.113.2"}
+    assert [write(api, **first).status_code for _ in range(rpm + 1)] == [200] * rpm + [429]
+    assert write(api, **second).status_code == 200
+    assert set(RateCounter.objects.values_list("key", flat=True)) == {
+        "ip:203.0.113.1",
+        "ip:203.0.113.2",
+    }
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("10.0.0.5", "203.0.113.7", "203.0.113.7"),
+        ("10.0.0.5", "203.0.113.7, 10.0.0.2", "203.0.113.7"),  # skip trusted hops
+        ("10.0.0.5", "6.6.6.6, 203.0.113.7", "203.0.113.7"),  # a forged left entry loses
+        ("10.0.0.5", "", "10.0.0.5"),
+        ("192.0.2.1", "203.0.113.7", "192.0.2.1"),  # peer not trusted
+        ("10.0.0.5", "10.0.0.9, 10.0.0.8", "10.0.0.9"),  # all trusted: the first
+    ],
+)
+def test_client_ip(settings, peer, forwarded, expected):
+    settings.MATRIX_TRUSTED_PROXIES = ["10.0.0.0/8"]
+    headers = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded else {}
+    request = RequestFactory().get("/", REMOTE_ADDR=peer, **headers)
+    assert ratelimit.client_ip(request) == expected
+
+
+# --- failed sign-ins per account ----------------------------------------------------
+
+
+@pytest.fixture
+def two_tries(settings: Any) -> int:
+    settings.LOGIN_FAILURES_BEFORE_BACKOFF = 2
+    return 2
+
+
+def login(api: APIClient, email: str, password: str) -> Any:
+    return api.post("/v1/auth/login", {"email": email, "password": password})
+
+
+def test_failed_logins_back_off_the_account_then_recover(api, cast, clock, two_tries):
+    email = "member@northwind.test"
+    assert [login(api, email, "wrong guess 1").status_code for _ in range(two_tries)] == [401, 401]
+
+    locked = login(client("192.0.2.77"), email, PASSWORD)  # right password, another IP
+    assert locked.status_code == 429
+    assert locked.json() == BACKED_OFF
+    assert locked["Retry-After"] == "31"
+
+    clock.advance(seconds=29)
+    assert login(api, email, PASSWORD).status_code == 429
+    clock.advance(seconds=1)
+    assert login(api, email, PASSWORD).status_code == 200
+    assert not LoginThrottle.objects.filter(email=email).exists()  # success resets
+    assert login(api, email, "wrong guess 2").status_code == 401
+    assert login(api, email, PASSWORD).status_code == 200  # one failure is no back-off
+
+
+def test_unknown_accounts_back_off_alike(api, cast, clock, two_tries):
+    known = [login(api, "member@northwind.test", "wrong guess").status_code for _ in range(2)]
+    unknown = [login(api, "ghost@northwind.test", "wrong guess").status_code for _ in range(2)]
+    assert known == unknown == [401, 401]
+    a = login(api, "member@northwind.test", "wrong guess")
+    b = login(api, "ghost@northwind.test", "wrong guess")
+    assert (a.status_code, a.json(), a["Retry-After"]) == (
+        b.status_code,
+        b.json(),
+        b["Retry-After"],
+    )
+    assert a.json() == BACKED_OFF
+
+
+def test_each_failure_past_the_allowance_doubles_the_wait(cast, clock, two_tries):
+    email = "admin@northwind.test"
+    for _ in range(two_tries):
+        ratelimit.login_failed(email)
+
+    waits = []
+    for _ in range(3):
+        with pytest.raises(RateLimited) as backed_off:
+            ratelimit.login_check(email)
+        waits.append(backed_off.value.retry_after)
+        clock.advance(seconds=backed_off.value.retry_after)
+        ratelimit.login_check(email)  # the wait is over
+        ratelimit.login_failed(email)
+    assert waits == [31, 61, 121]
+
+
+def test_the_back_off_is_capped(cast, clock, two_tries):
+    email = "admin@northwind.test"
+    for _ in range(two_tries + 20):
+        ratelimit.login_failed(email)
+    with pytest.raises(RateLimited) as backed_off:
+        ratelimit.login_check(email)
+    assert backed_off.value.retry_after == ratelimit.BACKOFF_MAX_SECONDS + 1
+
+
+def test_old_failures_are_forgotten(cast, clock, two_tries):
+    email = "admin@northwind.test"
+    ratelimit.login_failed(email)
+    clock.advance(hours=1, seconds=1)
+    ratelimit.login_failed(email)
+    ratelimit.login_check(email)  # one recent failure: no back-off
+    assert LoginThrottle.objects.get(email=email).failures == 1
