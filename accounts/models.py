@@ -231,6 +231,14 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.action} by {self.actor}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:  # an instance save is an UPDATE: not through the queryset
+            raise PermissionError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit events are append-only")
+
 
 class AuditChainHead(models.Model):
     """The single row that serialises appends to the audit chain (locked per append)."""
