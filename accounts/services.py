@@ -84,6 +84,16 @@ def _valid_email(email: str) -> str:
     return email
 
 
+def _valid_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise BadRequest("name is required")
+    limit = User._meta.get_field("name").max_length
+    if limit is not None and len(name) > limit:
+        raise BadRequest(f"name must be at most {limit} characters")
+    return name
+
+
 def session_issue(
     *, user: User, membership: Membership, ip: str = "", user_agent: str = ""
 ) -> IssuedSession:
@@ -115,9 +125,7 @@ def user_signup(
 ) -> IssuedSession:
     """Create a workspace, its Owner and a first session; email a verification link."""
     email = _valid_email(email)
-    name = name.strip()
-    if not name:
-        raise BadRequest("name is required")
+    name = _valid_name(name)
     _check_password(password, User(email=email, name=name))
     ws_name = workspace_name if workspace_name.strip() else f"{name}'s workspace"
     try:
@@ -382,8 +390,7 @@ def invitation_accept(
     if user is not None and not user.check_password(password):
         raise Unauthorized("invalid email or password")
     if user is None:
-        if not name.strip():
-            raise BadRequest("name is required")
+        name = _valid_name(name)
         _check_password(password, User(email=invitation.email, name=name))
     with transaction.atomic():
         claimed = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).update(

@@ -197,6 +197,10 @@ def test_signup_taken_email_is_409_case_insensitively(api, cast):
             "name: This field may not be blank.",
         ),
         ({"email": "m@x.test", "password": PASSWORD}, "name: This field is required."),
+        (
+            {"name": "N" * 201, "email": "m@x.test", "password": PASSWORD},
+            "name must be at most 200 characters",
+        ),
     ],
 )
 def test_signup_bad_input_is_400(api, body, message):
@@ -762,6 +766,7 @@ def test_an_existing_account_must_prove_its_password_to_accept(
     ("body", "status", "message"),
     [
         ({"password": NEW_PASSWORD}, 400, "name is required"),
+        ({"password": NEW_PASSWORD, "name": "N" * 201}, 400, "name must be at most 200 characters"),
         ({"password": "password123", "name": "N"}, 400, "This password is too common."),
         ({"name": "N"}, 400, "password: This field is required."),
     ],
