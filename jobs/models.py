@@ -32,7 +32,8 @@ class Job(models.Model):
     The row, not the queue, is the truth: claims and terminal transitions are
     conditional updates on ``status``, so exactly one process starts a job and exactly
     one terminal status wins. ``runner`` and ``heartbeat_at`` let the janitor find
-    work whose process died.
+    work whose process died; ``dispatched_at`` lets it re-dispatch queued work the queue
+    lost without flooding the queue with duplicates.
     """
 
     id = models.CharField(primary_key=True, max_length=32, default=new_job_id, editable=False)
@@ -57,6 +58,8 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     runner = models.CharField(max_length=128, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When the job was last handed to the queue; None while it waits for a free slot.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_seq = models.PositiveIntegerField(default=0)

@@ -12,6 +12,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from accounts.models import Workspace
+from jobs.choices import JobStatus
 from jobs.models import Job
 from matrixcloud.errors import BadRequest, NotFound
 
@@ -81,8 +82,11 @@ def job_list(
     job_type: str = "",
     status: str = "",
 ) -> JobPage:
+    """One page of the jobs ``workspace`` may see (None: all), newest first."""
     if not 1 <= limit <= MAX_PAGE:
         raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
+    if status and status not in JobStatus.values:
+        raise BadRequest(f"status must be one of {', '.join(JobStatus.values)}")
     jobs: QuerySet[Job] = Job.objects.for_workspace(workspace)
     if job_type:
         jobs = jobs.filter(type=job_type)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 from pydantic import ValidationError
 
@@ -26,6 +26,9 @@ from jobs.models import Job, JobSlots
 from matrixcloud.errors import BadRequest, UnprocessableEntity
 
 logger = logging.getLogger(__name__)
+# A queued job dispatched this long ago and still not claimed may have been lost by the
+# queue (the Redis broker drops what a dying worker held): dispatch it again.
+REDISPATCH_AFTER = timedelta(seconds=30)
 
 
 def ttl_resolve(ttl_seconds: int | None) -> int:
@@ -80,6 +83,7 @@ def job_enqueue(
             ttl_seconds=ttl,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl),
+            dispatched_at=now,
         )
         job_event_emit(
             job.pk,
@@ -107,20 +111,40 @@ def job_dispatch(job_id: str, kind: str) -> None:
     dispatchers.dispatch(job_id, kind)
 
 
+def _lock_slots() -> None:
+    """Serialise claims and finishes, so a slot freed by a finish is never missed by a
+    claim that fails at the same moment (the finish then dispatches the waiting job)."""
+    JobSlots.objects.select_for_update().get_or_create(pk=1)
+
+
+def _running_per_workspace() -> dict[str, int]:
+    rows = (
+        Job.objects.running()
+        .filter(kind=JobKind.BATCH)
+        .values("workspace_id")
+        .annotate(n=Count("pk"))
+        .values_list("workspace_id", "n")
+    )
+    return dict(rows)
+
+
 def _slot_free(job: Job) -> bool:
-    limit = settings.MATRIX_MAX_CONCURRENT_JOBS
-    running = Job.objects.running().filter(kind=JobKind.BATCH)
-    if running.count() >= limit:
+    running = _running_per_workspace()
+    if sum(running.values()) >= settings.MATRIX_MAX_CONCURRENT_JOBS:
         return False
-    per_workspace = settings.MATRIX_MAX_CONCURRENT_JOBS_PER_WORKSPACE
-    return running.filter(workspace_id=job.workspace_id).count() < per_workspace
+    return running.get(job.workspace_id, 0) < settings.MATRIX_MAX_CONCURRENT_JOBS_PER_WORKSPACE
 
 
 def job_claim(job_id: str, *, runner: str) -> Job | None:
-    """Move a queued job to running for ``runner`` if a slot is free; else None."""
+    """Move a queued job to running for ``runner`` if a slot is free; else None.
+
+    A job that finds no free slot stays queued with ``dispatched_at`` cleared: the next
+    finish (or janitor sweep) dispatches it again. Claiming a job that is not queued is
+    a no-op, so a task the queue delivers twice runs its job once.
+    """
     now = timezone.now()
     with transaction.atomic():
-        JobSlots.objects.select_for_update().get_or_create(pk=1)
+        _lock_slots()
         job = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).first()
         if job is None:
             return None
@@ -128,6 +152,7 @@ def job_claim(job_id: str, *, runner: str) -> Job | None:
             _finish(job, JobStatus.EXPIRED, now=now)
             return None
         if job.kind == JobKind.BATCH and not _slot_free(job):
+            Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(dispatched_at=None)
             return None
         claimed = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
             status=JobStatus.RUNNING,
@@ -148,26 +173,30 @@ def job_claim(job_id: str, *, runner: str) -> Job | None:
 def job_finish(job_id: str, status: str, *, result: Any = None, error: str = "") -> bool:
     """End an active job with ``status``; False if it had already ended."""
     with transaction.atomic():
+        _lock_slots()
         job = Job.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.is_terminal:
             return False
         return _finish(job, status, result=result, error=error)
 
 
-def _finish(job: Job, status: str, *, result: Any = None, error: str = "", now: Any = None) -> bool:
+def _finish(
+    job: Job, status: str, *, result: Any = None, error: str = "", now: datetime | None = None
+) -> bool:
     if status not in JobStatus.terminal():
         raise ValueError(f"{status} is not a terminal status")
     now = now or timezone.now()
+    error = (error or "Job failed") if status == JobStatus.ERROR else ""
     ended = Job.objects.filter(pk=job.pk, status__in=JobStatus.active()).update(
         status=status,
         finished_at=now,
         result=result if status == JobStatus.COMPLETE else None,
-        error=error if status == JobStatus.ERROR else "",
+        error=error,
     )
     if ended != 1:
         return False
     step, template = TERMINAL_EVENTS[status]
-    message = template.format(error=error or "Job failed", ttl=job.ttl_seconds)
+    message = template.format(error=error, ttl=job.ttl_seconds)
     job_event_emit(job.pk, step=step, status=status, message=message, terminal=True)
     transaction.on_commit(lambda: job_dispatch_pending())
     return True
@@ -175,46 +204,72 @@ def _finish(job: Job, status: str, *, result: Any = None, error: str = "", now: 
 
 def job_cancel(*, job: Job, actor: str, ip: str = "") -> str:
     """Cancel a job: a queued one ends now, a running one is signalled and its runner
-    ends it. Returns the status the job is in afterwards (terminal ones are kept)."""
-    if job.is_terminal:
-        return job.status
+    ends it. Returns the status the job is in afterwards (terminal ones are kept).
+
+    The row is locked first, so a worker cannot claim the job between the check and
+    the change; only the first request of an active job is audited.
+    """
     now = timezone.now()
     with transaction.atomic():
-        Job.objects.filter(pk=job.pk, cancel_requested_at__isnull=True).update(
-            cancel_requested_at=now
-        )
-        audit_record(
-            action="job.cancelled",
-            actor=actor,
-            workspace=job.workspace_id,
-            target=job.pk,
-            ip=ip,
-            meta={"type": job.type},
-        )
-        if Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).exists():
-            _finish(job, JobStatus.CANCELLED, now=now)
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.is_terminal:
+            return locked.status
+        if locked.cancel_requested_at is None:
+            Job.objects.filter(pk=job.pk).update(cancel_requested_at=now)
+            audit_record(
+                action="job.cancelled",
+                actor=actor,
+                workspace=locked.workspace_id,
+                target=job.pk,
+                ip=ip,
+                meta={"type": locked.type, "status": locked.status},
+            )
+        if locked.status == JobStatus.QUEUED:
+            _finish(locked, JobStatus.CANCELLED, now=now)
     from jobs import dispatchers
 
     transaction.on_commit(lambda: dispatchers.signal_cancel(job.pk, job.kind))
     return Job.objects.values_list("status", flat=True).get(pk=job.pk)
 
 
-def job_dispatch_pending(limit: int | None = None) -> int:
-    """Dispatch the oldest queued batch jobs that fit in the free slots."""
-    free = (
-        settings.MATRIX_MAX_CONCURRENT_JOBS
-        - Job.objects.running().filter(kind=JobKind.BATCH).count()
-    )
+def job_dispatch_pending() -> int:
+    """Dispatch the oldest waiting batch jobs that fit in the free slots.
+
+    Waiting means queued and not dispatched since ``REDISPATCH_AFTER`` (or sent back by
+    a claim that found no slot). Per-workspace limits are respected here, so a workspace
+    at its limit never holds up another workspace's jobs.
+    """
+    running = _running_per_workspace()
+    free = settings.MATRIX_MAX_CONCURRENT_JOBS - sum(running.values())
     if free <= 0:
         return 0
-    queued = list(
-        Job.objects.filter(status=JobStatus.QUEUED, kind=JobKind.BATCH)
-        .order_by("created_at")
-        .values_list("pk", flat=True)[: limit or free]
-    )
-    for job_id in queued:
+    now = timezone.now()
+    chosen = _pick_waiting(running, free, now - REDISPATCH_AFTER)
+    if chosen:
+        Job.objects.filter(pk__in=chosen, status=JobStatus.QUEUED).update(dispatched_at=now)
+    for job_id in chosen:
         job_dispatch(job_id, JobKind.BATCH)
-    return len(queued)
+    return len(chosen)
+
+
+def _pick_waiting(running: dict[str, int], free: int, due: datetime) -> list[str]:
+    """Up to ``free`` waiting job ids, oldest workspace first, within each limit."""
+    per_workspace = settings.MATRIX_MAX_CONCURRENT_JOBS_PER_WORKSPACE
+    waiting = Job.objects.filter(status=JobStatus.QUEUED, kind=JobKind.BATCH).filter(
+        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=due)
+    )
+    workspaces = (
+        waiting.values("workspace_id").annotate(oldest=Min("created_at")).order_by("oldest")
+    )
+    chosen: list[str] = []
+    for row in workspaces:
+        room = min(per_workspace - running.get(row["workspace_id"], 0), free - len(chosen))
+        if room > 0:
+            ids = waiting.filter(workspace_id=row["workspace_id"]).order_by("created_at")
+            chosen += ids.values_list("pk", flat=True)[:room]
+        if len(chosen) >= free:
+            break
+    return chosen
 
 
 def job_await_terminal(job_id: str, status: str, *, timeout: float) -> str:
