@@ -1,7 +1,8 @@
 """The janitor: ends what crashed or ran out of time, prunes what is old.
 
-Runs from the worker every few seconds and as a django-q2 schedule. Every action is a
-conditional transition, so several janitors running at once do no harm.
+Runs in every worker every few seconds (``manage.py worker``) and as a django-q2
+schedule. Every action is a conditional transition, so several janitors running at once
+do no harm, and a worker that was SIGKILLed has its jobs ended by any peer.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from django.utils import timezone
 
 from jobs.choices import JobStatus
 from jobs.models import Job
+from jobs.runner import runner_gone
 from jobs.services import job_dispatch_pending, job_finish
 
 logger = logging.getLogger(__name__)
+# A runner heart-beats its job every runner.HEARTBEAT_SECONDS (2 s).
 STALE_AFTER = timedelta(seconds=20)
+# A runner on this host whose process is gone needs only this much silence.
+DEAD_RUNNER_AFTER = timedelta(seconds=6)
 EXPIRY_GRACE = timedelta(seconds=5)
+SCHEDULE_NAME = "jobs.janitor"
 
 
 @dataclass(frozen=True)
@@ -34,23 +40,46 @@ class SweepReport:
 
 
 def janitor_sweep() -> SweepReport:
+    """End orphaned and overdue jobs, prune old ones, dispatch waiting ones."""
     now = timezone.now()
     orphaned = _end_orphans(now)
     expired = _end_expired(now)
     pruned = _prune(now)
     dispatched = job_dispatch_pending()
+    if orphaned or expired or pruned:
+        logger.info("janitor: %s orphaned, %s expired, %s pruned", orphaned, expired, pruned)
     return SweepReport(orphaned, expired, pruned, dispatched)
+
+
+def janitor_schedule() -> None:
+    """Register the django-q2 schedule of the sweep (every minute), once: running it
+    again changes nothing, so every worker may call it when it starts."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name=SCHEDULE_NAME,
+        defaults={
+            "func": "jobs.tasks.janitor",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
 
 
 def _end_orphans(now: datetime) -> int:
     """Running jobs whose runner stopped heart-beating: the process died."""
     ended = 0
-    stale = Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=now - STALE_AFTER)
-    for job in stale.only("pk", "runner", "heartbeat_at"):
-        silent = int((now - job.heartbeat_at).total_seconds()) if job.heartbeat_at else 0
+    silent_jobs = Job.objects.filter(
+        status=JobStatus.RUNNING, heartbeat_at__lt=now - DEAD_RUNNER_AFTER
+    )
+    for job in silent_jobs.only("pk", "runner", "heartbeat_at"):
+        silence = now - job.heartbeat_at if job.heartbeat_at else STALE_AFTER
+        if silence < STALE_AFTER and not runner_gone(job.runner):
+            continue
         error = (
             f"the process running this job ({job.runner or 'unknown'}) stopped "
-            f"heart-beating {silent} s ago; the job was interrupted"
+            f"heart-beating {int(silence.total_seconds())} s ago; the job was interrupted"
         )
         ended += job_finish(job.pk, JobStatus.ERROR, error=error)
     return ended

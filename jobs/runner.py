@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import traceback
+from pathlib import Path
 from typing import Any
 
 from django import db
@@ -30,7 +31,37 @@ HEARTBEAT_SECONDS = 2.0
 
 
 def runner_id() -> str:
+    """How a job row names the process running it: ``worker:<host>:<pid>``."""
     return f"worker:{socket.gethostname()}:{os.getpid()}"
+
+
+def runner_gone(runner: str) -> bool:
+    """True when ``runner`` is a process of this host that no longer runs.
+
+    Lets the janitor end a dead local worker's job after a few missed heartbeats
+    instead of the full stale threshold. Anything it cannot tell (another host, a pid
+    now used by another process) counts as alive: the threshold then decides.
+    """
+    role, _, rest = runner.partition(":")
+    host, _, pid = rest.rpartition(":")
+    if role != "worker" or host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A dead process nobody has reaped yet (``/proc`` only; elsewhere: False)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 class Watchdog(threading.Thread):
@@ -49,9 +80,19 @@ class Watchdog(threading.Thread):
         last_beat = 0.0
         try:
             while not self._stop_event.wait(POLL_SECONDS):
-                last_beat = self._tick(last_beat)
+                last_beat = self._safe_tick(last_beat)
         finally:
             db.connection.close()
+
+    def _safe_tick(self, last_beat: float) -> float:
+        """One tick; a database hiccup must not end the watch (nor the heartbeats, or
+        the janitor would take a live job for a dead one)."""
+        try:
+            return self._tick(last_beat)
+        except db.DatabaseError:
+            logger.warning("watchdog of %s: database error", self.ctx.job.pk, exc_info=True)
+            db.connection.close()  # reconnect on the next tick
+            return last_beat
 
     def _tick(self, last_beat: float) -> float:
         job = self.ctx.job

@@ -1,4 +1,5 @@
-"""``manage.py worker``: the django-q2 cluster, as ``qcluster`` runs it, plus a heartbeat."""
+"""``manage.py worker``: the django-q2 cluster, as ``qcluster`` runs it, plus a heartbeat
+and the janitor's sweep."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import gc
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -13,30 +15,35 @@ from django import db
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.janitor import janitor_schedule, janitor_sweep
 from runtimes.choices import ProcessRole
 from runtimes.services import new_instance_id, process_heartbeat_beat, process_heartbeat_stop
 
 logger = logging.getLogger(__name__)
 SENTINEL_POLL = 1.0
+JANITOR_SECONDS = 5.0
 
 
-class Heartbeat:
-    """A daemon thread that records this process as alive every ``interval`` seconds.
+class Periodic:
+    """A daemon thread that calls ``action`` every ``interval`` seconds until stopped.
 
-    It is a daemon and its waits are bounded, so it never keeps the process alive; it
-    closes its own database connection when it stops.
+    It is a daemon and its waits are bounded, so it never keeps the process alive; a
+    failing call is logged and the next one runs on time; it closes its own database
+    connections when it stops.
     """
 
-    def __init__(self, *, instance: str, role: str, interval: float) -> None:
-        self.instance, self.role, self.interval = instance, role, interval
+    def __init__(
+        self, *, name: str, interval: float, action: Callable[[], object], at_once: bool = False
+    ) -> None:
+        self.name, self.interval, self.action, self.at_once = name, interval, action, at_once
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{role}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def beat(self, meta: dict[str, Any] | None = None) -> None:
+    def call(self) -> None:
         try:
-            process_heartbeat_beat(instance=self.instance, role=self.role, meta=meta)
-        except Exception:  # a missed beat is logged; the next one may well succeed
-            logger.exception("heartbeat of %s failed", self.instance)
+            self.action()
+        except Exception:  # a missed round is logged; the next one may well succeed
+            logger.exception("%s failed", self.name)
 
     def start(self) -> None:
         self._thread.start()
@@ -47,10 +54,26 @@ class Heartbeat:
 
     def _run(self) -> None:
         try:
+            if self.at_once:
+                self.call()
             while not self._stop.wait(self.interval):
-                self.beat()
+                self.call()
         finally:
             db.connections.close_all()
+
+
+class Heartbeat(Periodic):
+    """Records this process as alive every ``interval`` seconds."""
+
+    def __init__(self, *, instance: str, role: str, interval: float) -> None:
+        self.instance, self.role = instance, role
+        super().__init__(name=f"heartbeat-{role}", interval=interval, action=self.beat)
+
+    def beat(self, meta: dict[str, Any] | None = None) -> None:
+        try:
+            process_heartbeat_beat(instance=self.instance, role=self.role, meta=meta)
+        except Exception:  # a missed beat is logged; the next one may well succeed
+            logger.exception("heartbeat of %s failed", self.instance)
 
 
 class Command(BaseCommand):
@@ -78,15 +101,23 @@ class Command(BaseCommand):
             interval=settings.MATRIX_HEARTBEAT_SECONDS,
         )
         heartbeat.beat({"cluster": cluster.name, "workers": settings.Q_CLUSTER["workers"]})
+        janitor_schedule()
+        # The first sweep at once: a restart ends what its previous incarnation left.
+        janitor = Periodic(
+            name="janitor", interval=JANITOR_SECONDS, action=janitor_sweep, at_once=True
+        )
         # No database connection may cross the fork into the sentinel and its pool.
         db.connections.close_all()
         cluster.start()
-        if stopping.is_set() and cluster.sentinel.is_alive():  # signalled before the fork
-            cluster.stop()
-        heartbeat.start()  # after the fork: the cluster's processes never inherit the thread
+        if stopping.is_set():  # signalled before the fork
+            _request_stop(cluster)
+        # After the fork: the cluster's processes never inherit these threads.
+        heartbeat.start()
+        janitor.start()
         try:
             self._wait_for(cluster)
         finally:
+            janitor.stop()
             heartbeat.stop()
             process_heartbeat_stop(instance=heartbeat.instance)
             db.connections.close_all()
@@ -96,13 +127,13 @@ class Command(BaseCommand):
         gc.freeze()  # skips the interpreter's final collection: ~0.5 s of exit with this heap
 
     def _trap_signals(self, cluster: Any) -> threading.Event:
-        """Note that a stop was asked for, then let the cluster stop as qcluster does."""
+        """Note that a stop was asked for, then ask the cluster to stop as qcluster does."""
         stopping = threading.Event()
 
         def handle(signum: int, frame: FrameType | None) -> None:
+            if not stopping.is_set() and cluster.sentinel is not None:
+                _request_stop(cluster)
             stopping.set()
-            if cluster.sentinel is not None:
-                cluster.sig_handler(signum, frame)
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
@@ -112,3 +143,15 @@ class Command(BaseCommand):
         sentinel = cluster.sentinel
         while sentinel is not None and sentinel.is_alive():
             sentinel.join(timeout=SENTINEL_POLL)
+
+
+def _request_stop(cluster: Any) -> None:
+    """Set the cluster's stop event (its graceful stop) from a helper thread.
+
+    Not from the signal handler itself: ``multiprocessing.Event.set`` waits for every
+    process sleeping on the event to wake, and a sentinel killed while it slept (a
+    SIGTERM sent to the whole process group kills it too) never does, which hung the
+    worker forever. The main thread only waits for the sentinel to end, with a timeout.
+    """
+    if cluster.stop_event is not None:
+        threading.Thread(target=cluster.stop_event.set, name="cluster-stop", daemon=True).start()
