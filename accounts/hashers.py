@@ -14,6 +14,9 @@ from typing import Any
 
 from django.contrib.auth.hashers import BasePasswordHasher, mask_hash
 
+# The original wrote 120,000; far more would make every login a denial of service.
+MAX_ITERATIONS = 2_000_000
+
 
 class GoPBKDF2PasswordHasher(BasePasswordHasher):
     """``pbkdf2$iter$salthex$keyhex`` from matrix-runtime; verify only, then upgrade."""
@@ -42,8 +45,9 @@ class GoPBKDF2PasswordHasher(BasePasswordHasher):
             expected = bytes.fromhex(parts["hash"])
         except ValueError:
             return False
-        if parts["iterations"] < 1 or not expected:
-            return False  # PBKDF2 cannot run on these: a malformed hash, a wrong password
+        if not 1 <= parts["iterations"] <= MAX_ITERATIONS or not 16 <= len(expected) <= 64:
+            # Unusable (or a CPU bomb planted in an imported row): a wrong password.
+            return False
         derived = hashlib.pbkdf2_hmac(
             "sha256", password.encode(), salt, parts["iterations"], len(expected)
         )

@@ -55,6 +55,11 @@ def _in_networks(address: str, networks: list[str]) -> bool:
     return False
 
 
+def api_write_check(request: HttpRequest) -> None:
+    """``MATRIX_RUNTIME_RATE_LIMIT_RPM`` API writes per client IP per minute."""
+    rate_limit_hit(f"ip:{client_ip(request)}", settings.MATRIX_RATE_LIMIT_RPM)
+
+
 def _window_start(now: datetime) -> datetime:
     epoch = math.floor(now.timestamp() / WINDOW_SECONDS) * WINDOW_SECONDS
     return datetime.fromtimestamp(epoch, tz=now.tzinfo)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 
 from matrixcloud.api.fallback import json_error
+from matrixcloud.errors import RateLimited
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -59,8 +60,27 @@ def check_api_request(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
+def check_write_rate(request: HttpRequest) -> HttpResponse | None:
+    """Count an API write against its client IP (every write, even one refused later)."""
+    if not request.path.startswith("/v1/") or request.method in SAFE_METHODS:
+        return None
+    from accounts.ratelimit import api_write_check
+
+    try:
+        api_write_check(request)
+    except RateLimited as exc:
+        response = json_error(exc.message, exc.http_status)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    return None
+
+
 class ApiGuardMiddleware:
-    """Body limit, Origin and Content-Type checks for the API (sync and async)."""
+    """Write rate limit, body limit, Origin and Content-Type checks for the API.
+
+    Works in sync and async stacks; the rate limiter's database work runs in a thread
+    in the async case, and only for writes (never for event streams).
+    """
 
     sync_capable = True
     async_capable = True
@@ -76,10 +96,13 @@ class ApiGuardMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
             return self.__acall__(request)
-        return check_api_request(request) or self.get_response(request)
+        return check_write_rate(request) or check_api_request(request) or self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        refusal = check_api_request(request)
+        refusal = None
+        if request.method not in SAFE_METHODS:
+            refusal = await sync_to_async(check_write_rate)(request)
+        refusal = refusal or check_api_request(request)
         if refusal is not None:
             return refusal
         return await self.get_response(request)  # type: ignore[misc]

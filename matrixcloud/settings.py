@@ -281,7 +281,6 @@ REST_FRAMEWORK = {
         "accounts.authentication.ConsoleSessionAuthentication",
         "matrixcloud.api.authentication.OperatorTokenAuthentication",
     ],
-    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.WriteRateThrottle"],
     "DEFAULT_PERMISSION_CLASSES": ["matrixcloud.api.permissions.PassesGate"],
     "EXCEPTION_HANDLER": "matrixcloud.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

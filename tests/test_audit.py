@@ -81,10 +81,16 @@ def test_the_audit_log_lists_the_workspaces_events_newest_first(api, cast):
     assert times == sorted(times, reverse=True)
 
 
-def test_members_see_the_log_of_their_own_workspace(api, cast):
-    events = audit(api, issue(cast.member))
+def test_admins_see_the_log_of_their_own_workspace(api, cast):
+    events = audit(api, issue(cast.admin))
     assert events
     assert {event["workspace_id"] for event in events} == {cast.workspace.pk}
+
+
+def test_members_may_not_read_the_audit_log(api, cast):
+    response = api.get("/v1/cloud/audit", **bearer(issue(cast.member)))
+    assert response.status_code == 403
+    assert response.json() == error("only a workspace Owner or Admin may read the audit log", 403)
 
 
 def test_an_outsider_never_sees_another_workspaces_events(api, cast):

@@ -2,6 +2,8 @@
 
 import pytest
 
+pytestmark = pytest.mark.django_db
+
 
 def test_unknown_v1_path_is_json_404_for_any_method(api):
     for method in ("get", "post", "put", "delete"):

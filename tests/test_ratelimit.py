@@ -61,6 +61,18 @@ def test_the_write_after_the_limit_is_429_with_retry_after(api, clock, rpm):
     assert (signup.status_code, signup.json()) == (429, LIMITED)
 
 
+def test_refused_writes_count_too(api, clock, rpm, settings):
+    """Guessing the operator token on gated writes is limited like any other write."""
+    settings.MATRIX_API_TOKEN = "operator-token-for-rate-tests-0123456789"
+    guesses = [
+        api.post("/v1/jobs", {"type": "x"}, HTTP_AUTHORIZATION=f"Bearer guess-{n}").status_code
+        for n in range(rpm)
+    ]
+    assert guesses == [401] * rpm
+    assert api.post("/v1/jobs", {"type": "x"}).json() == LIMITED
+    assert api.put("/v1/no-such-endpoint", {}).status_code == 429
+
+
 def test_reads_are_never_limited(api, clock, rpm):
     for _ in range(rpm * 3):
         assert api.get("/v1/health").status_code == 200
@@ -238,3 +250,39 @@ def test_old_failures_are_forgotten(cast, clock, two_tries):
     ratelimit.login_failed(email)
     ratelimit.login_check(email)  # one recent failure: no back-off
     assert LoginThrottle.objects.get(email=email).failures == 1
+
+
+def test_a_password_reset_lifts_the_back_off(api, cast, clock, two_tries):
+    from accounts.models import PasswordReset
+    from accounts.services.passwords import password_reset_complete, password_reset_issue
+    from matrixcloud.lib.tokens import secret_hash
+
+    email = "member@northwind.test"
+    for _ in range(two_tries):
+        login(api, email, "wrong guess 3")
+    assert login(api, email, PASSWORD).status_code == 429
+    password_reset_issue(email=email)
+    reset = PasswordReset.objects.get(user=cast.member, used_at__isnull=True)
+    # The link is only in the email; mint a known one on the row to use it here.
+    secret = "mxpr_" + "ab" * 32
+    PasswordReset.objects.filter(pk=reset.pk).update(token_hash=secret_hash(secret))
+    password_reset_complete(token=secret, password="a brand new passphrase 9")
+
+    assert login(api, email, "a brand new passphrase 9").status_code == 200
+
+
+def test_accepting_an_invitation_as_an_existing_account_is_backed_off(api, cast, clock, two_tries):
+    from accounts.services import invitation_create
+
+    _, secret = invitation_create(
+        workspace=cast.other_workspace,
+        inviter=None,
+        actor="operator",
+        email="member@northwind.test",
+    )
+    accept = {"token": secret, "password": "wrong guess 4"}
+    tries = [api.post("/v1/auth/invitations/accept", accept).status_code for _ in range(2)]
+    assert tries == [401, 401]
+    locked = api.post("/v1/auth/invitations/accept", {"token": secret, "password": PASSWORD})
+    assert locked.status_code == 429
+    assert locked.json() == BACKED_OFF

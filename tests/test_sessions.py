@@ -11,7 +11,8 @@ import pytest
 from django.db import connection
 
 from accounts.models import AuditEvent, EmailVerification, Invitation, PasswordReset, SessionToken
-from accounts.services import invitation_create, password_reset_request
+from accounts.services import invitation_create
+from accounts.services.passwords import password_reset_issue
 from tests import factories
 from tests.factories import PASSWORD, bearer, error, issue
 
@@ -69,7 +70,7 @@ def test_one_time_token_tables_hold_only_hashes(api, cast, django_capture_on_com
     from django.core import mail
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        password_reset_request(email="member@northwind.test")
+        password_reset_issue(email="member@northwind.test")
         _, invite_secret = invitation_create(
             workspace=cast.workspace,
             inviter=cast.owner,

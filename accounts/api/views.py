@@ -409,10 +409,12 @@ class AuditLogView(APIView):
 
     @extend_schema(
         operation_id="cloud_audit",
-        summary="Recent audit events for the workspace",
-        responses={200: AuditLogSerializer, **error_responses(401)},
+        summary="Recent audit events for the workspace (Owner or Admin)",
+        responses={200: AuditLogSerializer, **error_responses(401, 403)},
     )
     def get(self, request: Request) -> Response:
         actor = actor_for(request)
+        # Other members' addresses and failed sign-ins are for those who run the workspace.
+        actor.require_manager("read the audit log")
         events = audit_events_recent(workspace=actor.workspace)
         return Response({"events": AuditEventSerializer(events, many=True).data})
