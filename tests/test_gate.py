@@ -1,0 +1,67 @@
+"""The gate: who may use gated endpoints, and in which workspace they act."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.audit import audit_record
+from accounts.models import Workspace
+from tests import factories
+from tests.factories import error
+
+pytestmark = pytest.mark.django_db
+cast = factories.cast
+TOKEN = "operator-token-for-gate-tests-0123456789abcdef"
+
+
+def anonymous(ip: str = "127.0.0.1") -> APIClient:
+    return APIClient(REMOTE_ADDR=ip)
+
+
+def test_local_dev_loopback_anonymous_acts_as_operator_of_the_local_workspace() -> None:
+    response = anonymous().post("/v1/jobs", {"type": "no.such"}, format="json")
+    assert response.json() == error('unknown job type: "no.such"', 400)  # through the gate
+    audit_record(action="probe", actor="operator", workspace=Workspace.objects.get(slug="local"))
+    events = anonymous().get("/v1/cloud/audit").json()["events"]
+    assert [event["action"] for event in events] == ["probe"]
+
+
+def test_local_dev_anonymous_from_another_host_is_refused() -> None:
+    response = anonymous("192.0.2.10").get("/v1/jobs")
+    assert response.status_code == 401
+    assert response.json() == error("authentication required", 401)
+
+
+def test_an_operator_token_closes_anonymous_access(settings: Any) -> None:
+    settings.MATRIX_API_TOKEN = TOKEN
+    assert anonymous().get("/v1/jobs").json() == error("authentication required", 401)
+    wrong = anonymous().get("/v1/jobs", HTTP_AUTHORIZATION="Bearer not-the-token")
+    assert wrong.json() == error("missing or invalid bearer token", 401)
+    right = anonymous("192.0.2.10").get("/v1/jobs", HTTP_AUTHORIZATION=f"bEaReR {TOKEN}")
+    assert right.status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["customer-agent", "cloud-worker", "hf-space"])
+def test_production_modes_never_allow_anonymous_access(settings: Any, mode: str) -> None:
+    settings.MATRIX_MODE = mode
+    assert anonymous().get("/v1/jobs").json() == error("authentication required", 401)
+
+
+def test_the_operator_acts_in_a_named_workspace(settings: Any, cast: Any) -> None:
+    settings.MATRIX_API_TOKEN = TOKEN
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
+    named = anonymous().get("/v1/cloud/audit", HTTP_X_MATRIX_WORKSPACE=cast.workspace.slug, **auth)
+    assert named.status_code == 200
+    assert {event["workspace_id"] for event in named.json()["events"]} == {cast.workspace.pk}
+    unknown = anonymous().get("/v1/cloud/audit", HTTP_X_MATRIX_WORKSPACE="nope", **auth)
+    assert unknown.json() == error("no workspace 'nope'", 404)
+
+
+def test_a_users_session_is_never_the_operator(cast: Any) -> None:
+    """On a local-dev loopback a signed-in member is still only a member."""
+    token = factories.issue(cast.member)
+    response = anonymous().get("/v1/cloud/audit", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 403
