@@ -123,6 +123,7 @@ IMPLEMENTED = {
     "/v1/cloud/audit",
     "/v1/jobs",
     "/v1/jobs/{job_id}",
+    "/v1/jobs/{job_id}/events",
 }
 # Endpoints that ignore their body, as in the original.
 BODYLESS_POSTS = {"/v1/auth/logout", "/v1/matrixshell/install"}
@@ -225,11 +226,14 @@ def test_bodies_are_validated_before_the_501(
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/jobs/{job_id}/events", "/v1/sandbox/sessions/{session_id}/events"]
+    ("path", "status"),
+    [("/v1/jobs/{job_id}/events", 404), ("/v1/sandbox/sessions/{session_id}/events", 501)],
 )
-def test_event_streams_answer_errors_in_json_to_sse_clients(api: APIClient, path: str) -> None:
+def test_event_streams_answer_errors_in_json_to_sse_clients(
+    api: APIClient, path: str, status: int
+) -> None:
     response = api.get(url(path), HTTP_ACCEPT="text/event-stream")
-    assert_error(response, 501)
+    assert_error(response, status)
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ALL)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,10 +21,11 @@ from jobs.api.serializers import (
 )
 from jobs.selectors import job_get, job_list, job_snapshot
 from jobs.services import job_await_terminal, job_cancel, job_enqueue
+from jobs.streams import job_stream_response
 from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
-from matrixcloud.api.stubs import PendingView
 from matrixcloud.errors import BadRequest
+from matrixcloud.lib import sse
 
 CANCEL_WAIT_SECONDS = 1.5
 JOB_ID = OpenApiParameter(
@@ -31,6 +33,19 @@ JOB_ID = OpenApiParameter(
 )
 
 
+STREAM_PARAMETERS = [
+    OpenApiParameter(
+        "Last-Event-ID",
+        OpenApiTypes.INT,
+        OpenApiParameter.HEADER,
+        description="Resume after this event id (sequence number); absent: full history.",
+    ),
+    OpenApiParameter(
+        sse.LAST_EVENT_ID_PARAM,
+        OpenApiTypes.INT,
+        description="Like the Last-Event-ID header, for clients that cannot set headers.",
+    ),
+]
 LIST_PARAMETERS = [
     OpenApiParameter("limit", OpenApiTypes.INT, description="Page size, 1 to 200 (default 50)."),
     OpenApiParameter("cursor", OpenApiTypes.STR, description="next_cursor of the previous page."),
@@ -124,17 +139,26 @@ class JobDetailView(APIView):
         return Response({"ok": True, "status": status})
 
 
-class JobEventsView(PendingView):
-    """A job's events as server-sent events: the history, then live, until the end."""
+class JobEventsView(APIView):
+    """A job's events as server-sent events: the history, then live, until the end.
 
-    capability = "job event streaming"
+    Routed through ``jobs.api.streams.job_events``: this view authenticates, finds the
+    job (404 before any streaming) and builds the response; the stream runs async.
+    """
+
     content_negotiation_class = EventStreamNegotiation
 
     @extend_schema(
         operation_id="jobs_events",
         summary="Stream job events (SSE)",
-        parameters=[JOB_ID],
-        responses={(200, "text/event-stream"): EVENT_STREAM_RESPONSE, **error_responses(401, 404)},
+        parameters=[JOB_ID, *STREAM_PARAMETERS],
+        responses={
+            (200, "text/event-stream"): EVENT_STREAM_RESPONSE,
+            204: OpenApiResponse(description="Last-Event-ID is already the terminal event."),
+            **error_responses(400, 401, 404),
+        },
     )
-    def get(self, request: Request, job_id: str) -> Response:
-        self.pending(request)
+    def get(self, request: Request, job_id: str) -> HttpResponseBase:
+        actor = actor_for(request)
+        job = job_get(job_id=job_id, workspace=actor.visible_workspace)
+        return job_stream_response(job, after=sse.last_event_id(request._request))
