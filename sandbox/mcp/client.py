@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .connection import Connection, ConnectionLimits, NotificationCallback
-from .errors import McpError, McpProtocolError, McpRemoteError, McpTimeout
+from .errors import McpError, McpProtocolError, McpRemoteError, McpServerExited, McpTimeout
 from .pending import PendingRequest
 from .protocol import (
     CLIENT_INFO,
@@ -158,6 +158,8 @@ class McpClient:
             info = await self._negotiate(loop.time() + timeout)
         except McpTimeout as exc:
             raise McpTimeout("initialize", timeout) from exc
+        except McpServerExited as exc:  # name the step, not the request that was pending
+            raise McpServerExited("initialize", exc.code, stderr_tail=exc.stderr_tail) from exc
         self.server = info
         if info.modern:
             self._meta = modern_meta(self.client_info)
