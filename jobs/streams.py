@@ -59,7 +59,7 @@ def job_stream_response(job: Job, *, after: int) -> HttpResponseBase:
         if terminal is not None and after >= terminal:
             return sse.no_content()
     lifetime = (job.expires_at + STREAM_GRACE - timezone.now()).total_seconds()
-    chunks = sse.follow(
+    stream = sse.DurableStream(
         hubs, job_group(job.pk), partial(_read, job.pk), after=after, lifetime=lifetime
     )
-    return sse.event_stream_response(chunks)
+    return sse.event_stream_response(stream.chunks())

@@ -1,0 +1,167 @@
+"""One client's durable stream: stored events, then live ones, nothing lost or repeated.
+
+The database is the truth and the bus only makes delivery fast (ARCHITECTURE.md): a
+stream replays the stored events after the client's ``Last-Event-ID``, then follows
+live pushes ordered and de-duplicated by sequence number; a gap, an overflowing
+subscriber or a quiet keepalive tick sends it back to the rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError, connection
+
+from matrixcloud.lib.sse.hub import HubRegistry, Subscription
+from matrixcloud.lib.sse.wire import KEEPALIVE, Frame, keepalive_seconds
+
+logger = logging.getLogger(__name__)
+
+READ_BATCH = 500  # rows per database read
+READ_THREADS = 4  # threads (each with one database connection) for stream reads
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Read = Callable[[int, int], Awaitable[Sequence[Frame]]]
+
+
+_read_pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="sse-read")
+
+
+async def run_read(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a read-only ORM call in the streams' own threads.
+
+    Each thread keeps its database connection between reads; one that fails is closed
+    so the next read reconnects (a restarted database heals by itself).
+    """
+
+    def guarded() -> T:
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseError:
+            connection.close()
+            raise
+
+    return await sync_to_async(guarded, thread_sensitive=False, executor=_read_pool)()
+
+
+class DurableStream:
+    """One client's stream of ``group``: stored frames after ``after``, then live ones.
+
+    It subscribes before the first read, so nothing falls between the rows and the
+    bus. ``read(after, limit)`` returns stored frames in sequence order. A pushed frame
+    is sent only when it is the next in sequence (a backlog of them goes out as one
+    write); anything else (a gap, a lagging subscription, a quiet keepalive tick) leads
+    to ``read``. It ends after the terminal frame or, failing that, at the deadline
+    after one last read, and releases the subscription however it ends (client gone
+    included). Every wait is bounded by the next tick or the deadline.
+    """
+
+    def __init__(
+        self,
+        hubs: HubRegistry,
+        group: str,
+        read: Read,
+        *,
+        after: int,
+        lifetime: float,
+        keepalive: float | None = None,
+    ) -> None:
+        self.cursor = after
+        self.finished = False
+        self.subscription: Subscription | None = None
+        self._hubs = hubs
+        self._group = group
+        self._read = read
+        self._lifetime = lifetime
+        self._keepalive = keepalive
+        self._ends_at = self._tick_at = 0.0
+        self._expired = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        subscription = self.subscription = await self._hubs.current().subscribe(self._group)
+        try:
+            self._start_clock()
+            async for chunk in self._catch_up():
+                yield chunk
+            while not self.finished:
+                frame = await subscription.next(min(self._tick_at, self._ends_at))
+                if frame is not None and not subscription.lagging:
+                    if frame.seq == self.cursor + 1:
+                        yield self._take_run(frame)
+                    if frame.seq <= self.cursor + 1:
+                        continue  # sent now, or already (replayed from the rows, pushed twice)
+                elif frame is None and not subscription.lagging and not self._due():
+                    continue  # an early timer
+                async for chunk in self._after_wake(frame is None):
+                    yield chunk
+        finally:
+            subscription.close()
+
+    async def _after_wake(self, quiet: bool) -> AsyncIterator[bytes]:
+        """A gap, a lag, a tick or the deadline: keepalive if quiet, then the rows."""
+        if quiet and self._clock() >= self._tick_at - 0.001:
+            self._tick_at = self._clock() + self._keepalive_seconds()
+            yield KEEPALIVE
+            assert self.subscription is not None
+            await self.subscription.rejoin()
+        self._expired = self._clock() >= self._ends_at
+        async for chunk in self._catch_up():
+            yield chunk
+
+    async def _catch_up(self) -> AsyncIterator[bytes]:
+        """Send the stored frames after the cursor; the rows cover anything buffered."""
+        assert self.subscription is not None
+        self.subscription.resync()
+        while not self.finished:
+            frames = await self._read_rows()
+            for frame in frames:
+                if frame.seq > self.cursor and not self.finished:
+                    yield self._take(frame)
+            if len(frames) < READ_BATCH:
+                break
+        if self._expired:
+            self.finished = True
+
+    async def _read_rows(self) -> Sequence[Frame]:
+        try:
+            return await self._read(self.cursor, READ_BATCH)
+        except Exception:  # the next tick reads again; order is kept meanwhile
+            logger.warning("stream read after #%s failed", self.cursor, exc_info=True)
+            return ()
+
+    def _take(self, frame: Frame) -> bytes:
+        self.cursor = frame.seq
+        self.finished = frame.terminal
+        self._tick_at = self._clock() + self._keepalive_seconds()
+        return frame.body
+
+    def _take_run(self, frame: Frame) -> bytes:
+        """``frame`` and the buffered frames that follow it in sequence, as one chunk."""
+        assert self.subscription is not None
+        bodies = [self._take(frame)]
+        while not self.finished and (following := self.subscription.pop_next(self.cursor + 1)):
+            bodies.append(self._take(following))
+        return bodies[0] if len(bodies) == 1 else b"".join(bodies)
+
+    def _start_clock(self) -> None:
+        now = self._clock()
+        self._ends_at = now + self._lifetime
+        self._tick_at = now + self._keepalive_seconds()
+
+    def _due(self) -> bool:
+        return self._clock() >= min(self._tick_at, self._ends_at) - 0.001
+
+    def _keepalive_seconds(self) -> float:
+        if self._keepalive is None:
+            self._keepalive = keepalive_seconds()
+        return self._keepalive
+
+    @staticmethod
+    def _clock() -> float:
+        return asyncio.get_running_loop().time()

@@ -1,0 +1,99 @@
+"""The SSE wire: event blocks, keepalives, ``Last-Event-ID``, and the HTTP response.
+
+Each event is ``id: <seq>`` and one ``data: <compact single-line JSON>`` line, never an
+``event:`` name (browsers' ``onmessage`` only sees unnamed events); a quiet stream
+sends ``: keepalive`` comments.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from rest_framework.views import APIView
+
+from matrixcloud.errors import BadRequest
+
+KEEPALIVE = b": keepalive\n\n"
+LAST_EVENT_ID_PARAM = "last_event_id"  # for clients that cannot set headers
+
+
+def keepalive_seconds() -> float:
+    """The quiet interval after which a stream sends ``: keepalive`` and re-reads rows."""
+    return float(settings.MATRIX_SSE_KEEPALIVE_SECONDS)
+
+
+def encode_event(seq: int, event: Mapping[str, Any]) -> bytes:
+    """One event block. ASCII-only JSON keeps it on one line for every line splitter
+    (Python's ``splitlines`` also breaks at U+2028, U+0085 and friends)."""
+    data = json.dumps(event, separators=(",", ":"), ensure_ascii=True)
+    return b"id: %d\ndata: %s\n\n" % (seq, data.encode("ascii"))
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """An encoded event and its place in the sequence."""
+
+    seq: int
+    body: bytes
+    terminal: bool = False
+
+    @classmethod
+    def of(cls, seq: int, event: Mapping[str, Any], *, terminal: bool = False) -> Frame:
+        return cls(seq, encode_event(seq, event), terminal)
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> Frame:
+        return cls.of(int(message["seq"]), message["event"], terminal=bool(message["terminal"]))
+
+
+def last_event_id(request: HttpRequest) -> int:
+    """The client's ``Last-Event-ID`` (header, else query parameter); 0 means none."""
+    raw = request.headers.get("Last-Event-ID") or request.GET.get(LAST_EVENT_ID_PARAM) or ""
+    raw = raw.strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest("Last-Event-ID must be a non-negative integer")
+    return int(raw)
+
+
+def event_stream_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """A ``text/event-stream`` response that no proxy or browser buffers or caches."""
+    response = StreamingHttpResponse(chunks, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def no_content() -> HttpResponse:
+    """The answer to a reconnect after the terminal event: browsers stop retrying."""
+    return HttpResponse(status=204)
+
+
+def async_stream_view(
+    view_class: type[APIView],
+) -> Callable[..., Coroutine[Any, Any, HttpResponseBase]]:
+    """An async URL callback for a DRF view whose GET returns an event stream.
+
+    The DRF view authenticates, checks the object and builds the response in Django's
+    sync thread (errors are JSON in the error shape); the stream then runs on the event
+    loop, where a client disconnect cancels it. ``cls`` and ``initkwargs`` let
+    drf-spectacular document ``view_class`` as usual.
+    """
+    drf_view = view_class.as_view()
+
+    async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response: HttpResponseBase = await sync_to_async(drf_view)(request, *args, **kwargs)
+        return response
+
+    view.__dict__.update(cls=view_class, initkwargs={}, csrf_exempt=True)
+    view.__name__ = view.__qualname__ = view_class.__name__
+    view.__doc__ = view_class.__doc__
+    return view
