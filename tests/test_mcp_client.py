@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -167,8 +168,8 @@ async def test_python_sdk_server_speaks_2026_07_28() -> None:
         info = await client.initialize(timeout=20)
         tools = await client.list_tools()
         added = await client.call_tool("add", {"a": 2, "b": 3})
-        # 6 steps of 0.1 s outlast the 0.35 s timeout: progress keeps the call alive.
-        counted = await client.call_tool("count", {"steps": 6}, timeout=0.35)
+        # 8 steps of 0.1 s outlast the 0.5 s timeout: progress keeps the call alive.
+        counted = await client.call_tool("count", {"steps": 8}, timeout=0.5)
         failed = await client.call_tool("fail", {"reason": "no such thing"})
         echoes = await asyncio.gather(
             *(client.call_tool("echo", {"message": f"m{i}"}) for i in range(20))
@@ -176,7 +177,7 @@ async def test_python_sdk_server_speaks_2026_07_28() -> None:
     assert (info.protocol_version, info.modern, info.name) == ("2026-07-28", True, "py-fixture")
     assert {tool.name for tool in tools} == {"add", "echo", "count", "fail"}
     assert added["structuredContent"] == {"result": 5}
-    assert text(counted) == "counted 6"
+    assert text(counted) == "counted 8"
     assert failed["isError"] is True
     assert "no such thing" in text(failed)
     assert [text(r) for r in echoes] == [f"m{i}" for i in range(20)]
@@ -195,7 +196,7 @@ async def test_old_server_gets_initialize_after_method_not_found() -> None:
     assert (info.protocol_version, info.modern, info.name) == ("2024-11-05", False, "legacy-2024")
     assert [tool.name for tool in tools] == ["echo"]
     assert text(result) == "old"
-    assert time.monotonic() - started < FAST.discover_wait + 2  # no waiting on discover
+    assert time.monotonic() - started < FAST.discover_wait + 3  # no waiting on discover
 
 
 @scenario
@@ -205,7 +206,7 @@ async def test_server_ignoring_discover_gets_initialize_after_the_bound() -> Non
         info = await client.initialize(timeout=10)
         elapsed = time.monotonic() - started
     assert info.protocol_version == "2024-11-05"
-    assert FAST.discover_wait <= elapsed < FAST.discover_wait + 2
+    assert FAST.discover_wait <= elapsed < FAST.discover_wait + 3
 
 
 @scenario
@@ -238,7 +239,7 @@ async def test_handshake_timeout_is_bounded() -> None:
         started = time.monotonic()
         with pytest.raises(McpTimeout, match=r"^mcp initialize timed out after 0\.5 s$"):
             await client.initialize(timeout=0.5)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.5
 
 
 @scenario
@@ -252,7 +253,7 @@ async def test_server_exiting_at_start_reports_code_and_stderr() -> None:
     assert caught.value.code == 3
     assert "missing configuration" in caught.value.stderr_tail
     assert lines == ["fatal: cannot start (missing configuration)"]
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5
 
 
 # -- tool calls --------------------------------------------------------------------------
@@ -265,10 +266,20 @@ async def test_unanswered_call_times_out_and_is_cancelled() -> None:
         started = time.monotonic()
         with pytest.raises(McpTimeout, match=r"^mcp tools/call timed out after 0\.3 s$"):
             await client.call_tool("echo", {"message": "?"}, timeout=0.3)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.0
         await eventually(lambda: any(line.startswith("cancelled ") for line in lines))
         assert [tool.name for tool in await client.list_tools()] == ["echo"]  # still usable
     assert any(line.endswith("(timed out)") for line in lines)
+
+
+@scenario
+async def test_abandoned_call_is_cancelled() -> None:
+    lines: list[str] = []
+    async with ready(fixture("tiny_server.py"), on_stderr=lines.append) as client:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.call_tool("hang", {}, timeout=10), 0.2)
+        await eventually(lambda: any(line.endswith("(abandoned by the client)") for line in lines))
+        assert len(client.conn.pending) == 0
 
 
 @scenario
@@ -292,7 +303,7 @@ async def test_progress_never_extends_past_the_hard_cap() -> None:
         elapsed = time.monotonic() - started
         await eventually(lambda: any(line.startswith("cancelled ") for line in lines))
     assert caught.value.hard_cap is True
-    assert 0.75 <= elapsed < 1.5
+    assert 0.75 <= elapsed < 2.5
 
 
 @scenario
@@ -313,7 +324,7 @@ async def test_server_crashing_mid_call_fails_the_call_with_its_exit_code() -> N
         started = time.monotonic()
         with pytest.raises(McpServerExited) as caught:
             await client.call_tool("echo", {"message": "boom"}, timeout=10)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 5
         assert str(caught.value) == "mcp tools/call: server exited (code 7)"
         assert "panic: something broke" in caught.value.stderr_tail
         with pytest.raises(McpServerExited, match="code 7"):  # later calls fail at once
@@ -404,7 +415,7 @@ async def test_five_megabyte_tools_list_in_pages() -> None:
     assert len(tools) == 500
     assert tools[-1].name == "tool_00499"
     assert len(tools[0].description) > 10_000
-    assert elapsed < 5
+    assert elapsed < 10
 
 
 @pytest.mark.slow
@@ -451,6 +462,11 @@ async def test_remote_error_carries_code_and_message() -> None:
 
 
 # -- pieces ------------------------------------------------------------------------------
+
+
+def test_client_does_not_import_django() -> None:
+    code = "import sys, sandbox.mcp; assert not {'django', 'mcp'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
 
 
 def test_tool_contract_shape_and_fingerprint() -> None:

@@ -228,12 +228,9 @@ class McpClient:
     def _listen_params(self) -> dict[str, Any]:
         return {"_meta": self._meta, "notifications": {"toolsListChanged": True}}
 
-    def _params(self, params: dict[str, Any], *, progress: bool = False) -> dict[str, Any]:
-        """``params`` with the era's ``_meta``: the 2026-07-28 envelope, a progress token."""
-        meta: dict[str, Any] = dict(self._meta) if self._meta is not None else {}
-        if progress:
-            meta["progressToken"] = True  # the connection puts the request id here
-        return {**params, "_meta": meta} if meta else params
+    def _params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with the 2026-07-28 envelope in ``_meta`` once that era is adopted."""
+        return {**params, "_meta": dict(self._meta)} if self._meta is not None else params
 
     def _require_session(self, method: str) -> None:
         if self.server is None:
@@ -305,8 +302,10 @@ class McpClient:
     async def _call_once(
         self, params: dict[str, Any], timeout: float, cap: float
     ) -> dict[str, Any]:
-        wire = self._params(params, progress=True)
-        result, _ = await self.conn.request("tools/call", wire, idle=timeout, cap=cap)
+        wire = self._params(params)
+        result, _ = await self.conn.request(
+            "tools/call", wire, idle=timeout, cap=cap, progress=True
+        )
         if not isinstance(result, dict):
             raise McpProtocolError("mcp tools/call: the result is not an object")
         return result

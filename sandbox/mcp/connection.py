@@ -95,28 +95,38 @@ class Connection:
     # -- writing ---------------------------------------------------------------------
 
     def open(
-        self, method: str, params: dict[str, Any], *, idle: float, cap: float | None = None
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        idle: float,
+        cap: float | None = None,
+        progress: bool = False,
     ) -> PendingRequest:
         """Send a request now and register it; the caller awaits ``.future`` and must
-        ``drop`` it. ``params["_meta"]["progressToken"]`` is set to the id when
-        ``params["_meta"]`` holds ``"progressToken": True``."""
+        ``drop`` it. With ``progress``, the request id is its ``_meta.progressToken``."""
         self._check_open(method)
         request = self.pending.open(method, idle=idle, cap=cap)
-        meta = params.get("_meta")
-        if isinstance(meta, dict) and meta.get("progressToken") is True:
-            params = {**params, "_meta": {**meta, "progressToken": request.id}}
+        if progress:
+            params = {**params, "_meta": {**params.get("_meta", {}), "progressToken": request.id}}
         self._write({"jsonrpc": "2.0", "id": request.id, "method": method, "params": params})
         return request
 
     async def request(
-        self, method: str, params: dict[str, Any], *, idle: float, cap: float | None = None
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        idle: float,
+        cap: float | None = None,
+        progress: bool = False,
     ) -> tuple[Any, int]:
         """Send a request and return ``(result, size of the answer in bytes)``.
 
         On expiry, or when the caller is cancelled, the server is sent
         ``notifications/cancelled`` for it.
         """
-        request = self.open(method, params, idle=idle, cap=cap)
+        request = self.open(method, params, idle=idle, cap=cap, progress=progress)
         try:
             await self._drain(idle)
             return await request.future, request.size
@@ -176,7 +186,10 @@ class Connection:
         try:
             while chunk := await self.stdout.read(READ_SIZE):
                 for frame in self._framer.feed(chunk):
-                    self._on_frame(frame)
+                    try:
+                        self._on_frame(frame)
+                    except Exception:  # one bad message must not end the session
+                        logger.exception("mcp: could not handle a message from the server")
         except (ConnectionError, OSError) as exc:
             logger.debug("mcp stdout read failed: %s", exc)
         await self._on_stdout_closed()

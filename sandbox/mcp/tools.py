@@ -31,7 +31,7 @@ class McpTool:
     """One tool as the server advertised it (``raw``), with its fingerprint."""
 
     name: str
-    raw: dict[str, Any] = field(repr=False)
+    raw: dict[str, Any] = field(repr=False, compare=False)  # equal by fingerprint
     fingerprint: str
 
     @classmethod
