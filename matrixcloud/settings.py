@@ -84,6 +84,20 @@ MATRIX_HF_CACHE_DIR = env_path(
     "MATRIX_RUNTIME_HF_CACHE_DIR", MATRIX_DATA_DIR / "models" / "huggingface"
 )
 
+# --- Sandboxes (sandbox/policy.py, sandbox/isolation.py) ----------------------------
+# Comma lists that replace the command policy's defaults; empty keeps the original's.
+MATRIX_ALLOWED_PROGRAMS = env_list("MATRIX_RUNTIME_ALLOWED_PROGRAMS")
+MATRIX_BLOCKED_TOKENS = env_list("MATRIX_RUNTIME_BLOCKED_TOKENS")
+# Production modes refuse sandboxes without bubblewrap unless this says otherwise.
+MATRIX_ALLOW_UNISOLATED = env_bool("MATRIX_RUNTIME_ALLOW_UNISOLATED", False)
+MATRIX_SANDBOX_MEMORY_MB = env_int("MATRIX_RUNTIME_SANDBOX_MEMORY_MB", 2048, minimum=64)
+MATRIX_SANDBOX_MAX_PROCESSES = env_int("MATRIX_RUNTIME_SANDBOX_MAX_PROCESSES", 256, minimum=4)
+MATRIX_SANDBOX_OPEN_FILES = env_int("MATRIX_RUNTIME_SANDBOX_OPEN_FILES", 1024, minimum=16)
+MATRIX_SANDBOX_FILE_SIZE_MB = env_int("MATRIX_RUNTIME_SANDBOX_FILE_SIZE_MB", 1024, minimum=1)
+MATRIX_SANDBOX_CPU_SECONDS = env_int("MATRIX_RUNTIME_SANDBOX_CPU_SECONDS", 3600, minimum=1)
+# Packages `manage.py sandbox_prefetch` may install; empty: the catalog's MCP servers.
+MATRIX_PREFETCH_ALLOWED = env_list("MATRIX_RUNTIME_PREFETCH_ALLOWED")
+
 # --- Secrets -----------------------------------------------------------------------
 # Encryption keys for provider credentials: comma-separated, the first encrypts.
 _encryption_keys = env_secret("MATRIXCLOUD_SECRET_KEY")

@@ -26,6 +26,7 @@ from runtimes import detection
 from runtimes.models import ProcessHeartbeat
 from runtimes.selectors import ago
 from runtimes.services import process_heartbeat_beat, process_heartbeat_stop
+from sandbox.isolation import isolation_tier
 from sandbox.policy import policies_describe
 
 pytestmark = pytest.mark.django_db
@@ -140,7 +141,7 @@ def test_ready_without_heartbeats_is_503_naming_them(api):
     }
     assert body["error"] == "not ready: worker, sandbox_host"
     assert body["status"] == 503
-    assert body["isolation"] == "unknown"
+    assert body["isolation"] == isolation_tier()
     assert "local_dev_mode" in [warning["code"] for warning in body["warnings"]]
 
 
@@ -464,6 +465,7 @@ def test_policies_body(api, settings):
         "allowed_programs": ["node", "npx", "pipx", "python", "python3", "uvx"],
         "allowed_transports": ["stdio"],
         "reject_raw_secrets": True,
+        "isolation": isolation_tier(),
     }
     assert command["blocked_tokens"] == sorted(command["blocked_tokens"])
     assert len(command["blocked_tokens"]) == 16
@@ -471,7 +473,7 @@ def test_policies_body(api, settings):
     assert command["blocked_shell_operators"] == ["&", "|", ";", "<", ">", "`", "$()", "newline"]
     assert runtime["mode"] == "local-dev"
     assert runtime["outbound_only"] is True
-    assert runtime["isolation"] == "unknown"
+    assert runtime["isolation"] == isolation_tier()
     assert runtime["data_dir"] == str(settings.MATRIX_DATA_DIR)
     assert set(runtime) >= {"api_token_set", "matrixshell_enabled", "rate_limit_rpm", "cloud_url"}
 

@@ -35,6 +35,10 @@ class ReadyChecksSerializer(serializers.Serializer):
     bus = serializers.BooleanField()
     worker = serializers.BooleanField()
     sandbox_host = serializers.BooleanField()
+    isolation = serializers.BooleanField(
+        required=False,
+        help_text="Production modes only: sandboxes are isolated, or explicitly allowed not to be.",
+    )
 
 
 class ReadyWarningSerializer(serializers.Serializer):

@@ -3,8 +3,9 @@
 Readiness is a list of named boolean checks, each bounded in time so a dead
 dependency makes the probe answer "not ready" quickly instead of hanging: the mode,
 the database (one query), the data dir (create and remove a file), the bus (a Redis
-ping) and the heartbeats of a worker and a sandbox host. Warnings flag a
-configuration that works but should not be run like this.
+ping) and the heartbeats of a worker and a sandbox host; in production modes also
+sandbox isolation. Warnings flag a configuration that works but should not be run
+like this.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from django.db import DatabaseError, connection, transaction
 from matrixcloud.lib.env import env_str
 from runtimes.choices import ProcessRole
 from runtimes.selectors import role_is_live
-from sandbox.policy import isolation_tier
+from sandbox.isolation import TIER_NONE, isolation_ready, isolation_report, isolation_tier
 
 DATABASE_TIMEOUT_MS = 3000
 BUS_TIMEOUT_SECONDS = 1.0
@@ -127,6 +128,13 @@ CHECKS: dict[str, Callable[[], bool]] = {
 }
 
 
+def readiness_checks() -> dict[str, Callable[[], bool]]:
+    """The checks in force: production modes also need sandbox isolation (or the override)."""
+    if settings.MATRIX_PRODUCTION:
+        return {**CHECKS, "isolation": isolation_ready}
+    return CHECKS
+
+
 def readiness_warnings() -> list[dict[str, str]]:
     """Configuration that serves, but should not be used like this."""
     candidates = [
@@ -153,6 +161,11 @@ def readiness_warnings() -> list[dict[str, str]]:
             "other processes",
         ),
         (
+            isolation_tier() == TIER_NONE,
+            "isolation_unavailable",
+            f"sandboxes run without isolation: {isolation_report()['reason']}",
+        ),
+        (
             settings.MATRIX_MODE == "local-dev",
             "local_dev_mode",
             "local-dev mode is for one developer's machine and is not hardened for production",
@@ -163,7 +176,7 @@ def readiness_warnings() -> list[dict[str, str]]:
 
 def readiness_report() -> dict[str, Any]:
     """``{ready, checks, warnings, isolation}`` plus ``error`` naming the failing checks."""
-    checks = {name: check() for name, check in CHECKS.items()}
+    checks = {name: check() for name, check in readiness_checks().items()}
     failing = [name for name, passed in checks.items() if not passed]
     report: dict[str, Any] = {
         "ready": not failing,
