@@ -17,13 +17,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from matrixcloud.lib.readiness import readiness_report
-from sandbox import isolation
+from sandbox import bubblewrap, isolation
 from sandbox.isolation import (
     SANDBOX_UID,
     TIER_BUBBLEWRAP,
@@ -198,10 +199,17 @@ def test_production_refuses_unisolated_sandboxes_unless_allowed(settings, data_d
 # --- The command line -------------------------------------------------------------------
 
 
-def test_argv_binds_nothing_of_the_data_dir_and_carries_no_env(data_dir):
+@pytest.fixture
+def handshake() -> Iterator[bubblewrap.UsernsHandshake]:
+    pipes = bubblewrap.UsernsHandshake()
+    yield pipes
+    pipes.close()
+
+
+def test_argv_binds_nothing_of_the_data_dir_and_carries_no_env(data_dir, handshake):
     require_bwrap()
     spec, _ = session(data_dir, {}, env={"API_TOKEN": "resolved-secret-value"})
-    argv, env = build_argv(spec, tier=TIER_BUBBLEWRAP, handshake=isolation.UsernsHandshake())
+    argv, env = build_argv(spec, tier=TIER_BUBBLEWRAP, handshake=handshake)
     assert "resolved-secret-value" not in " ".join(argv)
     assert env["API_TOKEN"] == "resolved-secret-value"
     assert {"--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent"} <= set(argv)
@@ -215,10 +223,10 @@ def test_argv_binds_nothing_of_the_data_dir_and_carries_no_env(data_dir):
     assert "/" not in bound
 
 
-def test_network_is_shared_only_when_allowed(data_dir):
+def test_network_is_shared_only_when_allowed(data_dir, handshake):
     require_bwrap()
     spec, _ = session(data_dir, {}, allow_network=True)
-    argv, _ = build_argv(spec, tier=TIER_BUBBLEWRAP, handshake=isolation.UsernsHandshake())
+    argv, _ = build_argv(spec, tier=TIER_BUBBLEWRAP, handshake=handshake)
     assert "--unshare-net" not in argv
 
 
@@ -232,7 +240,7 @@ def test_binds_that_would_show_the_data_dir_are_refused(data_dir, bind):
     path = {"data": data_dir, "parent": data_dir.parent, "mcp": data_dir / "mcp", "other": other}
     bad = SandboxSpec(argv=spec.argv, scratch_dir=spec.scratch_dir, ro_binds=[path[bind]])
     with pytest.raises(ValueError, match="data dir"):
-        isolation.visible_binds(bad)
+        bubblewrap.visible_binds(bad)
 
 
 def test_reserved_env_never_reaches_a_sandbox(data_dir):
@@ -426,10 +434,10 @@ def test_a_failed_uid_mapping_stops_bwrap_and_says_why(data_dir, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("only a root host maps the sandbox uid itself")
 
-    def refuse(self: isolation.UsernsHandshake) -> None:
+    def refuse(self: bubblewrap.UsernsHandshake) -> None:
         raise OSError("uid_map refused")
 
-    monkeypatch.setattr(isolation.UsernsHandshake, "complete", refuse)
+    monkeypatch.setattr(bubblewrap.UsernsHandshake, "complete", refuse)
     spec, marker = session(data_dir, {"linger": True})
     with pytest.raises(SandboxStartError, match="bubblewrap failed to start"):
         asyncio.run(asyncio.wait_for(spawn(spec, tier=TIER_BUBBLEWRAP), BOUND))
