@@ -134,10 +134,14 @@ class Hub:
         """A subscription that receives every message of ``group`` pushed from now on."""
         subscription = Subscription(self, group, self._capacity)
         async with self._lock:
-            if group not in self._groups:
-                self._groups[group] = set()
-                await self._join(group)
-            self._groups[group].add(subscription)
+            first = group not in self._groups
+            self._groups.setdefault(group, set()).add(subscription)
+            try:
+                if first:
+                    await self._join(group)
+            except BaseException:  # cancelled (client gone): leave nothing behind
+                self.release(subscription)
+                raise
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read_bus(), name="sse-hub")
         return subscription

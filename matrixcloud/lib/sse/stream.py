@@ -82,6 +82,7 @@ class DurableStream:
         self._keepalive = keepalive
         self._ends_at = self._tick_at = 0.0
         self._expired = False
+        self._loop: asyncio.AbstractEventLoop  # set when the stream starts (on the loop)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         subscription = self.subscription = await self._hubs.current().subscribe(self._group)
@@ -150,6 +151,7 @@ class DurableStream:
         return bodies[0] if len(bodies) == 1 else b"".join(bodies)
 
     def _start_clock(self) -> None:
+        self._loop = asyncio.get_running_loop()
         now = self._clock()
         self._ends_at = now + self._lifetime
         self._tick_at = now + self._keepalive_seconds()
@@ -162,6 +164,5 @@ class DurableStream:
             self._keepalive = keepalive_seconds()
         return self._keepalive
 
-    @staticmethod
-    def _clock() -> float:
-        return asyncio.get_running_loop().time()
+    def _clock(self) -> float:
+        return self._loop.time()
