@@ -12,6 +12,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import transaction
 
 from jobs.choices import JobKind
 
@@ -20,10 +21,16 @@ SESSION_START_CHANNEL = "sandbox.start"
 
 
 def dispatch(job_id: str, kind: str) -> None:
+    """Hand ``job_id`` to the django-q2 queue (batch) or to the sandbox hosts (session)."""
     if kind == JobKind.BATCH:
         from django_q.tasks import async_task
 
-        async_task("jobs.tasks.run_job", job_id, task_name=f"job:{job_id}")
+        # Inside a transaction, because outside one django-q2's ORM broker first calls
+        # close_old_connections(), which (CONN_MAX_AGE=0) drops this request's connection
+        # and opens another just for the insert: ~1 extra connect per job, costly on
+        # PostgreSQL (a backend process each). A no-op for the Redis broker.
+        with transaction.atomic():
+            async_task("jobs.tasks.run_job", job_id, task_name=f"job:{job_id}")
         return
     _bus_send(SESSION_START_CHANNEL, {"type": "sandbox.start", "job_id": job_id})
 

@@ -85,6 +85,9 @@ def job_enqueue(
             expires_at=now + timedelta(seconds=ttl),
             dispatched_at=now,
         )
+        # Registered before the queue event's publish, so the worker hears of the job
+        # first (streams read rows, so the order of live pushes does not matter).
+        transaction.on_commit(lambda: job_dispatch(job.pk, job.kind))
         job_event_emit(
             job.pk,
             step="queue",
@@ -100,7 +103,6 @@ def job_enqueue(
             ip=ip,
             meta={"type": job_type, "ttl_seconds": ttl},
         )
-        transaction.on_commit(lambda: job_dispatch(job.pk, job.kind))
     return job
 
 

@@ -22,6 +22,7 @@ from runtimes.services import new_instance_id, process_heartbeat_beat, process_h
 logger = logging.getLogger(__name__)
 SENTINEL_POLL = 1.0
 JANITOR_SECONDS = 5.0
+WORKER_CONN_MAX_AGE = 300
 
 
 class Periodic:
@@ -44,6 +45,8 @@ class Periodic:
             self.action()
         except Exception:  # a missed round is logged; the next one may well succeed
             logger.exception("%s failed", self.name)
+        finally:
+            db.close_old_connections()  # as after a request: a broken one is not reused
 
     def start(self) -> None:
         self._thread.start()
@@ -93,6 +96,7 @@ class Command(BaseCommand):
         from django_q.cluster import Cluster  # sets Django up on import, as qcluster does
 
         settings.SECRET_KEY  # noqa: B018  (the cluster signs tasks with it, as qcluster checks)
+        _persistent_connections()
         cluster = Cluster()
         stopping = self._trap_signals(cluster)
         heartbeat = Heartbeat(
@@ -143,6 +147,19 @@ class Command(BaseCommand):
         sentinel = cluster.sentinel
         while sentinel is not None and sentinel.is_alive():
             sentinel.join(timeout=SENTINEL_POLL)
+
+
+def _persistent_connections() -> None:
+    """Keep database connections open in this process and the cluster it forks.
+
+    django-q2's pusher calls close_old_connections() on every poll and the pool before
+    every task; with the default CONN_MAX_AGE=0 that is a new connection each time (on
+    PostgreSQL a backend process forked every poll interval). A worker is a long-lived
+    process: reuse connections, checked before reuse so a broken one is replaced.
+    """
+    for database in settings.DATABASES.values():
+        database["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE
+        database["CONN_HEALTH_CHECKS"] = True
 
 
 def _request_stop(cluster: Any) -> None:
