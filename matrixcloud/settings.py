@@ -97,6 +97,20 @@ MATRIX_SANDBOX_FILE_SIZE_MB = env_int("MATRIX_RUNTIME_SANDBOX_FILE_SIZE_MB", 102
 MATRIX_SANDBOX_CPU_SECONDS = env_int("MATRIX_RUNTIME_SANDBOX_CPU_SECONDS", 3600, minimum=1)
 # Packages `manage.py sandbox_prefetch` may install; empty: the catalog's MCP servers.
 MATRIX_PREFETCH_ALLOWED = env_list("MATRIX_RUNTIME_PREFETCH_ALLOWED")
+# Sessions (sandbox/host): the start (spawn to tools listed), a tool call without
+# progress, a tool call in all, and how many live sessions one host holds.
+MATRIX_SANDBOX_START_TIMEOUT = env_float("MATRIX_RUNTIME_SANDBOX_START_TIMEOUT", 45.0, minimum=1)
+MATRIX_SANDBOX_CALL_TIMEOUT = env_float("MATRIX_RUNTIME_SANDBOX_CALL_TIMEOUT", 20.0, minimum=0.1)
+MATRIX_SANDBOX_CALL_HARD_CAP = env_float("MATRIX_RUNTIME_SANDBOX_CALL_HARD_CAP", 120.0, minimum=0.1)
+if MATRIX_SANDBOX_CALL_HARD_CAP < MATRIX_SANDBOX_CALL_TIMEOUT:
+    raise ImproperlyConfigured(
+        "MATRIX_RUNTIME_SANDBOX_CALL_HARD_CAP must not be below MATRIX_RUNTIME_SANDBOX_CALL_TIMEOUT"
+    )
+MATRIX_SANDBOX_HOST_CAPACITY = env_int("MATRIX_RUNTIME_SANDBOX_HOST_CAPACITY", 500, minimum=1)
+# Whether a session may ask for network (allow_network); off: every sandbox is offline.
+MATRIX_SANDBOX_ALLOW_NETWORK = env_bool("MATRIX_RUNTIME_SANDBOX_ALLOW_NETWORK", False)
+# Extra host paths every sandbox sees read-only at the same place (tests: the fixtures).
+MATRIX_SANDBOX_RO_BINDS = [Path(p).absolute() for p in env_list("MATRIX_RUNTIME_SANDBOX_RO_BINDS")]
 
 # --- Secrets -----------------------------------------------------------------------
 # Encryption keys for provider credentials: comma-separated, the first encrypts.
@@ -188,6 +202,17 @@ Q_CLUSTER = {
     "save_limit": -1,  # job rows are the record; task args may hold secrets
     "sync": env_bool("MATRIX_RUNTIME_QUEUE_SYNC", False),
 }
+# The database broker (default) re-delivers a task whose worker died; the Redis broker
+# is faster and loses it. Either way the job row and the janitor say what happened
+# (bench/README.md, "Enqueue → running"). Redis needs REDIS_URL; its queue key is
+# namespaced by the bus prefix so installations sharing a Redis never take each
+# other's tasks.
+MATRIX_QUEUE_BROKER = env_choice("MATRIX_RUNTIME_QUEUE_BROKER", ("orm", "redis"), default="orm")
+if MATRIX_QUEUE_BROKER == "redis":
+    if not REDIS_URL:
+        raise ImproperlyConfigured("MATRIX_RUNTIME_QUEUE_BROKER=redis needs REDIS_URL")
+    del Q_CLUSTER["orm"]
+    Q_CLUSTER.update(redis=REDIS_URL, name=f"{MATRIX_BUS_PREFIX}-matrixcloud")
 
 # --- Django -----------------------------------------------------------------------
 INSTALLED_APPS = [
