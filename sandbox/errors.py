@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from matrixcloud.errors import ApplicationError, ServiceUnavailable
+from matrixcloud.errors import ApplicationError, ServiceUnavailable, UnprocessableEntity
 
 
 class IsolationUnavailable(ServiceUnavailable):
@@ -11,3 +11,8 @@ class IsolationUnavailable(ServiceUnavailable):
 
 class SandboxStartError(ApplicationError):
     """The sandbox could not be set up (bubblewrap failed before the server started)."""
+
+
+class SessionRefused(UnprocessableEntity):
+    """A session the sandbox policy refuses for a reason other than its command or env
+    (an unsupported transport, network where none is allowed)."""

@@ -43,8 +43,6 @@ FORBIDDEN_CHARACTERS: tuple[str, ...] = ("&", "|", ";", "<", ">", "`", "$", "(",
 # The same rule as the original describes it to people, in /v1/policies.
 BLOCKED_SHELL_OPERATORS: tuple[str, ...] = ("&", "|", ";", "<", ">", "`", "$()", "newline")
 ALLOWED_TRANSPORTS: tuple[str, ...] = ("stdio",)
-STARTUP_TIMEOUT_SECONDS = 45
-RPC_TIMEOUT_SECONDS = 20
 MAX_LOG_BYTES = 1_048_576
 REJECT_RAW_SECRETS = True
 
@@ -286,14 +284,19 @@ def sandbox_policy() -> dict[str, Any]:
     return {
         "max_ttl_seconds": settings.MATRIX_MAX_TTL_SECONDS,
         "max_concurrent_jobs": settings.MATRIX_MAX_CONCURRENT_JOBS,
-        "startup_timeout_seconds": STARTUP_TIMEOUT_SECONDS,
-        "rpc_timeout_seconds": RPC_TIMEOUT_SECONDS,
+        "startup_timeout_seconds": _whole(settings.MATRIX_SANDBOX_START_TIMEOUT),
+        "rpc_timeout_seconds": _whole(settings.MATRIX_SANDBOX_CALL_TIMEOUT),
         "max_log_bytes": MAX_LOG_BYTES,
         "allowed_programs": sorted(allowed_programs()),
         "allowed_transports": list(ALLOWED_TRANSPORTS),
         "reject_raw_secrets": REJECT_RAW_SECRETS,
         "isolation": isolation_tier(),
     }
+
+
+def _whole(seconds: float) -> float | int:
+    """Seconds as the original showed them (an integer) unless configured fractional."""
+    return int(seconds) if float(seconds).is_integer() else seconds
 
 
 def command_policy() -> dict[str, Any]:

@@ -29,6 +29,10 @@ def new_sandbox_id() -> str:
     return new_id("sbx", 9)
 
 
+def new_tool_call_id() -> str:
+    return new_id("tc", 9)
+
+
 def new_model_profile_id() -> str:
     return new_id("mp")
 

@@ -1,0 +1,270 @@
+"""Writes for sandboxes: create and stop sessions, call their tools, record the calls.
+
+A session is a session-kind job (``mcp.test`` by default) created through the job
+engine's own ``job_enqueue``, plus a :class:`~sandbox.models.SandboxSession` row in the
+same transaction; the engine dispatches it to the sandbox hosts after commit. A tool
+call is a bus RPC to the host that runs the session (``Job.runner``); that host records
+the calls it handles, this module the ones that never reached a host.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.audit import audit_record
+from accounts.choices import AuditStatus
+from accounts.models import Workspace
+from jobs.choices import JobStatus
+from jobs.models import Job
+from jobs.services import job_cancel, job_enqueue, ttl_resolve
+from matrixcloud.errors import Conflict, ServiceUnavailable
+from sandbox import policy, rpc
+from sandbox.choices import CallFailure, ToolCallOutcome
+from sandbox.handlers import network_check, transport_check
+from sandbox.models import SandboxSession, ToolCall
+
+DEFAULT_SESSION_TYPE = "mcp.test"
+REDACTED = "[redacted]"
+MAX_STORED_ARGUMENT_BYTES = 64 * 1024
+# A host heart-beats its sessions' jobs every 2 s; this much silence means it is gone.
+HOST_SILENT_AFTER = 8.0
+NOT_READY = "sandbox not ready"
+FAILED_OUTCOMES = frozenset(
+    {ToolCallOutcome.PROTOCOL_ERROR, ToolCallOutcome.TIMEOUT, ToolCallOutcome.REFUSED}
+)
+
+
+def ended_message(status: str) -> str:
+    return f"sandbox session has ended ({status})"
+
+
+# --- sessions -----------------------------------------------------------------------
+
+
+def sandbox_create(
+    *,
+    workspace: Workspace,
+    start_command: str,
+    env: Mapping[str, str] | None,
+    ttl_seconds: int | None,
+    actor: str,
+    user: Any = None,
+    ip: str = "",
+    transport: str = "",
+    allow_network: bool = False,
+    job_type: str = DEFAULT_SESSION_TYPE,
+) -> SandboxSession:
+    """Check the command, env and TTL (422 each), then write the job, its session and
+    the audit record; the job engine dispatches the job to a host after commit."""
+    transport_check(transport)
+    policy.command_validate(start_command)
+    env = dict(env or {})
+    policy.env_validate(env)
+    ttl_resolve(ttl_seconds)
+    network_check(allow_network)
+    payload = {
+        "start_command": start_command,
+        "env": env,
+        "transport": transport or "stdio",
+        "allow_network": allow_network,
+    }
+    with transaction.atomic():
+        job = job_enqueue(
+            workspace=workspace,
+            job_type=job_type,
+            payload=payload,
+            ttl_seconds=ttl_seconds,
+            actor=actor,
+            user=user,
+            ip=ip,
+        )
+        session = session_ensure(job)
+        audit_record(
+            action="sandbox.created",
+            actor=actor,
+            workspace=workspace,
+            target=session.pk,
+            ip=ip,
+            meta={"job_id": job.pk, "type": job_type, "program": session.argv[0]},
+        )
+    return session
+
+
+def session_ensure(job: Job) -> SandboxSession:
+    """The session row of a session job, created from its payload when missing (a
+    ``mcp.test`` created through ``POST /v1/jobs`` gets one when a host claims it)."""
+    payload = job.payload or {}
+    command = str(payload.get("start_command", ""))
+    session, _ = SandboxSession.objects.get_or_create(
+        job=job,
+        defaults={
+            "workspace_id": job.workspace_id,
+            "created_by_id": job.created_by_id,
+            "start_command": command,
+            "argv": policy.command_validate(command),
+            "env": dict(payload.get("env") or {}),
+            "allow_network": bool(payload.get("allow_network")),
+            "created_at": job.created_at,
+        },
+    )
+    return session
+
+
+def sandbox_stop(*, session: SandboxSession, actor: str, ip: str = "") -> str:
+    """Cancel the session's job (its host stops the server); the status afterwards."""
+    return job_cancel(job=session.job, actor=actor, ip=ip)
+
+
+# --- tool calls ---------------------------------------------------------------------
+
+
+def sandbox_tool_call(
+    *,
+    session: SandboxSession,
+    name: str,
+    arguments: dict[str, Any] | None,
+    actor: str,
+    user: Any = None,
+    ip: str = "",
+) -> dict[str, Any]:
+    """Call ``name`` on the session's server through its host; the raw MCP result.
+
+    Raises :class:`Conflict` (409) when the session is not ready, has ended, or the call
+    failed at the MCP level or timed out, and :class:`ServiceUnavailable` when the bus
+    is down. The host records the calls it handled; the others are recorded here.
+    """
+    arguments = arguments or {}
+    caller = {"actor": actor, "user_id": getattr(user, "pk", None), "ip": ip}
+    started_at, started = timezone.now(), time.monotonic()
+    job = Job.objects.only("status", "runner", "heartbeat_at").get(pk=session.job_id)
+    refusal = _refusal(session, job)
+    if refusal is not None:
+        reply: dict[str, Any] = {"ok": False, "kind": CallFailure.NOT_READY, "error": refusal}
+    else:
+        reply = rpc.host_call(
+            channel=job.runner,
+            job_id=job.pk,
+            name=name,
+            arguments=arguments,
+            caller=caller,
+            timeout=settings.MATRIX_SANDBOX_CALL_HARD_CAP + rpc.REPLY_MARGIN,
+        )
+        if reply.get("ok"):
+            return dict(reply["result"])
+    message = refusal or _failure_message(session, reply)
+    if not reply.get("recorded"):
+        timed_out = reply.get("kind") == CallFailure.TIMEOUT
+        tool_call_record(
+            session=session,
+            name=name,
+            arguments=arguments,
+            actor=actor,
+            user_id=caller["user_id"],
+            ip=ip,
+            started_at=started_at,
+            duration_ms=monotonic_ms(started),
+            outcome=ToolCallOutcome.TIMEOUT if timed_out else ToolCallOutcome.REFUSED,
+            error=message,
+        )
+    if reply.get("kind") == rpc.BUS_DOWN:
+        raise ServiceUnavailable(message)
+    raise Conflict(message)
+
+
+def _refusal(session: SandboxSession, job: Job) -> str | None:
+    """Why a call cannot be sent at all, or None."""
+    if job.status in JobStatus.terminal():
+        return ended_message(job.status)
+    if session.ready_at is None or job.status != JobStatus.RUNNING or not job.runner:
+        return NOT_READY
+    silent = (timezone.now() - job.heartbeat_at).total_seconds() if job.heartbeat_at else 0
+    if silent > HOST_SILENT_AFTER:
+        return f"the sandbox host stopped answering ({int(silent)} s without a heartbeat)"
+    return None
+
+
+def _failure_message(session: SandboxSession, reply: dict[str, Any]) -> str:
+    """What a 409 says about a failed reply: the session's end, or the host's reason."""
+    kind = reply.get("kind")
+    if kind == CallFailure.ENDED:
+        status = Job.objects.values_list("status", flat=True).get(pk=session.job_id)
+        return ended_message(status) if status in JobStatus.terminal() else ended_message("ended")
+    if kind == CallFailure.NOT_READY:
+        return NOT_READY
+    return str(reply.get("error") or "the tool call failed")
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every entry whose key looks like a secret replaced (recursively)."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if policy.SECRET_KEY_PATTERN.search(str(key)) else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
+
+
+def stored_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The redacted arguments as stored: bounded in size (a summary past the bound)."""
+    redacted = redact(arguments)
+    size = len(json.dumps(redacted, default=str))
+    if size > MAX_STORED_ARGUMENT_BYTES:
+        return {"_truncated": True, "bytes": size, "keys": sorted(map(str, redacted))[:50]}
+    return redacted
+
+
+def tool_call_record(
+    *,
+    session: SandboxSession,
+    name: str,
+    arguments: dict[str, Any],
+    actor: str,
+    user_id: str | None,
+    ip: str,
+    started_at: datetime,
+    outcome: str,
+    duration_ms: int = 0,
+    error: str = "",
+    result_bytes: int = 0,
+) -> ToolCall:
+    """Record one tool call and audit it (``sandbox.tool_call``), in one transaction."""
+    with transaction.atomic():
+        call = ToolCall.objects.create(
+            session=session,
+            session_ref=session.pk,
+            workspace_id=session.workspace_id,
+            user_id=user_id,
+            actor=actor[:254],
+            tool=name[:256],
+            arguments=stored_arguments(arguments),
+            started_at=started_at,
+            duration_ms=max(duration_ms, 0),
+            outcome=outcome,
+            error=error[:10_000],
+            result_bytes=result_bytes,
+        )
+        audit_record(
+            action="sandbox.tool_call",
+            actor=actor,
+            workspace=session.workspace_id,
+            target=session.pk,
+            ip=ip,
+            status=AuditStatus.FAILURE if outcome in FAILED_OUTCOMES else AuditStatus.SUCCESS,
+            meta={"tool": call.tool, "outcome": outcome, "duration_ms": call.duration_ms},
+        )
+    return call
+
+
+def monotonic_ms(since: float) -> int:
+    """Milliseconds from ``since`` (``time.monotonic()``) to now."""
+    return int((time.monotonic() - since) * 1000)
