@@ -27,7 +27,7 @@ import pytest
 from channels_redis.core import RedisChannelLayer
 
 from matrixcloud.lib.supervisor import CrashLoop, RestartPolicy, Role, Supervisor
-from sandbox.host import NOT_YET, START_CHANNEL
+from sandbox.host import START_CHANNEL
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -228,7 +228,14 @@ def test_serve_runs_every_role_restarts_a_crash_and_stops_clean(served: Served) 
     bus = re.search(r"embedded bus at (redis://\S+)", served.output())
     assert bus, served.output()
     reply = ask_sandbox_host(bus.group(1))
-    assert reply == {"type": "sandbox.reply", "ok": False, "error": NOT_YET, "request_id": "r1"}
+    # A start without a job id is refused with an answer, not left to time out.
+    assert reply == {
+        "type": "sandbox.reply",
+        "ok": False,
+        "kind": "refused",
+        "error": "unsupported request 'sandbox.start' (or no job_id)",
+        "request_id": "r1",
+    }
 
     # The worker's cluster: main, sentinel, two workers, monitor and pusher.
     seen = wait_for(lambda: cluster_of(served.proc.pid, 6), 30, "the whole django-q2 cluster")

@@ -1,0 +1,406 @@
+"""One live session in a sandbox host: start its server, keep it, answer calls, end it.
+
+:meth:`LiveSession.run` is the session's whole life as one asyncio task. Its body
+emits the reference's start events (``validate``, ``sandbox``, ``mcp_start``,
+``mcp_initialize``, ``tools_list``, ``ready``), spawns the server isolated, and then
+either serves until the server exits (``mcp.test``, ``mcp.run``) or calls one tool
+(``tool.run``). :meth:`LiveSession.stop` (TTL, DELETE, host shutdown) cancels the body
+and its status wins over whatever the body was doing, as the original's context did.
+Afterwards the server is stopped (stdin closed, a short wait, then the whole process
+group), the scratch dir deleted, and the job finished with exactly one status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from pydantic import ValidationError
+
+from jobs.choices import JobStatus
+from matrixcloud.errors import ApplicationError
+from sandbox.choices import CallFailure, ToolCallOutcome
+from sandbox.handlers import McpServerParams, ToolRunParams
+from sandbox.host import records
+from sandbox.host.logs import LogPump
+from sandbox.host.records import Claimed, Event
+from sandbox.isolation import SandboxSpec, isolation_tier, scratch_prepare, spawn, terminate_tree
+from sandbox.mcp import McpClient, McpClosed, McpError, McpTimeout, McpTool, ServerInfo
+from sandbox.policy import resolve_env
+from sandbox.secrets import resolve_secret
+
+logger = logging.getLogger(__name__)
+
+STDIN_GRACE = 0.5  # after closing stdin, how long a server gets to exit by itself
+KILL_GRACE = 0.5  # terminate_tree's wait between TERM and KILL
+EXIT_CHECK = 1.0  # how often a served session looks for a server that closed stdout
+EXIT_NOTICE_WAIT = 3.0  # … and how long it waits for the client to see the exit
+SPAWN_WAIT = 15.0  # a cancelled session still waits this long for a spawn in progress
+STDERR_IN_MESSAGE = 4000
+
+
+class SessionFailed(Exception):
+    """The session cannot go on: ``step`` failed with ``message`` (the job's error)."""
+
+    def __init__(self, step: str, message: str, *, stderr: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+        self.message = message
+        self.stderr = stderr
+
+
+def with_stderr(message: str, stderr: str) -> str:
+    """``message (stderr: <tail>)``, as the original's start errors read."""
+    tail = stderr.strip()[-STDERR_IN_MESSAGE:]
+    return f"{message} (stderr: {tail})" if tail else message
+
+
+def failure(kind: str, error: str, outcome: str, started: float | None = None) -> dict[str, Any]:
+    """A negative ``sandbox.reply`` body (``outcome`` is what the call row records)."""
+    reply: dict[str, Any] = {"ok": False, "kind": kind, "error": error, "outcome": outcome}
+    if started is not None:
+        reply["duration_ms"] = int((time.monotonic() - started) * 1000)
+    return reply
+
+
+@dataclass
+class Ending:
+    """How the session ends: its terminal status and what goes with it."""
+
+    status: str
+    result: Any = None
+    error: str = ""
+    events: list[Event] = field(default_factory=list)
+
+
+class LiveSession:
+    """One claimed session job, from its first event to its terminal one."""
+
+    def __init__(self, claimed: Claimed, *, on_end: Callable[[str], None]) -> None:
+        self.job = claimed.job
+        self.session = claimed.session
+        self.handler = claimed.handler
+        self.problem = claimed.problem
+        self.job_id = claimed.job.pk
+        self.scratch = Path(settings.MATRIX_DATA_DIR) / "mcp" / self.job_id
+        self.proc: asyncio.subprocess.Process | None = None
+        self.client: McpClient | None = None
+        self.ready = asyncio.Event()
+        self.stopped: tuple[str, str] | None = None
+        self.ending = False
+        self.logs = LogPump(self.job_id)
+        self._on_end = on_end
+        self._body: asyncio.Task[Ending] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> asyncio.Task[None]:
+        self.task = asyncio.create_task(self.run(), name=f"session-{self.job_id}")
+        self.task.add_done_callback(lambda _: self._on_end(self.job_id))
+        return self.task
+
+    def stop(self, status: str, note: str = "") -> None:
+        """End the session with ``status`` (expired or cancelled), ``note`` shown in a
+        ``stop`` event before the terminal one. The first stop wins."""
+        if self.stopped is None:
+            self.stopped = (status, note)
+        if self._body is not None and not self._body.done():
+            self._body.cancel()
+
+    async def run(self) -> None:
+        """The whole life: body under the TTL, then teardown and exactly one finish."""
+        loop = asyncio.get_running_loop()
+        ttl_left = (self.job.expires_at - timezone.now()).total_seconds()
+        timer = loop.call_later(max(ttl_left, 0), self.stop, JobStatus.EXPIRED)
+        self._body = asyncio.create_task(self._run_body(), name=f"session-body-{self.job_id}")
+        try:
+            await asyncio.wait({self._body})
+        finally:
+            timer.cancel()
+            self._body.cancel()
+            ending = self._ending(self._body)
+            await self._teardown()
+            await self._finish(ending)
+
+    def _ending(self, body: asyncio.Task[Ending]) -> Ending:
+        if self.stopped is not None:  # the context wins over what the body was doing
+            status, note = self.stopped
+            return Ending(status, events=[("stop", status, note, None)] if note else [])
+        if body.cancelled():
+            return Ending(JobStatus.CANCELLED)
+        error = body.exception()
+        if isinstance(error, SessionFailed):
+            data = {"stderr": error.stderr.strip()[-STDERR_IN_MESSAGE:]} if error.stderr else None
+            step_event: Event = (error.step, "error", error.message, data)
+            message = with_stderr(error.message, error.stderr)
+            return Ending(JobStatus.ERROR, error=message, events=[step_event])
+        if error is not None:
+            logger.error("session %s crashed", self.job_id, exc_info=error)
+            return Ending(JobStatus.ERROR, error=f"internal error: {type(error).__name__}: {error}")
+        return body.result()
+
+    async def _finish(self, ending: Ending) -> None:
+        try:
+            await records.run(
+                records.session_finish,
+                self.job_id,
+                self.session.pk if self.session else None,
+                ending.status,
+                result=ending.result,
+                error=ending.error,
+                events=ending.events,
+            )
+        except Exception:  # the janitor ends a job whose host stopped heart-beating
+            logger.exception("could not finish session job %s", self.job_id)
+
+    async def _teardown(self) -> None:
+        """Stop the server (stdin first: under bubblewrap TERM kills at once), the log
+        stream and the scratch dir. Bounded by the graces above."""
+        self.ending = True
+        self.ready.clear()
+        if self.client is not None:
+            await self.client.aclose()
+        if self.proc is not None:
+            if self.proc.returncode is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.proc.wait(), STDIN_GRACE)
+            await terminate_tree(self.proc, grace=KILL_GRACE)
+        await self.logs.close()
+        await asyncio.to_thread(shutil.rmtree, self.scratch, True)
+
+    # -- the body --------------------------------------------------------------------
+
+    async def _run_body(self) -> Ending:
+        if self.problem or self.session is None or self.handler is None:
+            raise SessionFailed("validate", self.problem or "the session could not be set up")
+        params = self._params()
+        await self._emit(("validate", "ok", "Command accepted", {"program": self.session.argv[0]}))
+        env = await self._resolve_env(params)
+        self._prepare_scratch()
+        await self._emit(
+            ("sandbox", "start", "Creating temporary sandbox", {"work_dir": str(self.scratch)}),
+            ("mcp_start", "start", "Starting MCP server", None),
+        )
+        await self._launch(params, env)
+        if isinstance(params, ToolRunParams) and self.handler.one_shot:
+            return Ending(JobStatus.COMPLETE, result=await self._call_once(params))
+        await self._serve()
+        raise AssertionError("unreachable: _serve only ends by raising")
+
+    def _params(self) -> McpServerParams:
+        assert self.handler is not None
+        try:
+            params = self.handler.Params.model_validate(self.job.payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "payload"
+            raise SessionFailed("validate", f"invalid payload: {where}: {first['msg']}") from exc
+        assert isinstance(params, McpServerParams)
+        return params
+
+    async def _resolve_env(self, params: McpServerParams) -> dict[str, str]:
+        workspace_id = self.job.workspace_id
+
+        def resolve() -> dict[str, str]:
+            return resolve_env(params.env, lambda name: resolve_secret(workspace_id, name))
+
+        try:
+            return await records.run(resolve)
+        except ApplicationError as exc:
+            raise SessionFailed("validate", exc.message) from exc
+
+    def _prepare_scratch(self) -> None:
+        try:
+            scratch_prepare(self.scratch, tier=isolation_tier())
+        except OSError as exc:
+            raise SessionFailed("sandbox", f"create sandbox dir: {exc}") from exc
+
+    async def _launch(self, params: McpServerParams, env: dict[str, str]) -> None:
+        """Spawn the server isolated, set up MCP, list the tools, store them: ready."""
+        assert self.session is not None
+        spec = SandboxSpec(
+            argv=self.session.argv,
+            scratch_dir=self.scratch,
+            env=env,
+            allow_network=params.allow_network,
+            ro_binds=tuple(settings.MATRIX_SANDBOX_RO_BINDS),
+        )
+        self.proc = await self._spawn(spec)
+        self.client = McpClient.from_process(
+            self.proc, on_stderr=self.logs.line, on_tools_changed=self._tools_changed
+        )
+        server, tools = await self._handshake()
+        await self._mark_ready(server, tools)
+
+    async def _spawn(self, spec: SandboxSpec) -> asyncio.subprocess.Process:
+        """``spawn`` shielded: a stop during it still gets the process, to kill it."""
+        task = asyncio.ensure_future(spawn(spec))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                self.proc = await asyncio.wait_for(asyncio.shield(task), SPAWN_WAIT)
+            raise
+        except (OSError, ValueError, ApplicationError) as exc:
+            raise SessionFailed("mcp_start", f"start mcp server: {exc}") from exc
+
+    async def _handshake(self) -> tuple[ServerInfo, list[McpTool]]:
+        assert self.client is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.MATRIX_SANDBOX_START_TIMEOUT
+        step = "mcp_initialize"
+        try:
+            server = await self.client.initialize(timeout=settings.MATRIX_SANDBOX_START_TIMEOUT)
+            step = "tools_list"
+            tools = await self.client.list_tools(timeout=max(deadline - loop.time(), 0.1))
+        except McpError as exc:
+            raise SessionFailed(
+                step, f"mcp handshake failed: {exc}", stderr=self.client.stderr_tail
+            ) from exc
+        return server, tools
+
+    async def _mark_ready(self, server: ServerInfo, tools: list[McpTool]) -> None:
+        assert self.session is not None
+        described = {
+            "protocol_version": server.protocol_version,
+            "server": server.as_dict()["server"],
+        }
+        await records.run(
+            records.session_ready,
+            self.session.pk,
+            tools=[tool.to_contract() for tool in tools],
+            fingerprints={tool.name: tool.fingerprint for tool in tools},
+            server=described,
+            events=[
+                ("mcp_initialize", "ok", "MCP initialize succeeded", described),
+                ("tools_list", "ok", f"Found {len(tools)} tools", {"count": len(tools)}),
+                ("ready", "ok", "Sandbox ready", None),
+            ],
+        )
+        self.ready.set()
+
+    async def _tools_changed(self, tools: list[McpTool]) -> None:
+        assert self.session is not None
+        await records.run(
+            records.session_tools_changed,
+            self.session.pk,
+            tools=[tool.to_contract() for tool in tools],
+            fingerprints={tool.name: tool.fingerprint for tool in tools},
+        )
+
+    async def _serve(self) -> None:
+        """Hold the server until it exits by itself (a stop cancels this wait)."""
+        assert self.proc is not None
+        assert self.client is not None
+        exited = asyncio.ensure_future(self.proc.wait())
+        try:
+            while not exited.done() and not self.client.exited:
+                await asyncio.wait({exited}, timeout=EXIT_CHECK)
+        finally:
+            exited.cancel()
+        for _ in range(int(EXIT_NOTICE_WAIT / 0.05)):  # let the last stderr lines in
+            if self.client.exited:
+                break
+            await asyncio.sleep(0.05)
+        code = self.proc.returncode if self.proc.returncode is not None else self.client.exit_code
+        raise SessionFailed(
+            "mcp_server",
+            f"mcp server exited unexpectedly (code {code})",
+            stderr=self.client.stderr_tail,
+        )
+
+    async def _call_once(self, params: ToolRunParams) -> dict[str, Any]:
+        """``tool.run``: call the one tool, record it, return ``{"result": ...}``."""
+        await self._emit(("tool_call", "start", f"Calling tool {params.tool}", None))
+        creator = self.job.created_by_id
+        caller = {"actor": creator or "operator", "user_id": creator, "ip": ""}
+        reply = await self.call(params.tool, params.arguments, caller=caller)
+        if not reply["ok"]:
+            raise SessionFailed("tool_call", f"tool call failed: {reply['error']}")
+        data = {"duration_ms": reply["duration_ms"], "is_error": reply["outcome"] != "ok"}
+        await self._emit(("tool_call", "ok", f"Tool {params.tool} answered", data))
+        return {"result": reply["result"]}
+
+    # -- calls -----------------------------------------------------------------------
+
+    async def call(self, name: str, arguments: Any, *, caller: dict[str, Any]) -> dict[str, Any]:
+        """Call a tool; the ``sandbox.reply`` body. The call is recorded afterwards."""
+        started_at, started = timezone.now(), time.monotonic()
+        reply = await self._call(name, arguments, started)
+        if self.session is not None:
+            reply["recorded"] = True
+            self._record_later(name, arguments, caller, started_at, dict(reply))
+        return reply
+
+    async def _call(self, name: str, arguments: Any, started: float) -> dict[str, Any]:
+        refused = ToolCallOutcome.REFUSED
+        if self.stopped is not None or self.ending:
+            return failure(CallFailure.ENDED, "sandbox session has ended", refused)
+        if not self.ready.is_set() or self.client is None:
+            return failure(CallFailure.NOT_READY, "sandbox not ready", refused)
+        if not isinstance(arguments, dict):
+            return failure(CallFailure.PROTOCOL_ERROR, "arguments must be an object", refused)
+        try:
+            result = await self.client.call_tool(
+                name,
+                arguments,
+                timeout=settings.MATRIX_SANDBOX_CALL_TIMEOUT,
+                hard_cap=settings.MATRIX_SANDBOX_CALL_HARD_CAP,
+            )
+        except McpTimeout as exc:
+            return failure(CallFailure.TIMEOUT, str(exc), ToolCallOutcome.TIMEOUT, started)
+        except McpClosed:
+            return failure(CallFailure.ENDED, "sandbox session has ended", refused, started)
+        except McpError as exc:
+            outcome = ToolCallOutcome.PROTOCOL_ERROR
+            return failure(CallFailure.PROTOCOL_ERROR, str(exc), outcome, started)
+        outcome = ToolCallOutcome.TOOL_ERROR if result.get("isError") else ToolCallOutcome.OK
+        duration_ms = int((time.monotonic() - started) * 1000)
+        return {"ok": True, "result": result, "duration_ms": duration_ms, "outcome": outcome}
+
+    def _record_later(
+        self, name: str, arguments: Any, caller: dict[str, Any], started_at: datetime,
+        reply: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """Record the call off the reply's path (the caller has its answer first)."""
+
+        async def record() -> None:
+            try:
+                await records.run(
+                    records.call_record,
+                    self.session,
+                    name=name,
+                    arguments=arguments,
+                    caller=caller,
+                    started_at=started_at,
+                    reply=reply,
+                )
+            except Exception:
+                logger.exception("could not record a tool call of %s", self.job_id)
+
+        _background.add(task := asyncio.ensure_future(record()))
+        task.add_done_callback(_background.discard)
+
+    async def _emit(self, *events: Event) -> None:
+        await records.run(records.events_emit, self.job_id, list(events))
+
+
+# Recording tasks in flight (a reference, so they are not collected half-way).
+_background: set[asyncio.Future[None]] = set()
+
+
+async def recordings_settle(timeout: float) -> None:
+    """Wait (bounded) for call recordings still in flight; the host's shutdown does."""
+    if _background:
+        await asyncio.wait(set(_background), timeout=timeout)
