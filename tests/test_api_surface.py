@@ -124,6 +124,11 @@ IMPLEMENTED = {
     "/v1/jobs",
     "/v1/jobs/{job_id}",
     "/v1/jobs/{job_id}/events",
+    "/v1/sandbox/sessions",
+    "/v1/sandbox/sessions/{session_id}",
+    "/v1/sandbox/sessions/{session_id}/events",
+    "/v1/sandbox/sessions/{session_id}/tools",
+    "/v1/sandbox/sessions/{session_id}/tools/call",
 }
 # Endpoints that ignore their body, as in the original.
 BODYLESS_POSTS = {"/v1/auth/logout", "/v1/matrixshell/install"}
@@ -227,7 +232,7 @@ def test_bodies_are_validated_before_the_501(
 
 @pytest.mark.parametrize(
     ("path", "status"),
-    [("/v1/jobs/{job_id}/events", 404), ("/v1/sandbox/sessions/{session_id}/events", 501)],
+    [("/v1/jobs/{job_id}/events", 404), ("/v1/sandbox/sessions/{session_id}/events", 404)],
 )
 def test_event_streams_answer_errors_in_json_to_sse_clients(
     api: APIClient, path: str, status: int

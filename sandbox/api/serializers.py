@@ -18,9 +18,14 @@ class SandboxCreateSerializer(serializers.Serializer):
         help_text="The MCP server's command line; checked against the command policy (422)."
     )
     env = serializers.DictField(
-        child=serializers.CharField(allow_blank=True),
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
         required=False,
         help_text="Environment for the server; secrets only as ${secret:NAME} references.",
+    )
+    allow_network = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Give the server network access (only where the installation allows it).",
     )
 
 
@@ -42,6 +47,17 @@ class SandboxSessionSerializer(serializers.Serializer):
     status = serializers.CharField(help_text="The backing job's status.")
     expires_at = serializers.DateTimeField()
     result = serializers.JSONField(allow_null=True)
+    type = serializers.CharField(required=False, help_text="The backing job's type.")
+    ready = serializers.BooleanField(required=False, help_text="Whether the tools are listed.")
+    tools_count = serializers.IntegerField(required=False)
+    created_at = serializers.DateTimeField(required=False)
+    ready_at = serializers.DateTimeField(required=False, allow_null=True)
+    stopped_at = serializers.DateTimeField(required=False, allow_null=True)
+    events_url = serializers.CharField(required=False)
+    server = serializers.DictField(
+        required=False, help_text="The server's protocol version, name and version."
+    )
+    error = serializers.CharField(required=False, help_text="Present only when it failed.")
 
 
 class ToolSerializer(serializers.Serializer):
@@ -61,7 +77,7 @@ class ToolListSerializer(serializers.Serializer):
 class ToolCallSerializer(serializers.Serializer):
     """Body of a tool call: the tool's name and its arguments."""
 
-    name = serializers.CharField()
+    name = serializers.CharField(allow_blank=True, help_text="An empty name is a 400.")
     arguments = serializers.DictField(required=False)
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from sandbox.api import views
+from sandbox.api import streams, views
 
 urlpatterns: list[URLPattern] = [
     path("sandbox/sessions", views.SandboxCollectionView.as_view(), name="sandbox-sessions"),
@@ -13,7 +13,7 @@ urlpatterns: list[URLPattern] = [
     ),
     path(
         "sandbox/sessions/<str:session_id>/events",
-        views.SandboxEventsView.as_view(),
+        streams.sandbox_events,
         name="sandbox-events",
     ),
     path(

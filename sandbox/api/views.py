@@ -1,16 +1,31 @@
-"""Views of ``/v1/sandbox/sessions`` (an alias over mcp.test jobs) and ``/v1/matrixshell``."""
+"""Views of ``/v1/sandbox/sessions`` (an alias over mcp.test jobs) and ``/v1/matrixshell``.
+
+Sandbox views are thin: input serializer, the actor, one selector or service. Another
+workspace's session is a 404 (``sandbox session not found``) everywhere. MatrixShell
+endpoints are still stubs (a later change).
+"""
 
 from __future__ import annotations
 
+from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from accounts.principals import actor_for
+from accounts.ratelimit import client_ip
 from jobs.api.serializers import EVENT_STREAM_RESPONSE, CancelResultSerializer
+from jobs.api.views import CANCEL_WAIT_SECONDS, STREAM_PARAMETERS
+from jobs.selectors import rfc3339
+from jobs.services import job_await_terminal
+from jobs.streams import job_stream_response
 from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
 from matrixcloud.api.stubs import PendingView
+from matrixcloud.errors import BadRequest
+from matrixcloud.lib import sse
 from sandbox.api.serializers import (
     MatrixShellExecResultSerializer,
     MatrixShellExecSerializer,
@@ -23,6 +38,8 @@ from sandbox.api.serializers import (
     ToolCallSerializer,
     ToolListSerializer,
 )
+from sandbox.selectors import events_url, session_get, session_snapshot, session_tools
+from sandbox.services import sandbox_create, sandbox_stop, sandbox_tool_call
 
 SESSION_ID = OpenApiParameter(
     "session_id",
@@ -34,10 +51,8 @@ NOT_READY = (409, "The sandbox is not ready yet, or has already ended")
 SHELL_DISABLED = (403, "MatrixShell disabled")
 
 
-class SandboxCollectionView(PendingView):
+class SandboxCollectionView(APIView):
     """Start a sandbox: an MCP server in isolation, as an mcp.test job."""
-
-    capability = "sandboxes"
 
     @extend_schema(
         operation_id="sandbox_sessions_create",
@@ -46,13 +61,33 @@ class SandboxCollectionView(PendingView):
         responses={202: SandboxResponseSerializer, **error_responses(400, 401, 422)},
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, SandboxCreateSerializer)
+        serializer = SandboxCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        actor = actor_for(request)
+        session = sandbox_create(
+            workspace=actor.workspace,
+            start_command=data["start_command"],
+            env=data.get("env"),
+            ttl_seconds=data.get("ttl_seconds"),
+            transport=data.get("transport", ""),
+            allow_network=data["allow_network"],
+            actor=actor.id,
+            user=actor.user,
+            ip=client_ip(request._request),
+        )
+        body = {
+            "session_id": session.pk,
+            "job_id": session.job.pk,
+            "status": "starting",
+            "expires_at": rfc3339(session.job.expires_at),
+            "events_url": events_url(session),
+        }
+        return Response(body, status=202)
 
 
-class SandboxDetailView(PendingView):
+class SandboxDetailView(APIView):
     """One sandbox session: read it, stop it."""
-
-    capability = "sandboxes"
 
     @extend_schema(
         operation_id="sandbox_sessions_retrieve",
@@ -61,7 +96,9 @@ class SandboxDetailView(PendingView):
         responses={200: SandboxSessionSerializer, **error_responses(401, 404)},
     )
     def get(self, request: Request, session_id: str) -> Response:
-        self.pending(request)
+        actor = actor_for(request)
+        session = session_get(session_id=session_id, workspace=actor.visible_workspace)
+        return Response(session_snapshot(session))
 
     @extend_schema(
         operation_id="sandbox_sessions_destroy",
@@ -70,29 +107,39 @@ class SandboxDetailView(PendingView):
         responses={200: CancelResultSerializer, **error_responses(401, 404)},
     )
     def delete(self, request: Request, session_id: str) -> Response:
-        self.pending(request)
+        actor = actor_for(request)
+        session = session_get(session_id=session_id, workspace=actor.visible_workspace)
+        status = sandbox_stop(session=session, actor=actor.id, ip=client_ip(request._request))
+        status = job_await_terminal(session.job_id, status, timeout=CANCEL_WAIT_SECONDS)
+        return Response({"ok": True, "status": status})
 
 
-class SandboxEventsView(PendingView):
-    """A sandbox's events as server-sent events (those of its backing job)."""
+class SandboxEventsView(APIView):
+    """A sandbox's events as server-sent events (those of its backing job).
 
-    capability = "job event streaming"
+    Routed through ``sandbox.api.streams.sandbox_events``, like the job stream.
+    """
+
     content_negotiation_class = EventStreamNegotiation
 
     @extend_schema(
         operation_id="sandbox_sessions_events",
         summary="Stream sandbox events (SSE)",
-        parameters=[SESSION_ID],
-        responses={(200, "text/event-stream"): EVENT_STREAM_RESPONSE, **error_responses(401, 404)},
+        parameters=[SESSION_ID, *STREAM_PARAMETERS],
+        responses={
+            (200, "text/event-stream"): EVENT_STREAM_RESPONSE,
+            204: OpenApiResponse(description="Last-Event-ID is already the terminal event."),
+            **error_responses(400, 401, 404),
+        },
     )
-    def get(self, request: Request, session_id: str) -> Response:
-        self.pending(request)
+    def get(self, request: Request, session_id: str) -> HttpResponseBase:
+        actor = actor_for(request)
+        session = session_get(session_id=session_id, workspace=actor.visible_workspace)
+        return job_stream_response(session.job, after=sse.last_event_id(request._request))
 
 
-class SandboxToolsView(PendingView):
+class SandboxToolsView(APIView):
     """The tools the sandbox's MCP server advertised."""
-
-    capability = "sandboxes"
 
     @extend_schema(
         operation_id="sandbox_tools_list",
@@ -101,13 +148,13 @@ class SandboxToolsView(PendingView):
         responses={200: ToolListSerializer, **error_responses(401, 404, NOT_READY)},
     )
     def get(self, request: Request, session_id: str) -> Response:
-        self.pending(request)
+        actor = actor_for(request)
+        session = session_get(session_id=session_id, workspace=actor.visible_workspace)
+        return Response({"tools": session_tools(session)})
 
 
-class SandboxToolCallView(PendingView):
-    """Call one tool of the sandbox's MCP server."""
-
-    capability = "sandboxes"
+class SandboxToolCallView(APIView):
+    """Call one tool of the sandbox's MCP server (through the host that runs it)."""
 
     @extend_schema(
         operation_id="sandbox_tools_call",
@@ -116,11 +163,28 @@ class SandboxToolCallView(PendingView):
         request=ToolCallSerializer,
         responses={
             200: ToolCallResultSerializer,
-            **error_responses(400, 401, 404, (409, "Not ready, ended, or the MCP call failed")),
+            **error_responses(
+                400, 401, 404, (409, "Not ready, ended, or the MCP call failed"), 503
+            ),
         },
     )
     def post(self, request: Request, session_id: str) -> Response:
-        self.pending(request, ToolCallSerializer)
+        serializer = ToolCallSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        name = serializer.validated_data["name"].strip()
+        if not name:
+            raise BadRequest("tool name is required")
+        actor = actor_for(request)
+        session = session_get(session_id=session_id, workspace=actor.visible_workspace)
+        result = sandbox_tool_call(
+            session=session,
+            name=name,
+            arguments=serializer.validated_data.get("arguments"),
+            actor=actor.id,
+            user=actor.user,
+            ip=client_ip(request._request),
+        )
+        return Response({"ok": True, "result": result})
 
 
 class MatrixShellStatusView(PendingView):
