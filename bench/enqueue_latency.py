@@ -1,6 +1,6 @@
 """Enqueue → running: how long a created job waits before a real worker starts it.
 
-For each configuration (database × queue broker × ORM poll interval) this script makes a
+For each configuration (database, queue broker, ORM poll interval) this script makes a
 fresh installation (data dir, database, bus), migrates it, starts a real
 ``manage.py worker`` and then, in a child process configured like the web process,
 creates ``--jobs`` trivial jobs (``test.echo``) one at a time through the HTTP API
@@ -10,9 +10,11 @@ job it records
 * ``created_at → started_at`` from the job row (both written on this machine's clock),
 * the wall clock from sending the POST to seeing the row ``running`` (polled every 2 ms),
 
-then a burst: ``--jobs`` POSTs back to back, ``created_at → started_at`` of each (the
-queue's throughput with the default two pool processes). It also measures the idle
-worker's CPU use, which is what a short ORM poll interval costs.
+then a burst: ``--jobs`` POSTs back to back, the wait of each and the jobs per second
+from the first POST to the last finish (the default two pool processes; one process
+POSTing, so the POST rate bounds it too). It also measures the idle worker's CPU use
+(its own processes, not the database server's), which is what a short ORM poll
+interval costs.
 
 Run from the repository root (PostgreSQL and Redis as in ``./dev test``)::
 
@@ -56,7 +58,9 @@ class Config:
 
     @property
     def name(self) -> str:
-        return f"{self.database}-{self.broker}" + (f"-{self.poll:g}" if self.broker == "orm" else "")
+        return f"{self.database}-{self.broker}" + (
+            f"-{self.poll:g}" if self.broker == "orm" else ""
+        )
 
 
 CONFIGS = [
@@ -194,7 +198,7 @@ def child(jobs: int) -> None:
     import tests.job_handlers  # noqa: F401  (the trivial type)
 
     sequential = [one_job(i) for i in range(jobs)]
-    burst = burst_jobs(jobs)
+    burst, per_second = burst_jobs(jobs)
     print(
         json.dumps(
             {
@@ -203,6 +207,7 @@ def child(jobs: int) -> None:
                 "wall_ms": summary([s["wall_ms"] for s in sequential]),
                 "post_ms": summary([s["post_ms"] for s in sequential]),
                 "burst_row_ms": summary(burst),
+                "burst_jobs_per_second": per_second,
             }
         )
     )
@@ -255,15 +260,16 @@ def wait_terminal(job_id: str) -> Any:
         time.sleep(0.005)
 
 
-def burst_jobs(jobs: int) -> list[float]:
+def burst_jobs(jobs: int) -> tuple[list[float], float]:
+    """Wait of each job of a burst, and the jobs per second from first POST to last end."""
     from django.test import Client
 
     client = Client()
     ids = [post_job(client, f"burst {i}") for i in range(jobs)]
-    return [
-        (job.started_at - job.created_at).total_seconds() * 1000
-        for job in (wait_terminal(job_id) for job_id in ids)
-    ]
+    ended = [wait_terminal(job_id) for job_id in ids]
+    span = max(j.finished_at for j in ended) - min(j.created_at for j in ended)
+    waits = [(job.started_at - job.created_at).total_seconds() * 1000 for job in ended]
+    return waits, round(jobs / span.total_seconds(), 1)
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -276,13 +282,14 @@ def summary(values: list[float]) -> dict[str, float]:
 def table(results: list[dict[str, Any]]) -> str:
     head = (
         "| configuration | created→started median / p95 (ms) | POST→seen running median / p95 "
-        "(ms) | POST alone median (ms) | burst created→started median / p95 (ms) | "
+        "(ms) | POST alone median (ms) | burst: wait median / p95 (ms), jobs/s | "
         "idle worker CPU (%) |\n|---|---|---|---|---|---|"
     )
     rows = [
         f"| {r['config']} | {r['row_ms']['median']} / {r['row_ms']['p95']} | "
         f"{r['wall_ms']['median']} / {r['wall_ms']['p95']} | {r['post_ms']['median']} | "
-        f"{r['burst_row_ms']['median']} / {r['burst_row_ms']['p95']} | {r['idle_cpu_percent']} |"
+        f"{r['burst_row_ms']['median']} / {r['burst_row_ms']['p95']}, "
+        f"{r['burst_jobs_per_second']} | {r['idle_cpu_percent']} |"
         for r in results
     ]
     return "\n".join([head, *rows])
