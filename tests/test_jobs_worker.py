@@ -80,6 +80,9 @@ def worker_env() -> dict[str, str]:
     """The test process's environment, pointed at the test database."""
     env = {key: value for key, value in os.environ.items() if key not in DB_VARIABLES}
     env["MATRIX_RUNTIME_EXTRA_JOB_MODULES"] = "tests.job_handlers"
+    # One job at a time with two pool processes: a second job finds no free slot.
+    env["MATRIX_RUNTIME_MAX_CONCURRENT_JOBS"] = "1"
+    env["MATRIX_RUNTIME_WORKERS"] = "2"
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         env["MATRIX_RUNTIME_DB_PATH"] = db["NAME"]
@@ -217,6 +220,20 @@ def test_a_finished_job_delivered_again_changes_nothing(worker: Worker, api: Any
     fields = ("status", "result", "attempts", "started_at", "finished_at", "last_seq", "runner")
     assert [getattr(after, f) for f in fields] == [getattr(before, f) for f in fields]
     assert len(events(job_id)) == before.last_seq == 4
+
+
+def test_a_job_without_a_free_slot_waits_queued_then_runs(worker: Worker, api: Any) -> None:
+    """The worker allows one job at a time: the second one's claim finds no slot, so it
+    stays queued (not failed, not dropped) until the first one's finish dispatches it."""
+    first = create(api, "test.sleep", {"seconds": 1})
+    wait_for(lambda: job(first).status == "running", 10, "the first job to run")
+    second = create(api, "test.echo", {"message": "next"})
+    wait_for(lambda: job(second).dispatched_at is None, 5, "the second job's failed claim")
+    assert job(second).status == "queued"
+    done, then = terminal(first, 10), terminal(second, 10)
+    assert (done.status, then.status) == ("complete", "complete")
+    assert then.started_at >= done.finished_at
+    assert then.attempts == 1
 
 
 # --- TTL and cancel ------------------------------------------------------------------------
