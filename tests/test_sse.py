@@ -401,6 +401,29 @@ def test_one_bus_membership_per_process_released_when_the_last_client_leaves(
     assert bus_members(job) == 0
 
 
+def database_connections(server: Server) -> int:
+    """Connections to the test database: the server's (SQLite: its open handles on the
+    file), or everyone's (PostgreSQL: this test process holds one or two)."""
+    if connection.vendor == "sqlite":
+        db_file = os.path.realpath(connection.settings_dict["NAME"])
+        fds = Path(f"/proc/{server.proc.pid}/fd").iterdir()
+        return sum(os.path.realpath(fd) == db_file for fd in fds)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])
+
+
+def test_open_streams_hold_no_database_connection_each(local: Server) -> None:
+    job = make_job()
+    streams = [local.stream(path(job)) for _ in range(20)]
+    try:
+        assert all(ids(stream.events(1)) == [1] for stream in streams)
+        assert database_connections(local) < 12  # not one per stream
+    finally:
+        for stream in streams:
+            stream.close()
+
+
 # --- the database is the truth -------------------------------------------------------
 def test_a_lost_push_is_recovered_from_the_rows_at_the_next_push(production: Server) -> None:
     job = make_job()
