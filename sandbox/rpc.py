@@ -1,7 +1,7 @@
 """The web side of the sandbox RPC: send one request to a host's channel, await its reply.
 
-Each request gets a fresh reply channel from the channel layer, so a reply can only be
-the answer to it; the wait is bounded. Nothing here touches the database.
+Each request gets a reply channel of its own (named by its request id), so a reply can
+only be the answer to it; the wait is bounded. Nothing here touches the database.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ CALL_TYPE = "sandbox.call"
 REPLY_TYPE = "sandbox.reply"
 # Past the call's hard cap, how long to wait for the host's own timeout reply.
 REPLY_MARGIN = 5.0
+REPLY_CHANNEL_PREFIX = "sandbox.reply."
 # A reply ``kind`` of our own: the bus could not carry the request at all.
 BUS_DOWN = "bus_down"
 
@@ -28,7 +29,10 @@ async def _ask(channel: str, message: dict[str, Any], timeout: float) -> dict[st
     layer: Any = get_channel_layer()
     if layer is None:
         raise RuntimeError("no channel layer is configured")
-    reply_to = await layer.new_channel()
+    # A plain channel of its own, not a process-local one (``new_channel``): those share
+    # one receive loop per layer, which only one event loop may drive, and sync views
+    # outside an ASGI server each run their async_to_sync on a loop of their own.
+    reply_to = f"{REPLY_CHANNEL_PREFIX}{message['request_id']}"
     await layer.send(channel, {**message, "reply_channel": reply_to})
     async with asyncio.timeout(timeout):
         while True:

@@ -15,7 +15,9 @@ class SandboxCreateSerializer(serializers.Serializer):
     runtime = serializers.CharField(required=False, allow_blank=True, help_text="e.g. node")
     transport = serializers.CharField(required=False, allow_blank=True, help_text="e.g. stdio")
     start_command = serializers.CharField(
-        help_text="The MCP server's command line; checked against the command policy (422)."
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="The MCP server's command line; checked against the command policy (422).",
     )
     env = serializers.DictField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False),
