@@ -7,14 +7,17 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.models import OrmQ, Schedule
 from django_q.signing import SignedPackage
 
@@ -51,8 +54,21 @@ def create(api: Any, token: str, body: dict[str, Any]) -> Any:
 
 
 def dispatched() -> list[str]:
-    """Job ids in the django-q2 queue, in order."""
-    return [SignedPackage.loads(row.payload)["args"][0] for row in OrmQ.objects.order_by("pk")]
+    """Job ids in the django-q2 queue (ORM or Redis broker), in order."""
+    if django_settings.Q_CLUSTER.get("orm"):
+        payloads = [row.payload for row in OrmQ.objects.order_by("pk")]
+    else:
+        broker = get_broker()
+        payloads = [raw.decode() for raw in broker.connection.lrange(broker.list_key, 0, -1)]
+    return [SignedPackage.loads(payload)["args"][0] for payload in payloads]
+
+
+@pytest.fixture(autouse=True)
+def empty_queue() -> Iterator[None]:
+    """The queue holds nothing from elsewhere (a Redis broker's is not rolled back)."""
+    get_broker().purge_queue()
+    yield
+    get_broker().purge_queue()
 
 
 def steps(job: Job) -> list[tuple[str, str]]:
@@ -334,7 +350,7 @@ def test_a_workspace_at_its_limit_does_not_hold_up_another(cast, limits):
     job_claim(running.pk, runner="w")
     for job in [*backlog, b_job]:
         Job.objects.filter(pk=job.pk).update(dispatched_at=None)  # as a failed claim leaves it
-    OrmQ.objects.all().delete()
+    get_broker().purge_queue()
     assert job_dispatch_pending() == 1
     assert dispatched() == [b_job.pk]
     assert job_dispatch_pending() == 0  # dispatched just now: not again
@@ -346,7 +362,7 @@ def test_a_finish_dispatches_the_job_waiting_for_its_slot(
     first, waiting = make(cast.workspace), make(cast.workspace)
     job_claim(first.pk, runner="w")
     assert job_claim(waiting.pk, runner="w") is None
-    OrmQ.objects.all().delete()
+    get_broker().purge_queue()
     with django_capture_on_commit_callbacks(execute=True):
         job_finish(first.pk, "complete")
     assert dispatched() == [waiting.pk]
@@ -355,7 +371,7 @@ def test_a_finish_dispatches_the_job_waiting_for_its_slot(
 
 def test_a_job_dispatched_long_ago_and_never_claimed_is_dispatched_again(cast):
     lost = make(cast.workspace)
-    OrmQ.objects.all().delete()
+    get_broker().purge_queue()
     assert job_dispatch_pending() == 0  # just dispatched: still in the queue
     Job.objects.filter(pk=lost.pk).update(dispatched_at=timezone.now() - timedelta(seconds=31))
     assert job_dispatch_pending() == 1
