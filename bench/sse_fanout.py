@@ -424,7 +424,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("sqlite", "postgres"))
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--events", type=int, default=50)
-    parser.add_argument("--rate", type=float, default=10.0, help="events per second")
+    parser.add_argument("--rate", type=float, default=2.0, help="events per second")
     parser.add_argument("--emitter", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--web", type=int, default=1, help="daphne processes (clients split)")
     parser.add_argument("--ports", help=argparse.SUPPRESS)
