@@ -37,6 +37,7 @@ MAX_STORED_ARGUMENT_BYTES = 64 * 1024
 # A host heart-beats its sessions' jobs every 2 s; this much silence means it is gone.
 HOST_SILENT_AFTER = 8.0
 NOT_READY = "sandbox not ready"
+REFUSED_HERE = "refused"  # a reply kind: the call was never sent (not ready, ended, host gone)
 FAILED_OUTCOMES = frozenset(
     {ToolCallOutcome.PROTOCOL_ERROR, ToolCallOutcome.TIMEOUT, ToolCallOutcome.REFUSED}
 )
@@ -141,31 +142,18 @@ def sandbox_tool_call(
     failed at the MCP level or timed out, and :class:`ServiceUnavailable` when the bus
     is down. The host records the calls it handled; the others are recorded here.
     """
-    arguments = arguments or {}
     caller = {"actor": actor, "user_id": getattr(user, "pk", None), "ip": ip}
     started_at, started = timezone.now(), time.monotonic()
-    job = session.job  # read with the session, in this request
-    refusal = _refusal(session, job)
-    if refusal is not None:
-        reply: dict[str, Any] = {"ok": False, "kind": CallFailure.NOT_READY, "error": refusal}
-    else:
-        reply = rpc.host_call(
-            channel=job.runner,
-            job_id=job.pk,
-            name=name,
-            arguments=arguments,
-            caller=caller,
-            timeout=settings.MATRIX_SANDBOX_CALL_HARD_CAP + rpc.REPLY_MARGIN,
-        )
-        if reply.get("ok"):
-            return dict(reply["result"])
-    message = refusal or _failure_message(session, reply)
+    reply = _send_call(session, name, arguments or {}, caller)
+    if reply.get("ok"):
+        return dict(reply["result"])
+    message = _failure_message(session, reply)
     if not reply.get("recorded"):
         timed_out = reply.get("kind") == CallFailure.TIMEOUT
         tool_call_record(
             session=session,
             name=name,
-            arguments=arguments,
+            arguments=arguments or {},
             actor=actor,
             user_id=caller["user_id"],
             ip=ip,
@@ -177,6 +165,24 @@ def sandbox_tool_call(
     if reply.get("kind") == rpc.BUS_DOWN:
         raise ServiceUnavailable(message)
     raise Conflict(message)
+
+
+def _send_call(
+    session: SandboxSession, name: str, arguments: dict[str, Any], caller: dict[str, Any]
+) -> dict[str, Any]:
+    """The host's reply, or a refusal of our own when the call cannot be sent at all."""
+    job = session.job  # read with the session, in this request
+    refusal = _refusal(session, job)
+    if refusal is not None:
+        return {"ok": False, "kind": REFUSED_HERE, "error": refusal}
+    return rpc.host_call(
+        channel=job.runner,
+        job_id=job.pk,
+        name=name,
+        arguments=arguments,
+        caller=caller,
+        timeout=settings.MATRIX_SANDBOX_CALL_HARD_CAP + rpc.REPLY_MARGIN,
+    )
 
 
 def _refusal(session: SandboxSession, job: Job) -> str | None:
@@ -192,7 +198,7 @@ def _refusal(session: SandboxSession, job: Job) -> str | None:
 
 
 def _failure_message(session: SandboxSession, reply: dict[str, Any]) -> str:
-    """What a 409 says about a failed reply: the session's end, or the host's reason."""
+    """What a 409 says about a failed reply: the session's end, or the reason given."""
     kind = reply.get("kind")
     if kind == CallFailure.ENDED:
         status = Job.objects.values_list("status", flat=True).get(pk=session.job_id)
