@@ -63,6 +63,7 @@ EVERYTHING = [
     "stdio",
 ]
 SERVERS = {"tiny": TINY, "everything": EVERYTHING}
+BUS_URL = ""
 ENV_DROPPED = ("DATABASE_URL", "MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "REDIS_URL")
 
 
@@ -76,6 +77,8 @@ def installation(data_dir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]
 
     bus = ValkeyServer(host="127.0.0.1", data_dir=None, save="", appendonly="no")
     bus.start(timeout=10)
+    global BUS_URL
+    BUS_URL = bus.connection_url
     env = {k: v for k, v in os.environ.items() if k not in ENV_DROPPED}
     env.update(
         REDIS_URL=bus.connection_url,

@@ -24,7 +24,7 @@ from accounts.choices import AuditStatus
 from accounts.models import Workspace
 from jobs.choices import JobStatus
 from jobs.models import Job
-from jobs.services import job_cancel, job_enqueue, ttl_resolve
+from jobs.services import job_await_terminal, job_cancel, job_enqueue, ttl_resolve
 from matrixcloud.errors import Conflict, ServiceUnavailable
 from sandbox import policy, rpc
 from sandbox.choices import CallFailure, ToolCallOutcome
@@ -36,6 +36,7 @@ REDACTED = "[redacted]"
 MAX_STORED_ARGUMENT_BYTES = 64 * 1024
 # A host heart-beats its sessions' jobs every 2 s; this much silence means it is gone.
 HOST_SILENT_AFTER = 8.0
+ENDING_WAIT = 2.0  # a call ended by its session's stop waits this long to say how it ended
 NOT_READY = "sandbox not ready"
 REFUSED_HERE = "refused"  # a reply kind: the call was never sent (not ready, ended, host gone)
 FAILED_OUTCOMES = frozenset(
@@ -200,9 +201,9 @@ def _refusal(session: SandboxSession, job: Job) -> str | None:
 def _failure_message(session: SandboxSession, reply: dict[str, Any]) -> str:
     """What a 409 says about a failed reply: the session's end, or the reason given."""
     kind = reply.get("kind")
-    if kind == CallFailure.ENDED:
-        status = Job.objects.values_list("status", flat=True).get(pk=session.job_id)
-        return ended_message(status) if status in JobStatus.terminal() else ended_message("ended")
+    if kind == CallFailure.ENDED:  # the host is stopping it: say how it ended, when it has
+        status = job_await_terminal(session.job_id, JobStatus.RUNNING, timeout=ENDING_WAIT)
+        return ended_message(status if status in JobStatus.terminal() else "stopping")
     if kind == CallFailure.NOT_READY:
         return NOT_READY
     return str(reply.get("error") or "the tool call failed")

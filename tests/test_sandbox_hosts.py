@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -58,6 +59,15 @@ def echo(api: Any, session_id: str, message: str) -> str:
     return str(response.json()["result"]["content"][0]["text"])
 
 
+def hang(session_id: str) -> Any:
+    """A call that the tiny server never answers (from a thread: a client of its own)."""
+    from django.test import Client
+
+    body = {"name": "hang", "arguments": {}}
+    url = f"{SESSIONS}/{session_id}/tools/call"
+    return Client(REMOTE_ADDR="127.0.0.1").post(url, body, content_type="application/json")
+
+
 def test_two_hosts_share_the_starts_and_each_answers_its_own_calls(
     api: Any, tmp_path: Path
 ) -> None:
@@ -79,15 +89,27 @@ def test_two_hosts_share_the_starts_and_each_answers_its_own_calls(
 def test_sigterm_stops_every_session_says_why_and_leaves_no_process(
     api: Any, tmp_path: Path
 ) -> None:
-    host = start_host(tmp_path / "host.log").ready()
+    host = start_host(
+        tmp_path / "host.log",
+        MATRIX_RUNTIME_SANDBOX_CALL_TIMEOUT="60",
+        MATRIX_RUNTIME_SANDBOX_CALL_HARD_CAP="60",
+    ).ready()
     try:
         created = [create(api) for _ in range(3)]
         for session in created:
             wait_step(session["job_id"], "ready")
         assert all(session_pids(s["job_id"]) for s in created)
+        hanging: list[Any] = []
+        call = threading.Thread(target=lambda: hanging.append(hang(created[0]["session_id"])))
+        call.start()
+        time.sleep(0.5)  # the call reaches the server, which never answers it
         started = time.monotonic()
         assert host.stop() == 0, host.output()
         assert time.monotonic() - started < 5
+        call.join(timeout=10)
+        assert [(r.status_code, r.json()["error"]) for r in hanging] == [
+            (409, "sandbox session has ended (cancelled)")
+        ]
         for session in created:
             job = Job.objects.get(pk=session["job_id"])
             assert job.status == "cancelled"

@@ -3,11 +3,13 @@
 It consumes the shared ``sandbox.start`` channel (the bus hands each message to one
 host) while it has room, and its own reply channel, which it records as ``Job.runner``
 when it claims a job (claims are conditional, so two hosts never run one job). On its
-channel it answers ``sandbox.call`` (call a tool, reply on the caller's channel) and
-``sandbox.stop``. A watch loop heart-beats its sessions' jobs and stops the ones that
-were cancelled or ended elsewhere; a sweep picks up session jobs whose start message
-was lost. On shutdown every session is stopped (cancelled, saying the host stopped)
-and no server process is left behind.
+channel it takes ``sandbox.stop`` (and ``sandbox.call``, replying on the caller's
+channel); tool calls from web processes arrive in its mailbox, the Redis list named
+after that channel (sandbox/rpc.py), and are answered on each call's reply list.
+A watch loop heart-beats its sessions' jobs and stops the ones that were cancelled or
+ended elsewhere; a sweep picks up session jobs whose start message was lost. On
+shutdown every session is stopped (cancelled, saying the host stopped), the calls left
+in the mailbox are answered, and no server process is left behind.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -29,6 +33,7 @@ from runtimes.choices import ProcessRole
 from runtimes.services import new_instance_id, process_heartbeat_beat, process_heartbeat_stop
 from sandbox.choices import CallFailure, ToolCallOutcome
 from sandbox.host import records
+from sandbox.host.mailbox import Mailbox
 from sandbox.host.session import LiveSession, failure, recordings_settle
 from sandbox.isolation import isolation_tier
 from sandbox.rpc import CALL_TYPE, REPLY_TYPE
@@ -47,6 +52,7 @@ SWEEP_SECONDS = 5.0
 LOST_START_AFTER = timedelta(seconds=3)
 FULL_PAUSE = 0.5
 SHUTDOWN_WAIT = 20.0
+Reply = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class SandboxHost:
@@ -67,6 +73,7 @@ class SandboxHost:
         self.sessions: dict[str, LiveSession] = {}
         self._starting: set[str] = set()
         self._requests: set[asyncio.Task[None]] = set()
+        self.mailbox: Mailbox | None = None
 
     @property
     def full(self) -> bool:
@@ -75,11 +82,13 @@ class SandboxHost:
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(isolation_tier)  # probes bwrap once, off the loop
         self.reply_channel = await self.layer.new_channel()
+        self.mailbox = Mailbox(self.reply_channel) if settings.REDIS_URL else None
         await self._beat({"reply_channel": self.reply_channel, "capacity": self.capacity})
         logger.info("sandbox host listening on %s and %s", START_CHANNEL, self.reply_channel)
         tasks = [
             asyncio.create_task(self._listen(START_CHANNEL, stop, starts=True)),
             asyncio.create_task(self._listen(self.reply_channel, stop)),
+            asyncio.create_task(self._take_calls(stop)),
             asyncio.create_task(self._every(self.interval, self._beat, stop)),
             asyncio.create_task(self._watch(stop)),
             asyncio.create_task(self._every(SWEEP_SECONDS, self._sweep, stop)),
@@ -91,6 +100,7 @@ class SandboxHost:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._stop_sessions()
+            await self._close_mailbox()
             await self._shutdown()
 
     # -- messages ----------------------------------------------------------------------
@@ -105,11 +115,16 @@ class SandboxHost:
             if (session := self.sessions.get(job_id)) is not None:
                 session.stop(JobStatus.CANCELLED)
         elif kind == CALL_TYPE and isinstance(message.get("reply_channel"), str):
-            task = asyncio.create_task(self._answer_call(message), name="sandbox-call")
-            self._requests.add(task)
-            task.add_done_callback(self._requests.discard)
+            self._call_later(message, partial(self._reply, message["reply_channel"], message))
         else:
             await self._refuse(message)
+
+    def _call_later(self, message: dict[str, Any], reply: Reply) -> None:
+        """Answer a ``sandbox.call`` in a task of its own (calls never block the loop's
+        other work, and several on one session run at once)."""
+        task = asyncio.create_task(self._answer_call(message, reply), name="sandbox-call")
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
 
     async def _refuse(self, message: dict[str, Any]) -> None:
         """Answer a request this host cannot act on, so its caller is not left waiting."""
@@ -118,9 +133,12 @@ class SandboxHost:
             logger.warning("ignoring a %r message without a job id", message.get("type"))
             return
         error = f"unsupported request {message.get('type')!r} (or no job_id)"
-        await self._reply(reply_to, message, {"ok": False, "kind": "refused", "error": error})
+        try:
+            await self._reply(reply_to, message, {"ok": False, "kind": "refused", "error": error})
+        except Exception:
+            logger.warning("could not refuse a request on %s", reply_to, exc_info=True)
 
-    async def _answer_call(self, message: dict[str, Any]) -> None:
+    async def _answer_call(self, message: dict[str, Any], reply: Reply) -> None:
         session = self.sessions.get(str(message.get("job_id")))
         if session is None:
             body = failure(CallFailure.ENDED, "sandbox session has ended", ToolCallOutcome.REFUSED)
@@ -129,16 +147,47 @@ class SandboxHost:
             caller = caller if isinstance(caller, dict) else {}
             name, arguments = str(message.get("name") or ""), message.get("arguments") or {}
             body = await session.call(name, arguments, caller=caller)
-        await self._reply(message["reply_channel"], message, body)
+        try:
+            await reply(body)
+        except Exception:  # the caller times out and says so
+            logger.warning("could not reply to a call of %s", message.get("job_id"), exc_info=True)
+
+    async def _take_calls(self, stop: asyncio.Event) -> None:
+        """Take tool calls from this host's mailbox (sandbox/rpc.py) until ``stop``."""
+        mailbox = self.mailbox
+        if mailbox is None:
+            return
+        delay = BUS_RETRY
+        while not stop.is_set():
+            try:
+                message = await mailbox.take()
+            except Exception as exc:  # the bus may be restarting: say so, wait, try again
+                logger.warning("bus error on the call mailbox (%r); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BUS_RETRY_MAX)
+                continue
+            delay = BUS_RETRY
+            if message is not None:
+                self._call_later(message, partial(mailbox.reply, message))
+
+    async def _close_mailbox(self) -> None:
+        """Answer the calls still waiting (``ended``), then let go of the bus client."""
+        if self.mailbox is None:
+            return
+        ended = failure(CallFailure.ENDED, "sandbox session has ended", ToolCallOutcome.REFUSED)
+        try:
+            for message in await asyncio.wait_for(self.mailbox.drain(), RECEIVE_TIMEOUT):
+                await self.mailbox.reply(message, ended)
+        except Exception:
+            logger.warning("could not answer the calls left in the mailbox", exc_info=True)
+        await self.mailbox.close()
 
     async def _reply(self, channel: str, message: dict[str, Any], body: dict[str, Any]) -> None:
+        """Answer a channel-layer request on its ``reply_channel``."""
         reply = {"type": REPLY_TYPE, **body}
         if "request_id" in message:
             reply["request_id"] = message["request_id"]
-        try:
-            await self.layer.send(channel, reply)
-        except Exception:  # the caller times out and says so
-            logger.warning("could not reply on %s", channel, exc_info=True)
+        await self.layer.send(channel, reply)
 
     # -- sessions ----------------------------------------------------------------------
 
