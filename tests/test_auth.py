@@ -16,7 +16,6 @@ from django.contrib.auth.hashers import check_password
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from django_q.models import OrmQ
 
 from accounts.models import (
     AuditEvent,
@@ -30,7 +29,7 @@ from accounts.models import (
 from accounts.services import invitation_create, workspace_slug_base
 from accounts.tasks import password_reset_deliver, send_account_email
 from matrixcloud.lib.tokens import secret_hash
-from tests import factories
+from tests import factories, queue
 from tests.factories import PASSWORD, bearer, error, issue, token_in
 
 pytestmark = pytest.mark.django_db
@@ -46,6 +45,14 @@ FORGOT_BODY = {
 }
 RESET_BODY = {"ok": True, "message": "Your password has been updated. Please sign in."}
 NEW_PASSWORD = "quartz meadow falcon 97"
+
+
+@pytest.fixture(autouse=True)
+def empty_queue():
+    """Each test sees only the tasks it queued (a Redis queue is not rolled back)."""
+    queue.purge()
+    yield
+    queue.purge()
 
 
 def payload(user: User, workspace: Any, role: str) -> dict[str, Any]:
@@ -414,7 +421,7 @@ def test_forgot_takes_about_the_same_time_for_known_and_unknown_emails(
             timings[kind].append(time.perf_counter() - started)
             assert response.status_code == 200
     # Both paths did the same work: one queued delivery each (and the warm-ups').
-    queued = [row.task for row in OrmQ.objects.all()]
+    queued = queue.queued_tasks()
     assert [task["func"] for task in queued] == ["accounts.tasks.password_reset_deliver"] * 42
     # What the worker then does with them: links for the known address only.
     with django_capture_on_commit_callbacks(execute=False):
@@ -434,18 +441,19 @@ def test_forgot_queues_the_email_without_a_usable_token(
 
     forgot(api, "member@northwind.test", django_capture_on_commit_callbacks)
 
-    delivery = OrmQ.objects.get()
-    assert delivery.task["func"] == "accounts.tasks.password_reset_deliver"
-    assert list(delivery.task["args"]) == ["member@northwind.test", "127.0.0.1"]
+    [delivery] = queue.queued_tasks()
+    assert delivery["func"] == "accounts.tasks.password_reset_deliver"
+    assert list(delivery["args"]) == ["member@northwind.test", "127.0.0.1"]
+    queue.purge()
     with django_capture_on_commit_callbacks(execute=True):
-        password_reset_deliver(*delivery.task["args"])  # what the worker does with it
-    queued = OrmQ.objects.exclude(pk=delivery.pk).get()
-    task = queued.task
+        password_reset_deliver(*delivery["args"])  # what the worker does with it
+    [payload] = queue.queued_payloads()
+    [task] = queue.queued_tasks()
     assert task["func"] == "accounts.tasks.send_account_email"
     send_account_email(*task["args"])  # and then with the email it queued
     secret = token_in(mail.outbox[0].body, "mxpr")
     body = secret.partition("_")[2]
-    assert body not in queued.payload
+    assert body not in payload
     assert body not in repr(task)
     assert PasswordReset.objects.get(user=cast.member).token_hash == secret_hash(secret)
 
