@@ -12,14 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from django_q.brokers import get_broker
-from django_q.models import OrmQ, Schedule
-from django_q.signing import SignedPackage
+from django_q.models import Schedule
 
 from accounts.models import AuditEvent, User, Workspace
 from jobs.janitor import SCHEDULE_NAME, janitor_schedule, janitor_sweep
@@ -31,7 +28,7 @@ from jobs.services import (
     job_enqueue,
     job_finish,
 )
-from tests import factories, job_handlers
+from tests import factories, job_handlers, queue
 from tests.factories import bearer, error, issue
 
 pytestmark = pytest.mark.django_db
@@ -54,21 +51,16 @@ def create(api: Any, token: str, body: dict[str, Any]) -> Any:
 
 
 def dispatched() -> list[str]:
-    """Job ids in the django-q2 queue (ORM or Redis broker), in order."""
-    if django_settings.Q_CLUSTER.get("orm"):
-        payloads = [row.payload for row in OrmQ.objects.order_by("pk")]
-    else:
-        broker = get_broker()
-        payloads = [raw.decode() for raw in broker.connection.lrange(broker.list_key, 0, -1)]
-    return [SignedPackage.loads(payload)["args"][0] for payload in payloads]
+    """Job ids in the django-q2 queue (either broker), in order."""
+    return [task["args"][0] for task in queue.queued_tasks()]
 
 
 @pytest.fixture(autouse=True)
 def empty_queue() -> Iterator[None]:
-    """The queue holds nothing from elsewhere (a Redis broker's is not rolled back)."""
-    get_broker().purge_queue()
+    """Each test sees only the tasks it queued (a Redis queue is not rolled back)."""
+    queue.purge()
     yield
-    get_broker().purge_queue()
+    queue.purge()
 
 
 def steps(job: Job) -> list[tuple[str, str]]:
@@ -350,7 +342,7 @@ def test_a_workspace_at_its_limit_does_not_hold_up_another(cast, limits):
     job_claim(running.pk, runner="w")
     for job in [*backlog, b_job]:
         Job.objects.filter(pk=job.pk).update(dispatched_at=None)  # as a failed claim leaves it
-    get_broker().purge_queue()
+    queue.purge()
     assert job_dispatch_pending() == 1
     assert dispatched() == [b_job.pk]
     assert job_dispatch_pending() == 0  # dispatched just now: not again
@@ -362,7 +354,7 @@ def test_a_finish_dispatches_the_job_waiting_for_its_slot(
     first, waiting = make(cast.workspace), make(cast.workspace)
     job_claim(first.pk, runner="w")
     assert job_claim(waiting.pk, runner="w") is None
-    get_broker().purge_queue()
+    queue.purge()
     with django_capture_on_commit_callbacks(execute=True):
         job_finish(first.pk, "complete")
     assert dispatched() == [waiting.pk]
@@ -371,7 +363,7 @@ def test_a_finish_dispatches_the_job_waiting_for_its_slot(
 
 def test_a_job_dispatched_long_ago_and_never_claimed_is_dispatched_again(cast):
     lost = make(cast.workspace)
-    get_broker().purge_queue()
+    queue.purge()
     assert job_dispatch_pending() == 0  # just dispatched: still in the queue
     Job.objects.filter(pk=lost.pk).update(dispatched_at=timezone.now() - timedelta(seconds=31))
     assert job_dispatch_pending() == 1
