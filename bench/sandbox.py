@@ -64,6 +64,7 @@ EVERYTHING = [
 ]
 SERVERS = {"tiny": TINY, "everything": EVERYTHING}
 BUS_URL = ""
+WEB_ENV: dict[str, str] = {}
 ENV_DROPPED = ("DATABASE_URL", "MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "REDIS_URL")
 
 
@@ -77,7 +78,7 @@ def installation(data_dir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]
 
     bus = ValkeyServer(host="127.0.0.1", data_dir=None, save="", appendonly="no")
     bus.start(timeout=10)
-    global BUS_URL
+    global BUS_URL, WEB_ENV
     BUS_URL = bus.connection_url
     env = {k: v for k, v in os.environ.items() if k not in ENV_DROPPED}
     env.update(
@@ -89,6 +90,7 @@ def installation(data_dir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]
         MATRIX_RUNTIME_LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="matrixcloud.settings",
     )
+    WEB_ENV = env
     procs: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run(
@@ -311,13 +313,52 @@ def measure_calls(port: int, calls: int) -> dict[str, Any]:
                 status, body = api.call(created["session_id"], f"a{n}")
                 through.append((time.perf_counter() - started) * 1000)
                 assert status == 200, body
+        in_process = in_process_calls(created["session_id"], len(through))
         api.delete(created["session_id"])
         out[name] = {
             "api_ms": summary(through),
+            "in_process_ms": summary(in_process),
             "direct_ms": summary(direct),
             "overhead_ms": round(statistics.median(through) - statistics.median(direct), 2),
+            "in_process_overhead_ms": round(
+                statistics.median(in_process) - statistics.median(direct), 2
+            ),
         }
     return out
+
+
+def in_process_calls(session_id: str, count: int) -> list[float]:
+    """The same calls from a child configured like the web process, through Django's
+    test client (middleware, auth, view, RPC; no socket, no ASGI server)."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--child-calls", session_id, "--calls", str(count)],
+        cwd=REPO,
+        env=WEB_ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return list(json.loads(child.stdout.strip().splitlines()[-1]))
+
+
+def child_calls(session_id: str, count: int) -> None:
+    import django
+
+    django.setup()
+    from django.test import Client
+
+    client = Client(REMOTE_ADDR="127.0.0.1")
+    url = f"/v1/sandbox/sessions/{session_id}/tools/call"
+    times = []
+    for n in range(20 + count):
+        body = {"name": "echo", "arguments": {"message": f"c{n}"}}
+        started = time.perf_counter()
+        response = client.post(url, body, content_type="application/json")
+        elapsed = (time.perf_counter() - started) * 1000
+        assert response.status_code == 200, response.content
+        if n >= 20:
+            times.append(elapsed)
+    print(json.dumps(times))
 
 
 def measure_capacity(port: int, data_dir: Path, levels: list[int], probe: int) -> list[Any]:
@@ -431,7 +472,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--levels", default="50,100,200")
     parser.add_argument("--probe", type=int, default=100)
+    parser.add_argument("--child-calls", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_calls:
+        child_calls(args.child_calls, args.calls)
+        return
     wanted = args.only or ["ready", "calls", "capacity"]
     print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, load average {os.getloadavg()}", flush=True)
     data_dir = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))

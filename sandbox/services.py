@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -151,7 +152,7 @@ def sandbox_tool_call(
     message = _failure_message(session, reply)
     if not reply.get("recorded"):
         timed_out = reply.get("kind") == CallFailure.TIMEOUT
-        tool_call_record(
+        entry = CallEntry(
             session=session,
             name=name,
             arguments=arguments or {},
@@ -159,10 +160,11 @@ def sandbox_tool_call(
             user_id=caller["user_id"],
             ip=ip,
             started_at=started_at,
-            duration_ms=monotonic_ms(started),
             outcome=ToolCallOutcome.TIMEOUT if timed_out else ToolCallOutcome.REFUSED,
+            duration_ms=monotonic_ms(started),
             error=message,
         )
+        tool_calls_record([entry])
     if reply.get("kind") == rpc.BUS_DOWN:
         raise ServiceUnavailable(message)
     raise Conflict(message)
@@ -230,46 +232,80 @@ def stored_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     return redacted
 
 
-def tool_call_record(
-    *,
-    session: SandboxSession,
-    name: str,
-    arguments: dict[str, Any],
-    actor: str,
-    user_id: str | None,
-    ip: str,
-    started_at: datetime,
-    outcome: str,
-    duration_ms: int = 0,
-    error: str = "",
-    result_bytes: int = 0,
-) -> ToolCall:
-    """Record one tool call and audit it (``sandbox.tool_call``), in one transaction."""
-    with transaction.atomic():
-        call = ToolCall.objects.create(
-            session=session,
-            session_ref=session.pk,
-            workspace_id=session.workspace_id,
-            user_id=user_id,
-            actor=actor[:254],
-            tool=name[:256],
+@dataclass(frozen=True)
+class CallEntry:
+    """One tool call to record: who, which tool, how it went. ``result`` is only
+    measured (its JSON size is stored), never kept."""
+
+    session: SandboxSession
+    name: str
+    arguments: Any
+    actor: str
+    user_id: str | None
+    ip: str
+    started_at: datetime
+    outcome: str
+    duration_ms: int = 0
+    error: str = ""
+    result: Any = None
+    detached: bool = False  # the session row is gone: keep only its id
+
+    def to_row(self) -> ToolCall:
+        arguments = self.arguments
+        if not isinstance(arguments, dict):
+            arguments = {"_arguments": repr(arguments)[:1000]}
+        return ToolCall(
+            session=None if self.detached else self.session,
+            session_ref=self.session.pk,
+            workspace_id=self.session.workspace_id,
+            user_id=self.user_id or None,
+            actor=self.actor[:254],
+            tool=self.name[:256],
             arguments=stored_arguments(arguments),
-            started_at=started_at,
-            duration_ms=max(duration_ms, 0),
-            outcome=outcome,
-            error=error[:10_000],
-            result_bytes=result_bytes,
+            started_at=self.started_at,
+            duration_ms=max(self.duration_ms, 0),
+            outcome=self.outcome,
+            error=self.error[:10_000],
+            result_bytes=len(json.dumps(self.result, default=str)) if self.result else 0,
         )
-        audit_record(
-            action="sandbox.tool_call",
-            actor=actor,
-            workspace=session.workspace_id,
-            target=session.pk,
-            ip=ip,
-            status=AuditStatus.FAILURE if outcome in FAILED_OUTCOMES else AuditStatus.SUCCESS,
-            meta={"tool": call.tool, "outcome": outcome, "duration_ms": call.duration_ms},
-        )
-    return call
+
+
+def tool_calls_record(entries: list[CallEntry]) -> list[ToolCall]:
+    """Record tool calls and audit each (``sandbox.tool_call``), in one transaction
+    (a host writes the calls it handled in batches)."""
+    with transaction.atomic():
+        entries = _still_recordable(entries)
+        calls = ToolCall.objects.bulk_create([entry.to_row() for entry in entries])
+        for entry, call in zip(entries, calls, strict=True):
+            failed = call.outcome in FAILED_OUTCOMES
+            audit_record(
+                action="sandbox.tool_call",
+                actor=entry.actor,
+                workspace=entry.session.workspace_id,
+                target=entry.session.pk,
+                ip=entry.ip,
+                status=AuditStatus.FAILURE if failed else AuditStatus.SUCCESS,
+                meta={"tool": call.tool, "outcome": call.outcome, "duration_ms": call.duration_ms},
+            )
+    return calls
+
+
+def _still_recordable(entries: list[CallEntry]) -> list[CallEntry]:
+    """Entries whose workspace still exists, detached from sessions deleted meanwhile
+    (``session_ref`` keeps the id): a batch written later must not fail on them."""
+    workspaces = {entry.session.workspace_id for entry in entries}
+    sessions = {entry.session.pk for entry in entries}
+    live_workspaces = set(Workspace.objects.filter(pk__in=workspaces).values_list("pk", flat=True))
+    live_sessions = set(SandboxSession.objects.filter(pk__in=sessions).values_list("pk", flat=True))
+    kept = []
+    for entry in entries:
+        if entry.session.workspace_id not in live_workspaces:
+            continue
+        if entry.session.pk not in live_sessions:
+            detached = SandboxSession(pk=entry.session.pk, workspace_id=entry.session.workspace_id)
+            entry = replace(entry, session=detached, detached=True)
+        kept.append(entry)
+    return kept
 
 
 def monotonic_ms(since: float) -> int:

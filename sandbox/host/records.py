@@ -8,7 +8,6 @@ host follows the same rules as a worker.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +24,7 @@ from jobs.models import Job
 from jobs.services import job_claim, job_finish
 from sandbox.handlers import SessionHandler
 from sandbox.models import SandboxSession, ToolFingerprint, command_key
-from sandbox.services import session_ensure, tool_call_record
+from sandbox.services import session_ensure
 
 # (step, status, message, data)
 Event = tuple[str, str, str, dict[str, Any] | None]
@@ -196,24 +195,3 @@ def queued_sessions(*, older_than: timedelta, limit: int) -> list[str]:
     due: datetime = timezone.now() - older_than
     jobs = Job.objects.filter(kind=JobKind.SESSION, status=JobStatus.QUEUED, created_at__lt=due)
     return list(jobs.order_by("created_at").values_list("pk", flat=True)[:limit])
-
-
-def call_record(
-    session: SandboxSession, *, name: str, arguments: Any, caller: dict[str, Any],
-    started_at: datetime, reply: dict[str, Any],
-) -> None:  # fmt: skip
-    """Record a call this host handled (``reply`` as sent, with its ``outcome``)."""
-    result = reply.get("result")
-    tool_call_record(
-        session=session,
-        name=name,
-        arguments=arguments if isinstance(arguments, dict) else {"_arguments": repr(arguments)},
-        actor=str(caller.get("actor") or "unknown"),
-        user_id=caller.get("user_id") or None,
-        ip=str(caller.get("ip") or ""),
-        started_at=started_at,
-        outcome=str(reply["outcome"]),
-        duration_ms=int(reply.get("duration_ms") or 0),
-        error=str(reply.get("error") or ""),
-        result_bytes=len(json.dumps(result, default=str)) if result is not None else 0,
-    )

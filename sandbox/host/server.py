@@ -34,7 +34,8 @@ from runtimes.services import new_instance_id, process_heartbeat_beat, process_h
 from sandbox.choices import CallFailure, ToolCallOutcome
 from sandbox.host import records
 from sandbox.host.mailbox import Mailbox
-from sandbox.host.session import LiveSession, failure, recordings_settle
+from sandbox.host.recorder import CallRecorder
+from sandbox.host.session import LiveSession, failure
 from sandbox.isolation import isolation_tier
 from sandbox.rpc import CALL_TYPE, REPLY_TYPE
 
@@ -74,6 +75,7 @@ class SandboxHost:
         self._starting: set[str] = set()
         self._requests: set[asyncio.Task[None]] = set()
         self.mailbox: Mailbox | None = None
+        self.recorder = CallRecorder()
 
     @property
     def full(self) -> bool:
@@ -200,7 +202,7 @@ class SandboxHost:
         try:
             claimed = await records.run(records.session_claim, job_id, runner=self.reply_channel)
             if claimed is not None:
-                session = LiveSession(claimed, on_end=self._ended)
+                session = LiveSession(claimed, on_end=self._ended, recorder=self.recorder)
                 self.sessions[job_id] = session
                 session.start()
         except Exception:  # the sweep (or the janitor, at the TTL) tries again
@@ -222,7 +224,7 @@ class SandboxHost:
             await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT)
         if self._requests:
             await asyncio.wait(set(self._requests), timeout=RECEIVE_TIMEOUT)
-        await recordings_settle(timeout=5.0)
+        await self.recorder.close()
 
     # -- loops ---------------------------------------------------------------------------
 

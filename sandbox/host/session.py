@@ -19,7 +19,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,13 @@ from sandbox.choices import CallFailure, ToolCallOutcome
 from sandbox.handlers import McpServerParams, ToolRunParams
 from sandbox.host import records
 from sandbox.host.logs import LogPump
+from sandbox.host.recorder import CallRecorder
 from sandbox.host.records import Claimed, Event
 from sandbox.isolation import SandboxSpec, isolation_tier, scratch_prepare, spawn, terminate_tree
 from sandbox.mcp import McpClient, McpClosed, McpError, McpTimeout, McpTool, ServerInfo
 from sandbox.policy import resolve_env
 from sandbox.secrets import resolve_secret
+from sandbox.services import CallEntry
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ class Ending:
 class LiveSession:
     """One claimed session job, from its first event to its terminal one."""
 
-    def __init__(self, claimed: Claimed, *, on_end: Callable[[str], None]) -> None:
+    def __init__(
+        self, claimed: Claimed, *, on_end: Callable[[str], None], recorder: CallRecorder
+    ) -> None:
         self.job = claimed.job
         self.session = claimed.session
         self.handler = claimed.handler
@@ -100,6 +103,7 @@ class LiveSession:
         self.ending = False
         self.logs = LogPump(self.job_id)
         self._on_end = on_end
+        self.recorder = recorder
         self._body: asyncio.Task[Ending] | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -345,12 +349,26 @@ class LiveSession:
     # -- calls -----------------------------------------------------------------------
 
     async def call(self, name: str, arguments: Any, *, caller: dict[str, Any]) -> dict[str, Any]:
-        """Call a tool; the ``sandbox.reply`` body. The call is recorded afterwards."""
+        """Call a tool; the ``sandbox.reply`` body. The call is queued for recording."""
         started_at, started = timezone.now(), time.monotonic()
         reply = await self._call(name, arguments, started)
         if self.session is not None:
             reply["recorded"] = True
-            self._record_later(name, arguments, caller, started_at, dict(reply))
+            self.recorder.add(
+                CallEntry(
+                    session=self.session,
+                    name=name,
+                    arguments=arguments,
+                    actor=str(caller.get("actor") or "unknown"),
+                    user_id=caller.get("user_id") or None,
+                    ip=str(caller.get("ip") or ""),
+                    started_at=started_at,
+                    outcome=reply["outcome"],
+                    duration_ms=int(reply.get("duration_ms") or 0),
+                    error=str(reply.get("error") or ""),
+                    result=reply.get("result"),
+                )
+            )
         return reply
 
     async def _call(self, name: str, arguments: Any, started: float) -> dict[str, Any]:
@@ -379,38 +397,5 @@ class LiveSession:
         duration_ms = int((time.monotonic() - started) * 1000)
         return {"ok": True, "result": result, "duration_ms": duration_ms, "outcome": outcome}
 
-    def _record_later(
-        self, name: str, arguments: Any, caller: dict[str, Any], started_at: datetime,
-        reply: dict[str, Any],
-    ) -> None:  # fmt: skip
-        """Record the call off the reply's path (the caller has its answer first)."""
-
-        async def record() -> None:
-            try:
-                await records.run(
-                    records.call_record,
-                    self.session,
-                    name=name,
-                    arguments=arguments,
-                    caller=caller,
-                    started_at=started_at,
-                    reply=reply,
-                )
-            except Exception:
-                logger.exception("could not record a tool call of %s", self.job_id)
-
-        _background.add(task := asyncio.ensure_future(record()))
-        task.add_done_callback(_background.discard)
-
     async def _emit(self, *events: Event) -> None:
         await records.run(records.events_emit, self.job_id, list(events))
-
-
-# Recording tasks in flight (a reference, so they are not collected half-way).
-_background: set[asyncio.Future[None]] = set()
-
-
-async def recordings_settle(timeout: float) -> None:
-    """Wait (bounded) for call recordings still in flight; the host's shutdown does."""
-    if _background:
-        await asyncio.wait(set(_background), timeout=timeout)
