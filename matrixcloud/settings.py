@@ -192,7 +192,9 @@ else:
 Q_CLUSTER = {
     "name": "matrixcloud",
     "orm": "default",
-    "workers": env_int("MATRIX_RUNTIME_WORKERS", 2, minimum=1),
+    # One pool process per job that may run at once (at least two, so a slow job never
+    # delays the janitor's schedule).
+    "workers": env_int("MATRIX_RUNTIME_WORKERS", max(MATRIX_MAX_CONCURRENT_JOBS, 2), minimum=1),
     "timeout": MATRIX_MAX_TTL_SECONDS + 60,
     "retry": MATRIX_MAX_TTL_SECONDS + 120,
     "max_attempts": 2,

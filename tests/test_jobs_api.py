@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -467,7 +468,7 @@ def test_job_admin_pages_load(operator_client, cast):
     job = make(cast.workspace)
     for url in (
         reverse("admin:jobs_job_changelist") + "?q=test.echo",
-        reverse("admin:jobs_job_change", args=[job.pk]),
+        reverse("admin:jobs_job_change", args=[quote(job.pk)]),
         reverse("admin:jobs_jobevent_changelist") + f"?job__id__exact={job.pk}",
     ):
         response = operator_client.get(url)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.urls import reverse
 from django.utils import timezone
 
@@ -318,7 +319,7 @@ def test_sandbox_admin_pages_load_and_stop_goes_through_the_service(operator_cli
     session = make(cast.workspace)
     for url in (
         reverse("admin:sandbox_sandboxsession_changelist"),
-        reverse("admin:sandbox_sandboxsession_change", args=[session.pk]),
+        reverse("admin:sandbox_sandboxsession_change", args=[quote(session.pk)]),
         reverse("admin:sandbox_toolcall_changelist"),
         reverse("admin:sandbox_toolfingerprint_changelist"),
     ):

@@ -61,9 +61,10 @@ class JobSerializer(serializers.Serializer):
 
 
 class JobListSerializer(serializers.Serializer):
-    """A list of jobs, newest first."""
+    """A page of jobs, newest first, and the cursor of the next page (null at the end)."""
 
     jobs = JobSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
 
 
 class CancelResultSerializer(serializers.Serializer):
