@@ -33,9 +33,10 @@ from runtimes.choices import ProcessRole
 from runtimes.services import new_instance_id, process_heartbeat_beat, process_heartbeat_stop
 from sandbox.choices import CallFailure, ToolCallOutcome
 from sandbox.host import records
+from sandbox.host.calls import failure
 from sandbox.host.mailbox import Mailbox
 from sandbox.host.recorder import CallRecorder
-from sandbox.host.session import LiveSession, failure
+from sandbox.host.session import LiveSession
 from sandbox.isolation import isolation_tier
 from sandbox.rpc import CALL_TYPE, REPLY_TYPE
 

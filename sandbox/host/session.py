@@ -28,17 +28,17 @@ from pydantic import ValidationError
 
 from jobs.choices import JobStatus
 from matrixcloud.errors import ApplicationError
-from sandbox.choices import CallFailure, ToolCallOutcome
+from sandbox.choices import CallFailure
 from sandbox.handlers import McpServerParams, ToolRunParams
 from sandbox.host import records
+from sandbox.host.calls import REFUSED, call_entry, failure, tool_call
 from sandbox.host.logs import LogPump
 from sandbox.host.recorder import CallRecorder
 from sandbox.host.records import Claimed, Event
 from sandbox.isolation import SandboxSpec, isolation_tier, scratch_prepare, spawn, terminate_tree
-from sandbox.mcp import McpClient, McpClosed, McpError, McpTimeout, McpTool, ServerInfo
+from sandbox.mcp import McpClient, McpError, McpTool, ServerInfo
 from sandbox.policy import resolve_env
 from sandbox.secrets import resolve_secret
-from sandbox.services import CallEntry
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +64,6 @@ def with_stderr(message: str, stderr: str) -> str:
     """``message (stderr: <tail>)``, as the original's start errors read."""
     tail = stderr.strip()[-STDERR_IN_MESSAGE:]
     return f"{message} (stderr: {tail})" if tail else message
-
-
-def failure(kind: str, error: str, outcome: str, started: float | None = None) -> dict[str, Any]:
-    """A negative ``sandbox.reply`` body (``outcome`` is what the call row records)."""
-    reply: dict[str, Any] = {"ok": False, "kind": kind, "error": error, "outcome": outcome}
-    if started is not None:
-        reply["duration_ms"] = int((time.monotonic() - started) * 1000)
-    return reply
 
 
 @dataclass
@@ -350,52 +342,17 @@ class LiveSession:
 
     async def call(self, name: str, arguments: Any, *, caller: dict[str, Any]) -> dict[str, Any]:
         """Call a tool; the ``sandbox.reply`` body. The call is queued for recording."""
-        started_at, started = timezone.now(), time.monotonic()
-        reply = await self._call(name, arguments, started)
+        started_at = timezone.now()
+        if self.stopped is not None or self.ending:
+            reply = failure(CallFailure.ENDED, "sandbox session has ended", REFUSED)
+        elif not self.ready.is_set() or self.client is None:
+            reply = failure(CallFailure.NOT_READY, "sandbox not ready", REFUSED)
+        else:
+            reply = await tool_call(self.client, name, arguments)
         if self.session is not None:
             reply["recorded"] = True
-            self.recorder.add(
-                CallEntry(
-                    session=self.session,
-                    name=name,
-                    arguments=arguments,
-                    actor=str(caller.get("actor") or "unknown"),
-                    user_id=caller.get("user_id") or None,
-                    ip=str(caller.get("ip") or ""),
-                    started_at=started_at,
-                    outcome=reply["outcome"],
-                    duration_ms=int(reply.get("duration_ms") or 0),
-                    error=str(reply.get("error") or ""),
-                    result=reply.get("result"),
-                )
-            )
+            self.recorder.add(call_entry(self.session, name, arguments, caller, started_at, reply))
         return reply
-
-    async def _call(self, name: str, arguments: Any, started: float) -> dict[str, Any]:
-        refused = ToolCallOutcome.REFUSED
-        if self.stopped is not None or self.ending:
-            return failure(CallFailure.ENDED, "sandbox session has ended", refused)
-        if not self.ready.is_set() or self.client is None:
-            return failure(CallFailure.NOT_READY, "sandbox not ready", refused)
-        if not isinstance(arguments, dict):
-            return failure(CallFailure.PROTOCOL_ERROR, "arguments must be an object", refused)
-        try:
-            result = await self.client.call_tool(
-                name,
-                arguments,
-                timeout=settings.MATRIX_SANDBOX_CALL_TIMEOUT,
-                hard_cap=settings.MATRIX_SANDBOX_CALL_HARD_CAP,
-            )
-        except McpTimeout as exc:
-            return failure(CallFailure.TIMEOUT, str(exc), ToolCallOutcome.TIMEOUT, started)
-        except McpClosed:
-            return failure(CallFailure.ENDED, "sandbox session has ended", refused, started)
-        except McpError as exc:
-            outcome = ToolCallOutcome.PROTOCOL_ERROR
-            return failure(CallFailure.PROTOCOL_ERROR, str(exc), outcome, started)
-        outcome = ToolCallOutcome.TOOL_ERROR if result.get("isError") else ToolCallOutcome.OK
-        duration_ms = int((time.monotonic() - started) * 1000)
-        return {"ok": True, "result": result, "duration_ms": duration_ms, "outcome": outcome}
 
     async def _emit(self, *events: Event) -> None:
         await records.run(records.events_emit, self.job_id, list(events))
