@@ -247,6 +247,33 @@ def test_a_host_that_stopped_heart_beating_is_not_asked(api, cast):
     assert response.json()["error"].startswith("the sandbox host stopped answering")
 
 
+def test_a_host_that_never_answers_is_a_409_timeout_and_recorded(api, cast, settings, monkeypatch):
+    from sandbox import rpc
+
+    settings.MATRIX_SANDBOX_CALL_HARD_CAP = 0.1
+    monkeypatch.setattr(rpc, "REPLY_MARGIN", 0.2)
+    session = running(make(cast.workspace), ready=True)  # its runner is no real host
+    response = api.post(
+        f"{SESSIONS}/{session.pk}/tools/call", {"name": "echo"}, **bearer(issue(cast.owner))
+    )
+    assert (response.status_code, response.json()) == (
+        409,
+        error("the sandbox host did not answer within 0.3 s", 409),
+    )
+    assert ToolCall.objects.get().outcome == "timeout"
+
+
+def test_without_a_bus_a_call_is_a_503(api, cast, settings):
+    settings.REDIS_URL = ""
+    session = running(make(cast.workspace), ready=True)
+    response = api.post(
+        f"{SESSIONS}/{session.pk}/tools/call", {"name": "echo"}, **bearer(issue(cast.owner))
+    )
+    assert response.status_code == 503
+    assert response.json()["error"].startswith("the bus is unavailable: REDIS_URL is unset")
+    assert ToolCall.objects.get().outcome == "refused"
+
+
 def test_deleting_a_queued_session_cancels_it_and_keeps_the_record(api, cast):
     session = make(cast.workspace)
     token = bearer(issue(cast.owner))
