@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts.models import AuditEvent, User
 from jobs.choices import JobKind, JobStatus
 from jobs.models import Job, JobEvent
-from jobs.services import job_claim, job_finish
+from jobs.services import job_claim, job_enqueue, job_finish
 from sandbox.host.records import session_ready, tools_changed_event
 from sandbox.models import SandboxSession, ToolCall, ToolFingerprint, command_key
 from sandbox.services import redact, sandbox_create, stored_arguments
@@ -156,6 +156,21 @@ def test_a_session_job_created_on_jobs_is_a_session_kind_job(api, cast):
     response = api.post("/v1/jobs", body, **bearer(issue(cast.owner)))
     assert response.status_code == 202
     assert Job.objects.get(pk=response.json()["job_id"]).kind == JobKind.SESSION
+
+
+def test_a_live_session_holds_no_batch_job_slot(cast, settings):
+    from tests import job_handlers  # noqa: F401  (test.echo)
+
+    settings.MATRIX_MAX_CONCURRENT_JOBS = settings.MATRIX_MAX_CONCURRENT_JOBS_PER_WORKSPACE = 1
+    running(make(cast.workspace), ready=True)
+    batch = job_enqueue(
+        workspace=cast.workspace,
+        job_type="test.echo",
+        payload={"message": "hi"},
+        ttl_seconds=0,
+        actor="test",
+    )
+    assert job_claim(batch.pk, runner="worker:test:1") is not None
 
 
 # --- read, tools, call, delete ---------------------------------------------------------------

@@ -330,9 +330,10 @@ def test_tool_run_calls_one_tool_and_completes_with_its_result(api: Any) -> None
     no_session_processes(job.pk)
 
 
-def test_mcp_test_created_on_jobs_gets_a_session(api: Any) -> None:
+@pytest.mark.parametrize("job_type", ["mcp.test", "mcp.run"])
+def test_session_types_created_on_jobs_get_a_session(api: Any, job_type: str) -> None:
     payload = {"start_command": python_server("tiny_server.py")}
-    job_id = api.post("/v1/jobs", {"type": "mcp.test", "payload": payload}).json()["job_id"]
+    job_id = api.post("/v1/jobs", {"type": job_type, "payload": payload}).json()["job_id"]
     wait_step(job_id, "ready")
     session = SandboxSession.objects.get(job_id=job_id)
     assert api.get(f"/v1/jobs/{job_id}").json()["result"]["tools"]
