@@ -116,14 +116,19 @@ class DurableStream:
             yield chunk
 
     async def _catch_up(self) -> AsyncIterator[bytes]:
-        """Send the stored frames after the cursor; the rows cover anything buffered."""
+        """Send the stored frames after the cursor, a read's worth per write; the rows
+        cover anything buffered."""
         assert self.subscription is not None
         self.subscription.resync()
         while not self.finished:
             frames = await self._read_rows()
-            for frame in frames:
-                if frame.seq > self.cursor and not self.finished:
-                    yield self._take(frame)
+            bodies = [
+                self._take(frame)
+                for frame in frames
+                if frame.seq > self.cursor and not self.finished
+            ]
+            if bodies:
+                yield b"".join(bodies)
             if len(frames) < READ_BATCH:
                 break
         if self._expired:
