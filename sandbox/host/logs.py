@@ -71,8 +71,7 @@ class LogPump:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=CLOSE_WAIT)
         extra = f"({self.dropped} more stderr lines not streamed)" if self.dropped else ""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._flush(extra), CLOSE_WAIT)

@@ -60,7 +60,6 @@ class CallRecorder:
         """Write what is left (bounded), at shutdown."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=CLOSE_WAIT)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.flush(), CLOSE_WAIT)

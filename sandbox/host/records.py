@@ -8,6 +8,8 @@ host follows the same rules as a worker.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +28,7 @@ from sandbox.handlers import SessionHandler
 from sandbox.models import SandboxSession, ToolFingerprint, command_key
 from sandbox.services import session_ensure
 
+logger = logging.getLogger(__name__)
 # (step, status, message, data)
 Event = tuple[str, str, str, dict[str, Any] | None]
 MAX_NAMES_IN_MESSAGE = 10
@@ -66,8 +69,23 @@ def session_claim(job_id: str, *, runner: str) -> Claimed | None:
 
 
 async def run(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Run one of these functions on the host's database thread."""
-    return await sync_to_async(fn)(*args, **kwargs)
+    """Run one of these functions on the host's database thread.
+
+    Shielded: a caller cancelled meanwhile (a session stopped in mid-write) returns at
+    once while the write finishes on its own, so cancellation never enters asgiref's
+    path for a running thread (which waits on the thread and on any async_to_sync task
+    it started: a host once hung there until shutdown). Writes stay in order: there is
+    one database thread.
+    """
+    task = asyncio.ensure_future(sync_to_async(fn)(*args, **kwargs))
+    task.add_done_callback(_retrieved)
+    return await asyncio.shield(task)
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned write's outcome as seen; log a failure nobody awaited."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.debug("a database write of the host failed: %r", error)
 
 
 def events_emit(job_id: str, events: list[Event]) -> None:
