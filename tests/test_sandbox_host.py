@@ -112,7 +112,12 @@ def test_server_everything_from_create_to_delete(api: Any) -> None:
     assert by_step["sandbox"].data == {"work_dir": str(scratch_dir(job_id))}
     assert by_step["tools_list"].message == f"Found {by_step['tools_list'].data['count']} tools"
     assert by_step["ready"].message == "Sandbox ready"
-    assert any(e.step == "log" and "Starting default" in e.message for e in seen)
+    # stderr lines are pumped to events asynchronously: the line may follow `ready`.
+    wait_for(
+        lambda: any(e.step == "log" and "Starting default" in e.message for e in events(job_id)),
+        10,
+        "the server's stderr line as a log event",
+    )
 
     tools = api.get(f"{SESSIONS}/{session_id}/tools").json()["tools"]
     assert len(tools) == by_step["tools_list"].data["count"]
