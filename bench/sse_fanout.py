@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -53,6 +54,7 @@ ENV_DROPPED = (
     "DATABASE_URL", "MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "MATRIX_RUNTIME_DB_PATH",
     "REDIS_URL", "MATRIX_RUNTIME_API_TOKEN", "MATRIX_RUNTIME_MODE",
 )  # fmt: skip
+RAW_APP = "bench.sse_fanout:raw_app"  # the baseline (no Django, database or bus)
 STREAM_BOUND = 300.0  # seconds any phase may take before the bench gives up
 
 
@@ -93,7 +95,9 @@ def installation(stack: str, data_dir: Path) -> Iterator[dict[str, str]]:
         MATRIX_RUNTIME_BUS_PREFIX=f"bench-sse-{os.getpid()}",
         PYTHONUNBUFFERED="1",
     )
-    if stack == "sqlite":
+    if stack == "baseline":
+        yield env
+    elif stack == "sqlite":
         with embedded_bus() as bus_url:
             yield {**env, "REDIS_URL": bus_url}
     else:
@@ -108,11 +112,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def daphne(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def daphne(
+    env: dict[str, str], port: int, log: Path, app: str = "matrixcloud.asgi:application"
+) -> Iterator[subprocess.Popen[bytes]]:
     argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*argv, "matrixcloud.asgi:application"],
+            [*argv, app],
             cwd=REPO,
             env=env,
             stdout=out,
@@ -139,6 +145,8 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2):
                 return
+        except urllib.error.HTTPError:
+            return  # it answers (the baseline app has no health endpoint)
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("daphne did not answer within 60 s")
@@ -160,8 +168,11 @@ def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
+CHILDREN: list[subprocess.Popen[str]] = []
+
+
 def child(role: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, __file__, f"--{role}", *args],
         cwd=REPO,
         env=env,
@@ -169,6 +180,17 @@ def child(role: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         text=True,
     )
+    CHILDREN.append(proc)
+    return proc
+
+
+def stop_children() -> None:
+    """Kill whatever child is still running (a run that failed halfway)."""
+    while CHILDREN:
+        proc = CHILDREN.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def expect(proc: subprocess.Popen[str], prefix: str) -> str:
@@ -184,13 +206,20 @@ def measure(stack: str, args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-sse-{stack}-"))
     try:
         with installation(stack, data_dir) as env, ExitStack() as servers:
-            migrate = [sys.executable, "manage.py", "migrate", "-v0"]
-            subprocess.run(migrate, cwd=REPO, env=env, check=True)
+            if stack != "baseline":
+                migrate = [sys.executable, "manage.py", "migrate", "-v0"]
+                subprocess.run(migrate, cwd=REPO, env=env, check=True)
+            app = (
+                "bench.sse_fanout:raw_app"
+                if stack == "baseline"
+                else "matrixcloud.asgi:application"
+            )
             ports = [free_port() for _ in range(args.web)]
             webs = [
-                servers.enter_context(daphne(env, port, data_dir / f"daphne-{port}.log"))
+                servers.enter_context(daphne(env, port, data_dir / f"daphne-{port}.log", app))
                 for port in ports
             ]
+            servers.callback(stop_children)  # before the servers and the database go
             return run_phases(stack, args, env, ports, webs)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -199,9 +228,11 @@ def measure(stack: str, args: argparse.Namespace) -> dict[str, Any]:
 def run_phases(
     stack: str, args: argparse.Namespace, env: dict[str, str], ports: list[int], webs: list[Any]
 ) -> dict[str, Any]:
-    emitter = child("emitter", env, "--events", str(args.events), "--rate", str(args.rate))
+    pace = ("--events", str(args.events), "--rate", str(args.rate), "--ports", str(ports[0]))
+    emitter = child("raw-emitter" if stack == "baseline" else "emitter", env, *pace)
     job_id = expect(emitter, "JOB ")
-    subscribers = child("subscribers-child", env, "--path", f"/v1/jobs/{job_id}/events",
+    path = "/stream" if stack == "baseline" else f"/v1/jobs/{job_id}/events"
+    subscribers = child("subscribers-child", env, "--path", path,
                         "--ports", ",".join(map(str, ports)),
                         "--subscribers", str(args.subscribers))  # fmt: skip
     connected = float(expect(subscribers, "READY "))
@@ -296,6 +327,54 @@ def emitter(events: int, rate: float) -> None:
     print("EMITTED " + json.dumps({"emit_ms": emit_ms}), flush=True)
 
 
+# --- the baseline: daphne with the least an ASGI app can do --------------------------------
+_RAW_STREAMS: set[asyncio.Queue[bytes | None]] = set()
+
+
+async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """``--only baseline``: the same wire, fan-out and client with no Django, database or
+    bus: ``GET /emit?<seq>`` queues a frame to every stream (``/emit?end`` ends them)."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/emit":
+        query = scope["query_string"].decode()
+        frame = None if query == "end" else raw_frame(int(query), {"data": {"t": time.time()}})
+        for queue in list(_RAW_STREAMS):
+            queue.put_nowait(frame)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    _RAW_STREAMS.add(queue)
+    try:
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        body: bytes | None = raw_frame(1, {"step": "queue"})
+        while body is not None:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            body = await queue.get()
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        _RAW_STREAMS.discard(queue)
+
+
+def raw_frame(seq: int, event: dict[str, Any]) -> bytes:
+    return b"id: %d\ndata: %s\n\n" % (seq, json.dumps(event, separators=(",", ":")).encode())
+
+
+def raw_emitter(port: int, events: int, rate: float) -> None:
+    print("JOB baseline", flush=True)
+    sys.stdin.readline()  # go
+    emit_ms, start = [], time.monotonic()
+    for number in range(events):
+        time.sleep(max(0.0, start + number / rate - time.monotonic()))
+        sent = time.time()
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/emit?{number + 2}", timeout=30).read()
+        emit_ms.append(1000 * (time.time() - sent))
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/emit?end", timeout=30).read()
+    print("EMITTED " + json.dumps({"emit_ms": emit_ms}), flush=True)
+
+
 # --- the subscribers child: N raw HTTP/1.1 SSE clients -------------------------------------
 @dataclass
 class Fanout:
@@ -307,10 +386,16 @@ class Fanout:
     latencies: list[float] = field(default_factory=list)
     by_event: dict[int, list[float]] = field(default_factory=dict)
 
+    refused: str = ""  # the first stream the server did not open
+
     def first_event(self) -> None:
         self.ready += 1
         if self.ready == self.expected:
             self.all_ready.set()
+
+    def refuse(self, why: str) -> None:
+        self.refused = self.refused or why
+        self.all_ready.set()  # stop waiting: the run is void
 
     def record(self, seq: int, arrived: float, payload: bytes) -> None:
         if seq == 1:
@@ -366,7 +451,9 @@ class StreamClient(asyncio.Protocol):
         if not found:
             return False
         if b" 200 " not in head.split(b"\r\n")[0] or b"chunked" not in head.lower():
-            raise RuntimeError(f"unexpected response: {head[:200]!r}")
+            self.fanout.refuse(f"unexpected response: {head[:200]!r}")
+            self.transport.close()
+            return False
         self._raw, self._in_body = rest, True
         return True
 
@@ -393,6 +480,8 @@ async def subscribers(ports: list[int], path: str, count: int) -> None:
         )
         clients.append(client)
     await asyncio.wait_for(fanout.all_ready.wait(), STREAM_BOUND)
+    if fanout.refused:
+        raise SystemExit(fanout.refused)
     print(f"READY {time.monotonic() - started:.2f}", flush=True)
     gc.disable()  # the measuring instrument must not pause; it lives for seconds
     cpu = time.process_time()
@@ -420,12 +509,17 @@ def markdown_row(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    # A stopped bench (Ctrl-C, timeout) still stops its daphne and drops its database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("sqlite", "postgres"))
+    parser.add_argument("--only", choices=("sqlite", "postgres", "baseline"),
+                        help="one stack (baseline: daphne, a bare ASGI app)")  # fmt: skip
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--events", type=int, default=50)
     parser.add_argument("--rate", type=float, default=2.0, help="events per second")
     parser.add_argument("--emitter", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--raw-emitter", dest="raw_emitter", action="store_true",
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--web", type=int, default=1, help="daphne processes (clients split)")
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -435,16 +529,18 @@ def main() -> None:
     if args.emitter:
         emitter(args.events, args.rate)
         return
+    if args.raw_emitter:
+        raw_emitter(int(args.ports), args.events, args.rate)
+        return
     if args.subscribers_child:
         ports = [int(port) for port in args.ports.split(",")]
         asyncio.run(subscribers(ports, args.path, args.subscribers))
         return
     print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, {platform.node()}, {os.cpu_count()} CPUs")
-    for stack in ("sqlite", "postgres"):
-        if args.only in (None, stack):
-            result = measure(stack, args)
-            print(json.dumps(result))
-            print(markdown_row(result), flush=True)
+    for stack in [args.only] if args.only else ["sqlite", "postgres"]:
+        result = measure(stack, args)
+        print(json.dumps(result))
+        print(markdown_row(result), flush=True)
 
 
 if __name__ == "__main__":
