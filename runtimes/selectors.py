@@ -9,10 +9,12 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from accounts.models import Workspace
 from jobs.registry import registered_types
+from matrixcloud.errors import NotFound
 from runtimes.choices import ProcessRole
 from runtimes.detection import detect_runtimes
-from runtimes.models import ProcessHeartbeat
+from runtimes.models import ProcessHeartbeat, Runtime
 
 # Processes silent for longer than this are left out of /v1/runtimes altogether.
 RECENT = timedelta(hours=1)
@@ -117,3 +119,11 @@ def local_runtime_describe() -> dict[str, Any]:
         "live": bool(live_roles),
         "processes": processes,
     }
+
+
+def runtime_get(*, workspace: Workspace | None, runtime_id: str) -> Runtime:
+    """A registered runtime of ``workspace`` (``None``: any); another's is a 404."""
+    runtime = Runtime.objects.for_workspace(workspace).filter(pk=runtime_id).first()
+    if runtime is None:
+        raise NotFound(f"runtime {runtime_id} not found")
+    return runtime
