@@ -132,6 +132,9 @@ MATRIX_ENCRYPTION_KEYS = [
     ).split(",")
     if key.strip()
 ]
+# Without MATRIXCLOUD_SECRET_KEY the ring lives in this file, re-read when it changes
+# (manage.py rotate_secret_key writes a new primary key into it while servers run).
+MATRIX_ENCRYPTION_KEYFILE = None if _encryption_keys else MATRIX_DATA_DIR / "secret.key"
 SECRET_KEY = _django_key or read_or_create_key(
     MATRIX_DATA_DIR / "django-secret.key", purpose="Django secret key"
 )
