@@ -1,0 +1,219 @@
+"""A workspace's provider credentials (bring-your-own keys for Hugging Face, OpenAI, …).
+
+Secrets are encrypted at rest (`matrixcloud.lib.fields.EncryptedTextField`) and never
+returned by the API: a credential shows a hint (`credential_hint`). Every write is
+audited, and so is every read of a plaintext, which goes through exactly one function,
+:func:`provider_secret_read`: Hugging Face calls (purpose ``hf``), sandbox secret
+references (``sandbox.env``), agent runs (``openai``) all call it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.audit import audit_record
+from accounts.choices import AuditStatus
+from accounts.models import ProviderCredential, User, Workspace
+from matrixcloud.errors import ApplicationError, BadRequest, NotFound
+from matrixcloud.lib.crypto import InvalidToken
+
+DEFAULT_LABEL = "default"
+HINT_MASK = "••••"
+HINT_MIN_CHARS = 8  # a shorter secret shows only the mask: 4 of 7 characters is too many
+MAX_SECRET_CHARS = 16_384
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SYSTEM_ACTOR = "system"
+
+
+class SecretUnreadable(ApplicationError):
+    """A stored credential that no key of the installation's key ring opens."""
+
+    http_status = 500
+
+
+def credential_hint(secret: str) -> str:
+    """``••••`` and the secret's last 4 characters (only the mask for short secrets)."""
+    return HINT_MASK + secret[-4:] if len(secret) >= HINT_MIN_CHARS else HINT_MASK
+
+
+def provider_name(provider: str) -> str:
+    """A provider name as stored: trimmed, lowercased, ``[a-z0-9._-]``, 1-64 characters."""
+    name = provider.strip().lower()
+    if not NAME_PATTERN.fullmatch(name):
+        raise BadRequest(
+            "provider must be 1-64 characters of a-z, 0-9, '.', '_' or '-' (e.g. huggingface)"
+        )
+    return name
+
+
+def provider_label(label: str | None) -> str:
+    """A label as stored (default ``default``); no ``/``, so ``provider/label`` parses."""
+    value = (label or "").strip() or DEFAULT_LABEL
+    if not LABEL_PATTERN.fullmatch(value):
+        raise BadRequest("label must be 1-64 characters of letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _secret_checked(secret: str) -> str:
+    if not secret.strip():
+        raise BadRequest("provider and secret are required")
+    if len(secret) > MAX_SECRET_CHARS or "\x00" in secret:
+        raise BadRequest(f"secret must be at most {MAX_SECRET_CHARS} characters, without NUL")
+    return secret
+
+
+def provider_upsert(
+    *,
+    workspace: Workspace,
+    provider: str,
+    secret: str,
+    actor: str,
+    label: str | None = DEFAULT_LABEL,
+    meta: dict[str, Any] | None = None,
+    user: User | None = None,
+    ip: str = "",
+) -> ProviderCredential:
+    """Store a credential, replacing the secret, hint and meta of the same provider and
+    label; returns the stored row (its real id and creation time)."""
+    if not provider.strip():
+        raise BadRequest("provider and secret are required")
+    name, label_value, secret = (
+        provider_name(provider),
+        provider_label(label),
+        _secret_checked(secret),
+    )
+    fields = {"secret": secret, "hint": credential_hint(secret), "meta": meta or {}}
+    for _ in range(2):  # a concurrent first store of the same label: update it instead
+        try:
+            with transaction.atomic():
+                credential, created = _upsert_row(workspace, name, label_value, fields, user)
+                audit_record(
+                    action="provider.credential.added"
+                    if created
+                    else "provider.credential.updated",
+                    actor=actor,
+                    workspace=workspace,
+                    target=name,
+                    ip=ip,
+                    meta={"label": label_value, "hint": credential.hint, "id": credential.pk},
+                )
+                return credential
+        except IntegrityError:
+            continue
+    raise ApplicationError("could not save credential")
+
+
+def _upsert_row(
+    workspace: Workspace, name: str, label: str, fields: dict[str, Any], user: User | None
+) -> tuple[ProviderCredential, bool]:
+    credential = (
+        ProviderCredential.objects.select_for_update()
+        .defer("secret")
+        .filter(workspace=workspace, provider=name, label=label)
+        .first()
+    )
+    if credential is None:
+        credential = ProviderCredential.objects.create(
+            workspace=workspace, provider=name, label=label, created_by=user, **fields
+        )
+        return credential, True
+    for key, value in fields.items():
+        setattr(credential, key, value)
+    credential.updated_at = timezone.now()
+    credential.save(update_fields=[*fields, "updated_at"])
+    return credential, False
+
+
+def provider_delete(*, workspace: Workspace, credential_id: str, actor: str, ip: str = "") -> None:
+    """Remove a credential of ``workspace`` (404 for any other workspace's)."""
+    with transaction.atomic():
+        credential = (
+            ProviderCredential.objects.select_for_update()
+            .defer("secret")
+            .filter(workspace=workspace, pk=credential_id)
+            .first()
+        )
+        if credential is None:
+            raise NotFound("provider credential not found")
+        credential.delete()
+        audit_record(
+            action="provider.credential.deleted",
+            actor=actor,
+            workspace=workspace,
+            target=credential.provider,
+            ip=ip,
+            meta={"label": credential.label, "hint": credential.hint, "id": credential_id},
+        )
+
+
+def provider_secret_read(
+    *,
+    workspace: Workspace | str,
+    provider: str,
+    label: str = DEFAULT_LABEL,
+    purpose: str,
+    actor: str | None = None,
+) -> str | None:
+    """The plaintext of a workspace's credential, or None when it has none.
+
+    The one way code reads a stored secret. Each read is audited
+    (``provider.credential.read``: provider, label, purpose; never the value). A value
+    no key of the ring opens raises :class:`SecretUnreadable` (and is audited as a
+    failed read); it is never returned as ciphertext.
+    """
+    workspace_id = workspace.pk if isinstance(workspace, Workspace) else workspace
+    try:
+        name, label_value = provider_name(provider), provider_label(label)
+    except BadRequest:
+        return None  # a name that cannot be stored is a name the workspace has not stored
+    failure: InvalidToken | None = None
+    with transaction.atomic():
+        credential = (
+            ProviderCredential.objects.defer("secret")
+            .filter(workspace_id=workspace_id, provider=name, label=label_value)
+            .first()
+        )
+        if credential is None:
+            return None
+        try:
+            secret: str | None = _decrypted_secret(credential)
+        except InvalidToken as exc:
+            secret, failure = None, exc
+        status = AuditStatus.FAILURE if failure else AuditStatus.SUCCESS
+        _audit_read(workspace_id, credential, purpose, actor, status)
+    if failure is not None:  # raised after the commit, so the failed read stays audited
+        raise SecretUnreadable(
+            f"the {name}/{label_value} credential cannot be decrypted with this "
+            "installation's keys (was MATRIXCLOUD_SECRET_KEY or the key file changed?)"
+        ) from failure
+    return secret
+
+
+def _decrypted_secret(credential: ProviderCredential) -> str:
+    # A deferred field loads (and so decrypts) on first access.
+    return str(credential.secret)
+
+
+def _audit_read(
+    workspace_id: str, credential: ProviderCredential, purpose: str, actor: str | None, status: str
+) -> None:
+    audit_record(
+        action="provider.credential.read",
+        actor=actor or SYSTEM_ACTOR,
+        workspace=workspace_id,
+        target=credential.provider,
+        status=status,
+        meta={"label": credential.label, "purpose": purpose[:64], "id": credential.pk},
+    )
+
+
+def secret_name_parse(name: str) -> tuple[str, str]:
+    """A sandbox secret NAME as (provider, label): ``huggingface`` is the provider's
+    ``default`` credential, ``openai/work`` its ``work`` one."""
+    provider, _, label = name.strip().partition("/")
+    return provider, label or DEFAULT_LABEL
