@@ -185,7 +185,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py times a socket out after 5 s by default, exactly the layer's
+                # blocking pop: an idle receive would then fail (and could lose the
+                # message it popped). Reads wait longer than any pop.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15.0}],
                 "prefix": MATRIX_BUS_PREFIX,
                 "capacity": 10_000,
                 "expiry": 60,

@@ -55,8 +55,13 @@ def bus_client() -> redis.Redis | None:
         return None
     with _client_lock:
         if _client is None:
+            # A reply is awaited with a blocking pop as long as the call may run; the
+            # socket must outwait it (redis-py's default read timeout is 5 s).
             _client = redis.Redis.from_url(
-                settings.REDIS_URL, socket_connect_timeout=2.0, health_check_interval=30
+                settings.REDIS_URL,
+                socket_connect_timeout=2.0,
+                socket_timeout=settings.MATRIX_SANDBOX_CALL_HARD_CAP + REPLY_MARGIN + 10.0,
+                health_check_interval=30,
             )
         return _client
 

@@ -86,6 +86,32 @@ def test_two_hosts_share_the_starts_and_each_answers_its_own_calls(
             end_all_sessions()
 
 
+def test_a_call_longer_than_the_bus_clients_idle_timeout_is_answered(
+    api: Any, tmp_path: Path
+) -> None:
+    # Redis clients time a socket out after 5 s by default: a web process blocked on a
+    # reply (and a host or SSE stream idle on the bus) must wait as long as the call may.
+    with running_host(
+        tmp_path / "host.log",
+        MATRIX_RUNTIME_SANDBOX_CALL_TIMEOUT="2",
+        MATRIX_RUNTIME_SANDBOX_CALL_HARD_CAP="20",
+    ):
+        try:
+            created = create(api)
+            wait_step(created["job_id"], "ready")
+            started = time.monotonic()
+            response = api.post(
+                f"{SESSIONS}/{created['session_id']}/tools/call",
+                {"name": "progress", "arguments": {"steps": 13, "interval": 0.5}},
+            )
+            took = time.monotonic() - started
+            assert response.status_code == 200, response.content
+            assert response.json()["result"]["content"][0]["text"] == "done after 13 steps"
+            assert took > 6.0  # it really outlived the 5 s default
+        finally:
+            end_all_sessions()
+
+
 def test_sigterm_stops_every_session_says_why_and_leaves_no_process(
     api: Any, tmp_path: Path
 ) -> None:

@@ -27,7 +27,10 @@ class Mailbox:
     def __init__(self, runner: str, *, url: str | None = None) -> None:
         self.key = mailbox_key(runner)
         self.redis = aredis.Redis.from_url(
-            url or settings.REDIS_URL, socket_connect_timeout=2.0, health_check_interval=30
+            url or settings.REDIS_URL,
+            socket_connect_timeout=2.0,
+            socket_timeout=TAKE_TIMEOUT + 10.0,  # outwaits the blocking pop in take()
+            health_check_interval=30,
         )
 
     async def take(self, timeout: float = TAKE_TIMEOUT) -> dict[str, Any] | None:
