@@ -18,3 +18,19 @@ class Role(models.TextChoices):
 class AuditStatus(models.TextChoices):
     SUCCESS = "success", "success"
     FAILURE = "failure", "failure"
+
+
+class UsageKind(models.TextChoices):
+    """What a usage event meters; ``quantity`` is a count unless noted.
+
+    ``model.pull`` counts bytes downloaded and ``llm.tokens`` tokens; every other kind
+    counts actions.
+    """
+
+    MODEL_INSPECT = "model.inspect", "model.inspect"
+    SANDBOX_START = "sandbox.start", "sandbox.start"
+    TOOL_CALL = "tool.call", "tool.call"
+    MODEL_PULL = "model.pull", "model.pull (bytes)"
+    MODEL_ATTACH = "model.attach", "model.attach"
+    MATRIXSHELL_EXEC = "matrixshell.exec", "matrixshell.exec"
+    LLM_TOKENS = "llm.tokens", "llm.tokens"

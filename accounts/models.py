@@ -1,4 +1,5 @@
-"""Accounts: people, workspaces, memberships, sessions, one-time tokens and the audit log."""
+"""Accounts: people, workspaces, memberships, sessions, one-time tokens, the audit log,
+provider credentials and usage events."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from accounts.choices import AuditStatus, Role
+from accounts.choices import AuditStatus, Role, UsageKind
 from accounts.managers import UserManager
-from matrixcloud.lib.ids import new_audit_event_id, new_id, new_user_id, new_workspace_id
+from matrixcloud.lib.fields import EncryptedTextField
+from matrixcloud.lib.ids import (
+    new_audit_event_id,
+    new_id,
+    new_provider_credential_id,
+    new_usage_event_id,
+    new_user_id,
+    new_workspace_id,
+)
 
 
 def new_session_id() -> str:
@@ -281,3 +290,69 @@ class LoginThrottle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.email}: {self.failures} failures"
+
+
+class ProviderCredential(models.Model):
+    """A workspace's own key for an outside provider (Hugging Face, OpenAI, …).
+
+    ``secret`` is encrypted at rest under the key ring (`matrixcloud.lib.fields`); only
+    ``hint`` (•••• and the last 4 characters) is ever shown. Code reads the plaintext
+    only through ``accounts.services.providers.provider_secret_read``, which audits it.
+    """
+
+    id = models.CharField(
+        primary_key=True, max_length=32, default=new_provider_credential_id, editable=False
+    )
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="provider_credentials"
+    )
+    provider = models.CharField(max_length=64)
+    label = models.CharField(max_length=64, default="default")
+    secret = EncryptedTextField()
+    hint = models.CharField(max_length=16)
+    meta = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "provider", "label"], name="accounts_provider_label_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.label} of {self.workspace_id} ({self.hint})"
+
+
+class UsageEvent(models.Model):
+    """One metered action (or a batch of them): what kind, how much, by whom.
+
+    Written by ``accounts.services.usage.usage_record`` from every metered code path;
+    ``/v1/cloud/usage`` sums ``quantity`` per kind over a window.
+    """
+
+    id = models.CharField(
+        primary_key=True, max_length=32, default=new_usage_event_id, editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    runtime_id = models.CharField(max_length=64, blank=True)
+    kind = models.CharField(max_length=32, choices=UsageKind.choices)
+    quantity = models.BigIntegerField(default=1)
+    meta = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "kind", "created_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(quantity__gte=1), name="accounts_usage_quantity_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} x{self.quantity} in {self.workspace_id}"

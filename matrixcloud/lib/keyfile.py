@@ -42,3 +42,21 @@ def read_or_create_key(path: Path, *, purpose: str, nbytes: int = 32) -> str:
         f"matrixcloud: created a new {purpose} at {path} (mode 0600); back it up", file=sys.stderr
     )
     return key
+
+
+def write_keys(path: Path, keys: list[str]) -> None:
+    """Replace the key ring at ``path`` atomically (mode 0600): readers see the old
+    file or the new one, never a partial write."""
+    if not keys:
+        raise ValueError("a key ring needs at least one key")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(",".join(keys) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
