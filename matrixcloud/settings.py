@@ -69,6 +69,12 @@ MATRIX_CLEANUP_INTERVAL_MINUTES = env_int("MATRIX_RUNTIME_CLEANUP_INTERVAL_MINUT
 _shell_var, _ = env_first("MATRIX_RUNTIME_MATRIXSHELL_ENABLED", "MATRIX_SHELL_ENABLED")
 # MatrixShell runs arbitrary commands: off unless explicitly enabled, in every mode.
 MATRIX_MATRIXSHELL_ENABLED = env_bool(_shell_var, False) if _shell_var else False
+# What matrixshell.install pip-installs: an index spec, or a local wheel or package dir.
+MATRIX_MATRIXSHELL_SPEC = env_str("MATRIX_RUNTIME_MATRIXSHELL_SPEC", "matrixsh") or "matrixsh"
+MATRIX_MATRIXSHELL_TIMEOUT = env_float("MATRIX_RUNTIME_MATRIXSHELL_TIMEOUT", 60.0, minimum=0.1)
+MATRIX_MATRIXSHELL_OUTPUT_BYTES = env_int(
+    "MATRIX_RUNTIME_MATRIXSHELL_OUTPUT_BYTES", 1024 * 1024, minimum=1024
+)
 MATRIX_MAX_BODY_BYTES = env_int("MATRIX_RUNTIME_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 MATRIX_HEARTBEAT_SECONDS = env_float("MATRIX_RUNTIME_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
 # A registered remote runtime silent this long is listed as offline.
