@@ -96,6 +96,7 @@ class ProviderCredentialSerializer(serializers.Serializer):
     hint = serializers.CharField(help_text="•••• and the secret's last 4 characters.")
     meta = serializers.DictField(allow_null=True)
     created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField(help_text="When the secret was last replaced.")
 
 
 class ProviderCredentialListSerializer(serializers.Serializer):
@@ -107,9 +108,14 @@ class ProviderCredentialListSerializer(serializers.Serializer):
 class ProviderCredentialCreateSerializer(serializers.Serializer):
     """Body of a provider credential (stored encrypted; same provider and label replaces)."""
 
-    provider = serializers.CharField(help_text="e.g. huggingface, openai, anthropic")
-    label = serializers.CharField(required=False, help_text="Default: default.")  # type: ignore[assignment]
-    secret = serializers.CharField(trim_whitespace=False, write_only=True)
+    # A blank provider or secret: the service's "provider and secret are required".
+    provider = serializers.CharField(
+        allow_blank=True, help_text="e.g. huggingface, openai, anthropic"
+    )
+    label = serializers.CharField(  # type: ignore[assignment]
+        required=False, allow_blank=True, help_text="Default: default."
+    )
+    secret = serializers.CharField(allow_blank=True, trim_whitespace=False, write_only=True)
     meta = serializers.DictField(required=False)
 
 
@@ -143,9 +149,12 @@ class AuditEventSerializer(serializers.Serializer):
 
 
 class AuditLogSerializer(serializers.Serializer):
-    """The workspace's recent audit events, newest first."""
+    """A page of the workspace's audit events, newest first, and the next page's cursor."""
 
     events = AuditEventSerializer(many=True)
+    next_cursor = serializers.CharField(
+        allow_null=True, help_text="Pass as ?cursor= for older events; null on the last page."
+    )
 
 
 class InvitationCreateSerializer(serializers.Serializer):

@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from accounts.api import views
+from accounts.api import cloud, views
 
 urlpatterns: list[URLPattern] = [
     path("auth/signup", views.SignupView.as_view(), name="auth-signup"),
@@ -22,9 +22,14 @@ urlpatterns: list[URLPattern] = [
     path("auth/members", views.MemberListView.as_view(), name="auth-members"),
     path(
         "cloud/providers",
-        views.ProviderCredentialCollectionView.as_view(),
+        cloud.ProviderCredentialCollectionView.as_view(),
         name="cloud-providers",
     ),
-    path("cloud/usage", views.UsageView.as_view(), name="cloud-usage"),
-    path("cloud/audit", views.AuditLogView.as_view(), name="cloud-audit"),
+    path(
+        "cloud/providers/<str:credential_id>",
+        cloud.ProviderCredentialDetailView.as_view(),
+        name="cloud-provider",
+    ),
+    path("cloud/usage", cloud.UsageView.as_view(), name="cloud-usage"),
+    path("cloud/audit", cloud.AuditLogView.as_view(), name="cloud-audit"),
 ]

@@ -1,4 +1,4 @@
-"""Views of ``/v1/auth`` and of the workspace's providers, usage and audit (``/v1/cloud``)."""
+"""Views of ``/v1/auth`` (the workspace's providers, usage and audit: ``accounts.api.cloud``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api.serializers import (
-    AuditEventSerializer,
-    AuditLogSerializer,
     AuthResultSerializer,
     CurrentUserSerializer,
     ForgotPasswordSerializer,
@@ -30,12 +28,8 @@ from accounts.api.serializers import (
     MemberSerializer,
     OkMessageSerializer,
     OkSerializer,
-    ProviderCredentialCreateSerializer,
-    ProviderCredentialListSerializer,
-    ProviderCredentialResultSerializer,
     ResetPasswordSerializer,
     SignupSerializer,
-    UsageSerializer,
     VerifyEmailSerializer,
 )
 from accounts.authentication import ConsoleSessionAuthentication, SessionTokenAuthentication
@@ -44,7 +38,6 @@ from accounts.models import SessionToken, User
 from accounts.principals import actor_for, user_actor
 from accounts.ratelimit import client_ip
 from accounts.selectors import (
-    audit_events_recent,
     invitations_pending,
     members_of,
     user_payload,
@@ -67,7 +60,6 @@ from matrixcloud.api.schema import (
     SessionSchema,
     error_responses,
 )
-from matrixcloud.api.stubs import PendingView
 
 # /v1/auth/* is outside the gate (as in the original): each endpoint does its own checks.
 OPEN_AUTHENTICATION: list[type] = []
@@ -362,59 +354,3 @@ class MemberListView(APIView):
         actor = actor_for(request)
         members = members_of(workspace=actor.workspace)
         return Response({"members": MemberSerializer(members, many=True).data})
-
-
-class ProviderCredentialCollectionView(PendingView):
-    """The workspace's provider credentials: list them (hints only), store one."""
-
-    capability = "provider credentials"
-
-    @extend_schema(
-        operation_id="cloud_providers_list",
-        summary="List BYO provider credentials (hints only)",
-        responses={200: ProviderCredentialListSerializer, **error_responses(401)},
-    )
-    def get(self, request: Request) -> Response:
-        self.pending(request)
-
-    @extend_schema(
-        operation_id="cloud_providers_create",
-        summary="Store a BYO provider token (encrypted at rest)",
-        request=ProviderCredentialCreateSerializer,
-        responses={
-            201: ProviderCredentialResultSerializer,
-            **error_responses(400, 401, 403),
-        },
-    )
-    def post(self, request: Request) -> Response:
-        self.pending(request, ProviderCredentialCreateSerializer)
-
-
-class UsageView(PendingView):
-    """The workspace's metered usage over the last 30 days."""
-
-    capability = "usage metering"
-
-    @extend_schema(
-        operation_id="cloud_usage",
-        summary="30-day usage metering by kind",
-        responses={200: UsageSerializer, **error_responses(401)},
-    )
-    def get(self, request: Request) -> Response:
-        self.pending(request)
-
-
-class AuditLogView(APIView):
-    """The workspace's recent audit events (newest first, at most 200)."""
-
-    @extend_schema(
-        operation_id="cloud_audit",
-        summary="Recent audit events for the workspace (Owner or Admin)",
-        responses={200: AuditLogSerializer, **error_responses(401, 403)},
-    )
-    def get(self, request: Request) -> Response:
-        actor = actor_for(request)
-        # Other members' addresses and failed sign-ins are for those who run the workspace.
-        actor.require_manager("read the audit log")
-        events = audit_events_recent(workspace=actor.workspace)
-        return Response({"events": AuditEventSerializer(events, many=True).data})
