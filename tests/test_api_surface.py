@@ -121,6 +121,8 @@ IMPLEMENTED = {
     "/v1/auth/reset",
     "/v1/auth/verify",
     "/v1/cloud/audit",
+    "/v1/cloud/providers",
+    "/v1/cloud/usage",
     "/v1/jobs",
     "/v1/jobs/{job_id}",
     "/v1/jobs/{job_id}/events",
