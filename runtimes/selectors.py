@@ -14,7 +14,7 @@ from jobs.registry import registered_types
 from matrixcloud.errors import NotFound
 from runtimes.choices import ProcessRole
 from runtimes.detection import detect_runtimes
-from runtimes.models import ProcessHeartbeat, Runtime
+from runtimes.models import JoinToken, ProcessHeartbeat, Runtime
 
 # Processes silent for longer than this are left out of /v1/runtimes altogether.
 RECENT = timedelta(hours=1)
@@ -127,3 +127,31 @@ def runtime_get(*, workspace: Workspace | None, runtime_id: str) -> Runtime:
     if runtime is None:
         raise NotFound(f"runtime {runtime_id} not found")
     return runtime
+
+
+def runtimes_list(*, workspace: Workspace | None) -> list[Runtime]:
+    """The registered runtimes ``workspace`` may see (``None``: all), newest first."""
+    return list(Runtime.objects.for_workspace(workspace).order_by("-created_at", "-pk"))
+
+
+def runtimes_online(*, workspace: Workspace | None) -> list[Runtime]:
+    """The registered runtimes that are online now (heartbeat within the threshold)."""
+    return list(Runtime.objects.for_workspace(workspace).online().order_by("-last_seen_at"))
+
+
+def join_token_get(*, workspace: Workspace | None, token_id: str) -> JoinToken:
+    """A join token of ``workspace`` (``None``: any); another's is a 404."""
+    token = JoinToken.objects.for_workspace(workspace).filter(pk=token_id).first()
+    if token is None:
+        raise NotFound(f"join token {token_id} not found")
+    return token
+
+
+def join_tokens_list(
+    *, workspace: Workspace | None, include_inactive: bool = False
+) -> list[JoinToken]:
+    """Join tokens, newest first: active ones only unless ``include_inactive``."""
+    tokens = JoinToken.objects.for_workspace(workspace)
+    if not include_inactive:
+        tokens = tokens.active()
+    return list(tokens.order_by("-created_at", "-pk"))

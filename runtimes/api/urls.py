@@ -16,5 +16,25 @@ urlpatterns: list[URLPattern] = [
         views.RuntimeHeartbeatView.as_view(),
         name="cloud-runtime-heartbeat",
     ),
+    path(
+        "cloud/runtimes/<str:runtime_id>",
+        views.RegisteredRuntimeDetailView.as_view(),
+        name="cloud-runtime",
+    ),
+    path(
+        "cloud/runtimes/<str:runtime_id>/token/rotate",
+        views.RuntimeTokenRotateView.as_view(),
+        name="cloud-runtime-token-rotate",
+    ),
+    path(
+        "cloud/runtimes/<str:runtime_id>/token/revoke",
+        views.RuntimeTokenRevokeView.as_view(),
+        name="cloud-runtime-token-revoke",
+    ),
     path("cloud/join-tokens", views.JoinTokenCollectionView.as_view(), name="cloud-join-tokens"),
+    path(
+        "cloud/join-tokens/<str:token_id>/revoke",
+        views.JoinTokenRevokeView.as_view(),
+        name="cloud-join-token-revoke",
+    ),
 ]

@@ -1,30 +1,71 @@
-"""Views of remote runtimes: register, heartbeat, list, and the join tokens that admit them."""
+"""Views of remote runtimes: register, heartbeat, list, and the join tokens that admit them.
+
+Register and heartbeat are outside the gate (the join token in the body, the runtime
+token as bearer are their credentials); everything else acts for the caller's workspace
+(``actor_for``), and minting, revoking, rotating and removing need an Owner or Admin.
+"""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from accounts.principals import actor_for
+from accounts.ratelimit import client_ip
+from matrixcloud.api.authentication import bearer_token
 from matrixcloud.api.schema import PublicSchema, error_responses
-from matrixcloud.api.stubs import PendingView
 from runtimes.api.serializers import (
     JoinTokenCreateSerializer,
     JoinTokenListSerializer,
     JoinTokenMintedSerializer,
+    JoinTokenResultSerializer,
+    JoinTokenSerializer,
     RegisteredRuntimeListSerializer,
+    RegisteredRuntimeResultSerializer,
+    RegisteredRuntimeSerializer,
     RuntimeHeartbeatResultSerializer,
     RuntimeHeartbeatSerializer,
     RuntimeRegisteredSerializer,
     RuntimeRegisterSerializer,
 )
+from runtimes.selectors import join_token_get, join_tokens_list, runtime_get, runtimes_list
+from runtimes.services import (
+    join_token_issue,
+    join_token_revoke,
+    runtime_heartbeat,
+    runtime_register,
+    runtime_remove,
+    runtime_token_revoke,
+    runtime_token_rotate,
+)
+
+RUNTIME_ID = OpenApiParameter(
+    "runtime_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="A runtime id (rt_…)."
+)
+TOKEN_ID = OpenApiParameter(
+    "token_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="A join token id (jt_…)."
+)
+ALL_PARAM = OpenApiParameter(
+    "all",
+    OpenApiTypes.BOOL,
+    description="true: every token, also revoked, expired and used-up ones.",
+)
 
 
-class RegisteredRuntimeListView(PendingView):
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _runtime(runtime: object) -> dict[str, object]:
+    return dict(RegisteredRuntimeSerializer(runtime).data)
+
+
+class RegisteredRuntimeListView(APIView):
     """The remote runtimes registered to the caller's workspace."""
-
-    capability = "remote runtimes"
 
     @extend_schema(
         operation_id="cloud_runtimes_list",
@@ -32,13 +73,83 @@ class RegisteredRuntimeListView(PendingView):
         responses={200: RegisteredRuntimeListSerializer, **error_responses(401)},
     )
     def get(self, request: Request) -> Response:
-        self.pending(request)
+        actor = actor_for(request)
+        runtimes = runtimes_list(workspace=actor.visible_workspace)
+        return Response({"runtimes": RegisteredRuntimeSerializer(runtimes, many=True).data})
 
 
-class RuntimeRegisterView(PendingView):
+class RegisteredRuntimeDetailView(APIView):
+    """One registered runtime: read it, or remove it (its token dies with it)."""
+
+    @extend_schema(
+        operation_id="cloud_runtimes_retrieve",
+        summary="Read one registered runtime",
+        parameters=[RUNTIME_ID],
+        responses={200: RegisteredRuntimeResultSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, runtime_id: str) -> Response:
+        actor = actor_for(request)
+        runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
+        return Response({"runtime": _runtime(runtime)})
+
+    @extend_schema(
+        operation_id="cloud_runtimes_destroy",
+        summary="Remove a registered runtime",
+        parameters=[RUNTIME_ID],
+        responses={200: RegisteredRuntimeResultSerializer, **error_responses(401, 403, 404)},
+    )
+    def delete(self, request: Request, runtime_id: str) -> Response:
+        actor = actor_for(request)
+        runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
+        actor.require_manager("remove runtimes")
+        body = _runtime(runtime)
+        runtime_remove(runtime=runtime, actor=actor.id, ip=client_ip(request._request))
+        return Response({"runtime": body})
+
+
+class RuntimeTokenRotateView(APIView):
+    """A new runtime token for a registered runtime (shown once; lifts a revocation)."""
+
+    @extend_schema(
+        operation_id="cloud_runtimes_token_rotate",
+        summary="Rotate a runtime's token",
+        parameters=[RUNTIME_ID],
+        request=None,
+        responses={200: RuntimeRegisteredSerializer, **error_responses(401, 403, 404)},
+    )
+    def post(self, request: Request, runtime_id: str) -> Response:
+        actor = actor_for(request)
+        runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
+        actor.require_manager("rotate runtime tokens")
+        issued = runtime_token_rotate(
+            runtime=runtime, actor=actor.id, ip=client_ip(request._request)
+        )
+        return Response({"runtime": _runtime(issued.runtime), "runtime_token": issued.token})
+
+
+class RuntimeTokenRevokeView(APIView):
+    """Revoke a runtime's token: its heartbeats are refused until a rotation."""
+
+    @extend_schema(
+        operation_id="cloud_runtimes_token_revoke",
+        summary="Revoke a runtime's token",
+        parameters=[RUNTIME_ID],
+        request=None,
+        responses={200: RegisteredRuntimeResultSerializer, **error_responses(401, 403, 404)},
+    )
+    def post(self, request: Request, runtime_id: str) -> Response:
+        actor = actor_for(request)
+        runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
+        actor.require_manager("revoke runtime tokens")
+        runtime = runtime_token_revoke(
+            runtime=runtime, actor=actor.id, ip=client_ip(request._request)
+        )
+        return Response({"runtime": _runtime(runtime)})
+
+
+class RuntimeRegisterView(APIView):
     """A runtime joins a workspace with a join token (the token is its credential)."""
 
-    capability = "remote runtimes"
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
     schema = PublicSchema()
@@ -53,13 +164,17 @@ class RuntimeRegisterView(PendingView):
         },
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, RuntimeRegisterSerializer)
+        serializer = RuntimeRegisterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        issued = runtime_register(**serializer.validated_data, ip=client_ip(request._request))
+        return Response(
+            {"runtime": _runtime(issued.runtime), "runtime_token": issued.token}, status=201
+        )
 
 
-class RuntimeHeartbeatView(PendingView):
+class RuntimeHeartbeatView(APIView):
     """A registered runtime says it is alive (its runtime token as bearer)."""
 
-    capability = "remote runtimes"
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
     schema = PublicSchema()
@@ -74,27 +189,67 @@ class RuntimeHeartbeatView(PendingView):
         },
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, RuntimeHeartbeatSerializer)
+        token = bearer_token(request._request)
+        serializer = RuntimeHeartbeatSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        runtime = runtime_heartbeat(
+            token=token, **serializer.validated_data, ip=client_ip(request._request)
+        )
+        return Response({"runtime": _runtime(runtime)})
 
 
-class JoinTokenCollectionView(PendingView):
+class JoinTokenCollectionView(APIView):
     """The workspace's join tokens: list them, mint one."""
-
-    capability = "join tokens"
 
     @extend_schema(
         operation_id="cloud_join_tokens_list",
         summary="List active join tokens",
+        parameters=[ALL_PARAM],
         responses={200: JoinTokenListSerializer, **error_responses(401)},
     )
     def get(self, request: Request) -> Response:
-        self.pending(request)
+        actor = actor_for(request)
+        everything = _truthy(request.query_params.get("all", ""))
+        tokens = join_tokens_list(workspace=actor.visible_workspace, include_inactive=everything)
+        return Response({"join_tokens": JoinTokenSerializer(tokens, many=True).data})
 
     @extend_schema(
         operation_id="cloud_join_tokens_create",
         summary="Mint a single/limited-use join token",
         request=JoinTokenCreateSerializer,
-        responses={201: JoinTokenMintedSerializer, **error_responses(400, 401, 403)},
+        responses={201: JoinTokenMintedSerializer, **error_responses(400, 401, 403, 422)},
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, JoinTokenCreateSerializer)
+        actor = actor_for(request)
+        actor.require_manager("mint join tokens")
+        serializer = JoinTokenCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        minted = join_token_issue(
+            workspace=actor.workspace,
+            actor=actor.id,
+            created_by=actor.user,
+            ip=client_ip(request._request),
+            **serializer.validated_data,
+        )
+        return Response(
+            {"join_token": JoinTokenSerializer(minted.token).data, "secret": minted.secret},
+            status=201,
+        )
+
+
+class JoinTokenRevokeView(APIView):
+    """Revoke a join token: later registrations with it are refused (idempotent)."""
+
+    @extend_schema(
+        operation_id="cloud_join_tokens_revoke",
+        summary="Revoke a join token",
+        parameters=[TOKEN_ID],
+        request=None,
+        responses={200: JoinTokenResultSerializer, **error_responses(401, 403, 404)},
+    )
+    def post(self, request: Request, token_id: str) -> Response:
+        actor = actor_for(request)
+        token = join_token_get(workspace=actor.visible_workspace, token_id=token_id)
+        actor.require_manager("revoke join tokens")
+        token = join_token_revoke(token=token, actor=actor.id, ip=client_ip(request._request))
+        return Response({"join_token": JoinTokenSerializer(token).data})
