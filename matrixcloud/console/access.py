@@ -1,0 +1,74 @@
+"""Who is acting on a console page, scoped exactly as the API scopes a request.
+
+A console page is a Django view signed in by the session cookie. ``console_actor``
+hands the signed-in user to ``accounts.principals.actor_for`` (the function every API
+view asks), so the workspace, role and tenancy rules are the API's own. Domain errors
+become pages: another workspace's object is a 404 (never a 403, never a leak).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from rest_framework.request import ForcedAuthentication, Request
+
+from accounts.principals import Actor, actor_for
+from matrixcloud.errors import Forbidden, NotFound, Unauthorized
+
+P = ParamSpec("P")
+WORKSPACE_KEY = "workspace_id"
+SESSION_TOKEN_KEY = "session_token_id"  # noqa: S105 (a session key name, no secret)
+
+
+def console_actor(request: HttpRequest) -> Actor:
+    """The actor of a signed-in console request (its chosen workspace, its role there)."""
+    forced = ForcedAuthentication(request.user, None)
+    api_request = Request(request, authenticators=[forced])  # type: ignore[list-item]
+    return actor_for(api_request)
+
+
+def error_page(request: HttpRequest, message: str, status: int) -> HttpResponse:
+    return render(request, "console/error.html", {"message": message}, status=status)
+
+
+def workspace_view(
+    view: Callable[Concatenate[HttpRequest, Actor, P], HttpResponse],
+) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
+    """A signed-in page acting in the user's workspace; domain refusals become pages."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+        try:
+            return view(request, console_actor(request), *args, **kwargs)
+        except NotFound as exc:
+            raise Http404(exc.message) from exc
+        except (Forbidden, Unauthorized) as exc:
+            return error_page(request, exc.message, exc.http_status)
+
+    return login_required(wrapped)
+
+
+def manager_view(
+    what: str,
+) -> Callable[
+    [Callable[Concatenate[HttpRequest, Actor, P], HttpResponse]],
+    Callable[Concatenate[HttpRequest, P], HttpResponse],
+]:
+    """Like ``workspace_view`` for pages only an Owner or Admin may use (403 otherwise)."""
+
+    def decorate(
+        view: Callable[Concatenate[HttpRequest, Actor, P], HttpResponse],
+    ) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
+        @wraps(view)
+        def checked(request: HttpRequest, actor: Actor, *args: Any, **kwargs: Any) -> HttpResponse:
+            actor.require_manager(what)
+            return view(request, actor, *args, **kwargs)
+
+        return workspace_view(checked)
+
+    return decorate

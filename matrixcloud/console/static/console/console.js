@@ -1,0 +1,310 @@
+/* MatrixCloud console: progressive enhancement, no framework, no build.
+ * - live events: EventSource on the API's SSE endpoints (same-origin cookie session)
+ * - progress bars from event data
+ * - a form per MCP tool generated from its JSON input schema; calls go to the API
+ * - the overview's live counts
+ * Every page works without this file; it only makes them live. */
+(function () {
+  "use strict";
+
+  var TERMINAL = { complete: 1, error: 1, expired: 1, cancelled: 1 };
+
+  function csrf() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (key) {
+      if (attrs[key] !== null && attrs[key] !== undefined && attrs[key] !== false) {
+        node.setAttribute(key, attrs[key] === true ? "" : attrs[key]);
+      }
+    });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function api(method, url, body) {
+    var options = {
+      method: method,
+      credentials: "same-origin",
+      headers: { "Accept": "application/json", "X-CSRFToken": csrf() }
+    };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    return fetch(url, options).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        if (!response.ok) {
+          var error = new Error(data.error || ("HTTP " + response.status));
+          error.status = response.status;
+          throw error;
+        }
+        return data;
+      });
+    });
+  }
+
+  /* --- progress ------------------------------------------------------------------ */
+
+  // A fraction 0..1 from the data of an event, or null. Handlers report either a
+  // percent, a fraction, or done/total counters (bytes or files).
+  function progressOf(data) {
+    if (!data || typeof data !== "object") return null;
+    if (data.progress && typeof data.progress === "object") return progressOf(data.progress);
+    var pairs = [["downloaded_bytes", "total_bytes"], ["bytes_done", "bytes_total"],
+      ["downloaded", "total"], ["done", "total"], ["completed", "total"], ["current", "total"]];
+    for (var i = 0; i < pairs.length; i++) {
+      var done = data[pairs[i][0]], total = data[pairs[i][1]];
+      if (typeof done === "number" && typeof total === "number" && total > 0) {
+        return Math.min(1, done / total);
+      }
+    }
+    if (typeof data.percent === "number") return Math.min(1, data.percent / 100);
+    if (typeof data.progress === "number") {
+      return Math.min(1, data.progress > 1 ? data.progress / 100 : data.progress);
+    }
+    return null;
+  }
+
+  function showProgress(scope, fraction) {
+    var bar = scope.querySelector("[data-progress]");
+    if (!bar) return;
+    var box = bar.closest(".progress-box");
+    if (box) box.hidden = false;
+    bar.value = Math.round(fraction * 100);
+    bar.setAttribute("aria-valuenow", String(bar.value));
+    var text = scope.querySelector("[data-progress-text]");
+    if (text) text.textContent = bar.value + "%";
+  }
+
+  /* --- live events ------------------------------------------------------------------ */
+
+  function statusLabel(kind, event, current) {
+    if (TERMINAL[event.status]) return event.status;
+    if (event.step === "ready") return "ready";
+    if (kind === "session") return current === "ready" ? "ready" : "starting";
+    return event.status || current;
+  }
+
+  function appendEvent(list, seq, event) {
+    var item = el("li", { "data-seq": seq, "class": "ev st-" + event.status });
+    item.appendChild(el("span", { "class": "step" }, event.step));
+    item.appendChild(document.createTextNode(" "));
+    item.appendChild(el("span", { "class": "status" }, event.status));
+    item.appendChild(document.createTextNode(" "));
+    item.appendChild(el("span", { "class": "message" }, event.message));
+    list.appendChild(item);
+  }
+
+  function followEvents(list) {
+    if (!window.EventSource || !list.dataset.stream || list.hasAttribute("data-ended")) return;
+    var seen = 0;
+    list.querySelectorAll("li[data-seq]").forEach(function (item) {
+      seen = Math.max(seen, Number(item.getAttribute("data-seq")));
+    });
+    var status = document.getElementById("status");
+    var scope = list.closest("main") || document;
+    var source = new EventSource(list.dataset.stream);
+    source.onmessage = function (message) {
+      var seq = Number(message.lastEventId || 0);
+      if (seq && seq <= seen) return; // already on the page (the stream replays history)
+      seen = Math.max(seen, seq);
+      var event;
+      try { event = JSON.parse(message.data); } catch (e) { return; }
+      appendEvent(list, seq, event);
+      if (status) {
+        status.textContent = statusLabel(status.dataset.kind, event, status.textContent.trim());
+      }
+      var fraction = progressOf(event.data);
+      if (fraction !== null) showProgress(scope, fraction);
+      if (event.status === "complete") showProgress(scope, 1);
+      document.dispatchEvent(new CustomEvent("mxc:event", { detail: event }));
+      if (TERMINAL[event.status]) {
+        source.close();
+        list.setAttribute("data-ended", "");
+      }
+    };
+    source.onerror = function () {
+      if (list.hasAttribute("data-ended")) source.close();
+    };
+  }
+
+  /* --- tool forms from JSON schema ---------------------------------------------------- */
+
+  var fieldCount = 0;
+
+  function schemaField(name, schema, required) {
+    var id = "f" + (++fieldCount);
+    var wrap = el("div", { "class": "field" });
+    var type = Array.isArray(schema.type) ? schema.type[0] : schema.type;
+    var label = el("label", { "for": id }, (schema.title || name) + (required ? " (required)" : ""));
+    wrap.appendChild(label);
+    var input;
+    var help = schema.description ? id + "-help" : null;
+    if (Array.isArray(schema["enum"])) {
+      input = el("select", { id: id, name: name, required: required, "aria-describedby": help });
+      if (!required) input.appendChild(el("option", { value: "" }, ""));
+      schema["enum"].forEach(function (value) {
+        input.appendChild(el("option", { value: JSON.stringify(value) }, String(value)));
+      });
+      input.dataset.kind = "enum";
+    } else if (type === "boolean") {
+      input = el("input", { id: id, name: name, type: "checkbox", "aria-describedby": help });
+      input.checked = schema["default"] === true;
+      input.dataset.kind = "boolean";
+      wrap.classList.add("check");
+    } else if (type === "number" || type === "integer") {
+      input = el("input", {
+        id: id, name: name, type: "number", required: required, "aria-describedby": help,
+        step: type === "integer" ? "1" : "any", min: schema.minimum, max: schema.maximum
+      });
+      if (typeof schema["default"] === "number") input.value = schema["default"];
+      input.dataset.kind = type;
+    } else if (type === "string" || type === undefined && !schema.properties) {
+      input = el("input", { id: id, name: name, type: "text", required: required,
+        "aria-describedby": help, autocomplete: "off" });
+      if (typeof schema["default"] === "string") input.value = schema["default"];
+      input.dataset.kind = "string";
+    } else {
+      input = el("textarea", { id: id, name: name, rows: "3", spellcheck: "false",
+        required: required, "aria-describedby": help,
+        placeholder: type === "array" ? "[ … ] (JSON)" : "{ … } (JSON)" });
+      if (schema["default"] !== undefined) input.value = JSON.stringify(schema["default"]);
+      input.dataset.kind = "json";
+    }
+    wrap.appendChild(input);
+    if (help) wrap.appendChild(el("small", { id: help }, schema.description));
+    return wrap;
+  }
+
+  function readArguments(form) {
+    var args = {};
+    form.querySelectorAll("[data-kind]").forEach(function (input) {
+      var kind = input.dataset.kind, raw = input.value;
+      if (kind === "boolean") { args[input.name] = input.checked; return; }
+      if (raw === "" && !input.required) return;
+      if (kind === "integer") args[input.name] = parseInt(raw, 10);
+      else if (kind === "number") args[input.name] = Number(raw);
+      else if (kind === "enum") args[input.name] = JSON.parse(raw);
+      else if (kind === "json") {
+        try { args[input.name] = JSON.parse(raw); }
+        catch (e) { throw new Error(input.name + ": not valid JSON"); }
+      } else args[input.name] = raw;
+    });
+    return args;
+  }
+
+  function renderResult(box, name, result, error) {
+    box.textContent = "";
+    var wrap = el("div", { "class": "result" + (error || (result && result.isError) ? " is-error" : "") });
+    wrap.appendChild(el("h3", {}, "Result of " + name));
+    if (error) {
+      wrap.appendChild(el("p", { "class": "error", role: "alert" }, error));
+    } else {
+      var content = (result && Array.isArray(result.content)) ? result.content : [];
+      content.forEach(function (item) {
+        if (item.type === "text") wrap.appendChild(el("pre", { "class": "text" }, item.text));
+        else if (item.type === "image" && /^image\//.test(item.mimeType || "")) {
+          wrap.appendChild(el("img", { src: "data:" + item.mimeType + ";base64," + item.data,
+            alt: "image returned by " + name }));
+        } else wrap.appendChild(el("pre", {}, JSON.stringify(item, null, 2)));
+      });
+      if (!content.length) wrap.appendChild(el("pre", {}, JSON.stringify(result, null, 2)));
+    }
+    box.appendChild(wrap);
+  }
+
+  function toolForm(section, tool) {
+    var article = el("article", { "class": "tool", "data-tool": tool.name });
+    article.appendChild(el("h3", {}, tool.name));
+    if (tool.description) article.appendChild(el("p", {}, tool.description));
+    var form = el("form", { "aria-label": "Call " + tool.name });
+    var schema = tool.inputSchema || {};
+    var props = schema.properties || {};
+    var required = schema.required || [];
+    Object.keys(props).forEach(function (name) {
+      form.appendChild(schemaField(name, props[name] || {}, required.indexOf(name) >= 0));
+    });
+    var button = el("button", { type: "submit" }, "Call " + tool.name);
+    form.appendChild(button);
+    form.addEventListener("submit", function (submit) {
+      submit.preventDefault();
+      var box = document.getElementById("tool-result");
+      var args;
+      try { args = readArguments(form); } catch (e) { renderResult(box, tool.name, null, e.message); return; }
+      button.disabled = true;
+      api("POST", section.dataset.callUrl, { name: tool.name, arguments: args })
+        .then(function (data) { renderResult(box, tool.name, data.result, null); })
+        .catch(function (e) { renderResult(box, tool.name, null, e.message); })
+        .then(function () { button.disabled = false; });
+    });
+    article.appendChild(form);
+    return article;
+  }
+
+  function showTools(section, tools) {
+    var list = document.getElementById("tool-list");
+    list.textContent = "";
+    tools.forEach(function (tool) { list.appendChild(toolForm(section, tool)); });
+  }
+
+  function enhanceTools(section) {
+    var data = document.getElementById("tools-data");
+    var tools = data ? JSON.parse(data.textContent) : [];
+    if (tools.length) showTools(section, tools);
+    document.addEventListener("mxc:event", function (e) {
+      var event = e.detail;
+      if (event.step === "ready" || event.step === "tools_changed") {
+        api("GET", section.dataset.toolsUrl).then(function (answer) {
+          showTools(section, answer.tools || []);
+        }).catch(function () { /* ended meanwhile: the events say why */ });
+      } else if (TERMINAL[event.status]) {
+        var list = document.getElementById("tool-list");
+        list.textContent = "";
+        list.appendChild(el("p", { "class": "muted" }, "The sandbox has ended."));
+        var stop = document.getElementById("stop-form");
+        if (stop) stop.hidden = true;
+      }
+    });
+  }
+
+  /* --- overview counts ---------------------------------------------------------------- */
+
+  function pollCounts(box) {
+    setInterval(function () {
+      if (document.hidden) return;
+      api("GET", box.dataset.src).then(function (counts) {
+        box.querySelectorAll("[data-count]").forEach(function (dd) {
+          var value = counts[dd.dataset.count];
+          if (value !== undefined) dd.textContent = value;
+        });
+      }).catch(function () {});
+    }, 5000);
+  }
+
+  /* --- once-only secrets: copy buttons ------------------------------------------------- */
+
+  function copyButtons() {
+    document.querySelectorAll("[data-copy]").forEach(function (button) {
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        var target = document.getElementById(button.dataset.copy);
+        if (target && navigator.clipboard) navigator.clipboard.writeText(target.textContent.trim());
+        button.textContent = "Copied";
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var tools = document.getElementById("tools");
+    if (tools) enhanceTools(tools);
+    document.querySelectorAll("ol.events[data-stream]").forEach(followEvents);
+    var counts = document.getElementById("counts");
+    if (counts) pollCounts(counts);
+    copyButtons();
+    window.MatrixConsole = { followEvents: followEvents, progressOf: progressOf, api: api };
+  });
+})();

@@ -1,0 +1,36 @@
+"""Console routes: the account pages at the root (the emailed links land on /verify,
+/reset and /invite), everything else under /console/."""
+
+from django.urls import URLPattern, path
+from django.views.generic import RedirectView
+
+from matrixcloud.console.views import auth, jobs, sandboxes, workspace
+
+app_name = "console"
+
+urlpatterns: list[URLPattern] = [
+    path("", RedirectView.as_view(pattern_name="console:overview"), name="root"),
+    path("signup", auth.signup, name="signup"),
+    path("login", auth.login, name="login"),
+    path("logout", auth.logout, name="logout"),
+    path("forgot", auth.forgot, name="forgot"),
+    path("reset", auth.reset, name="reset"),
+    path("verify", auth.verify, name="verify"),
+    path("verify/resend", auth.verify_resend, name="verify-resend"),
+    path("invite", auth.invite, name="invite"),
+    path("console/", workspace.overview, name="overview"),
+    path("console/overview/counts", workspace.overview_counts, name="overview-counts"),
+    path("console/catalog", workspace.catalog, name="catalog"),
+    path("console/catalog/launch", sandboxes.sandbox_launch, name="catalog-launch"),
+    path("console/sandboxes", sandboxes.sandbox_list, name="sandboxes"),
+    path("console/sandboxes/<str:session_id>", sandboxes.sandbox_detail, name="sandbox"),
+    path("console/sandboxes/<str:session_id>/call", sandboxes.sandbox_call, name="sandbox-call"),
+    path(
+        "console/sandboxes/<str:session_id>/stop", sandboxes.sandbox_stop_view, name="sandbox-stop"
+    ),
+    path("console/jobs", jobs.job_list_view, name="jobs"),
+    path("console/jobs/<str:job_id>", jobs.job_detail, name="job"),
+    path("console/jobs/<str:job_id>/cancel", jobs.job_cancel_view, name="job-cancel"),
+    path("console/members", workspace.members, name="members"),
+    path("console/audit", workspace.audit, name="audit"),
+]

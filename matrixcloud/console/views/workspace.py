@@ -1,0 +1,87 @@
+"""Workspace pages: overview, catalog, members and invitations, audit log."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from accounts.principals import Actor
+from accounts.ratelimit import client_ip
+from accounts.selectors import audit_events_recent, invitations_pending, members_of
+from accounts.services import invitation_create
+from matrixcloud.console.access import manager_view, workspace_view
+from matrixcloud.console.forms import InviteForm, LaunchForm
+from matrixcloud.console.selectors import job_counts, live_sessions_count
+from matrixcloud.errors import ApplicationError
+from matrixcloud.lib.readiness import readiness_report
+from models_registry.catalog import catalog_items
+from runtimes.selectors import capabilities_describe
+
+
+def _counts(actor: Actor) -> dict[str, int]:
+    workspace = actor.visible_workspace
+    counts = job_counts(workspace=workspace)
+    return {"live_sandboxes": live_sessions_count(workspace=workspace), **counts}
+
+
+@require_GET
+@workspace_view
+def overview(request: HttpRequest, actor: Actor) -> HttpResponse:
+    context = {
+        "readiness": readiness_report(),
+        "capabilities": capabilities_describe(),
+        "counts": _counts(actor),
+    }
+    return render(request, "console/overview.html", context)
+
+
+@require_GET
+@workspace_view
+def overview_counts(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """The overview's live counts, polled by its script."""
+    return JsonResponse(_counts(actor))
+
+
+@require_GET
+@workspace_view
+def catalog(request: HttpRequest, actor: Actor) -> HttpResponse:
+    items = catalog_items()
+    context = {"items": items, "launch_form": LaunchForm()}
+    return render(request, "console/catalog.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@workspace_view
+def members(request: HttpRequest, actor: Actor) -> HttpResponse:
+    form = InviteForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            actor.require_manager("invite members")
+            invitation, _secret = invitation_create(
+                workspace=actor.workspace,
+                inviter=actor.user,
+                actor=actor.id,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                ip=client_ip(request),
+            )
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, f"Invitation sent to {invitation.email}.")
+            return redirect("console:members")
+    context = {
+        "members": members_of(workspace=actor.workspace),
+        "invitations": invitations_pending(workspace=actor.workspace) if actor.can_manage else [],
+        "form": form,
+    }
+    return render(request, "console/members.html", context, status=400 if form.errors else 200)
+
+
+@require_GET
+@manager_view("read the audit log")
+def audit(request: HttpRequest, actor: Actor) -> HttpResponse:
+    events = audit_events_recent(workspace=actor.workspace)
+    return render(request, "console/audit.html", {"events": events})

@@ -1,0 +1,321 @@
+"""The web console through Django's test client: every page needs a signed-in user,
+acts in that user's workspace exactly as the API does (another workspace's object is a
+404), checks CSRF on every form, and calls the same services as the API (rows, audit).
+The real browser walk-through is ``tests/browser/test_console_browser.py``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import AuditEvent, Invitation, SessionToken, User
+from jobs.choices import JobStatus
+from jobs.models import Job
+from sandbox.models import SandboxSession
+from sandbox.services import sandbox_create
+from tests import factories
+from tests.factories import PASSWORD, token_in
+
+pytestmark = pytest.mark.django_db
+
+cast = factories.cast
+outbox = factories.outbox
+COMMAND = "node /opt/servers/everything/dist/index.js stdio"
+PAGE_BUDGET = 100 * 1024
+
+PAGES = [
+    "/console/",
+    "/console/catalog",
+    "/console/sandboxes",
+    "/console/jobs",
+    "/console/members",
+    "/console/audit",
+]
+
+
+def signed_in(user: User) -> Client:
+    """A browser signed in through the console's own sign-in form."""
+    client = Client(REMOTE_ADDR="127.0.0.1")
+    response = client.post("/login", {"email": user.email, "password": PASSWORD})
+    assert response.status_code == 302, response.content
+    return client
+
+
+def session_of(workspace: Any, command: str = COMMAND) -> SandboxSession:
+    return sandbox_create(
+        workspace=workspace, start_command=command, env=None, ttl_seconds=0, actor="test"
+    )
+
+
+@pytest.fixture
+def owner(cast: factories.Cast) -> Client:
+    return signed_in(cast.owner)
+
+
+# --- authentication required ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [*PAGES, "/console/sandboxes/sbx_x", "/console/jobs/job_x"])
+def test_every_page_sends_a_stranger_to_sign_in(client: Client, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"] == f"/login?next={path}"
+
+
+def test_the_root_goes_to_the_overview(client: Client) -> None:
+    assert client.get("/")["Location"] == "/console/"
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_renders_for_a_member_under_the_size_budget(
+    cast: factories.Cast, path: str
+) -> None:
+    client = signed_in(cast.owner)
+    response = client.get(path)
+    assert response.status_code == 200
+    assert len(response.content) < PAGE_BUDGET
+    html = response.content.decode()
+    assert '<main id="main"' in html
+    assert 'aria-label="Main"' in html
+    assert "https://" not in html.replace("https://huggingface.co", "")  # no CDN
+
+
+def test_static_files_are_served_by_the_app(client: Client) -> None:
+    for name in ("console.js", "console.css"):
+        response = client.get(f"/static/console/{name}")
+        assert response.status_code == 200
+        body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+        assert len(body) < 40 * 1024
+    assert client.get("/static/console/nothing.js").status_code == 404
+
+
+# --- sign up, sign in, sign out ----------------------------------------------------------
+
+
+def test_signup_creates_the_workspace_and_signs_in(
+    client: Client, outbox: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/signup",
+            {"name": "Ada", "email": "Ada@Example.com", "password": PASSWORD, "workspace": "Lab"},
+        )
+    assert response.status_code == 302
+    assert response["Location"] == "/console/"
+    user = User.objects.get(email="ada@example.com")
+    assert AuditEvent.objects.filter(action="user.signup", actor=user.pk).exists()
+    overview = client.get("/console/")
+    assert overview.status_code == 200
+    assert "Your email is not verified yet" in overview.content.decode()
+    # The emailed link lands on the console's verify page; opening it changes nothing.
+    secret = token_in(outbox[0].body, "mxev")
+    page = client.get(f"/verify?token={secret}")
+    assert page.status_code == 200
+    user.refresh_from_db()
+    assert user.email_verified_at is None
+    assert "Email verified." in client.post("/verify", {"token": secret}).content.decode()
+    user.refresh_from_db()
+    assert user.email_verified_at is not None
+
+
+def test_signup_errors_are_shown_on_the_form(client: Client, cast: factories.Cast) -> None:
+    taken = client.post("/signup", {"name": "X", "email": cast.owner.email, "password": PASSWORD})
+    assert taken.status_code == 400
+    assert "an account with this email already exists" in taken.content.decode()
+    weak = client.post("/signup", {"name": "X", "email": "x@example.com", "password": "password"})
+    assert weak.status_code == 400
+    assert "too common" in weak.content.decode()
+    assert not User.objects.filter(email="x@example.com").exists()
+
+
+def test_sign_in_with_a_wrong_password_is_refused_and_audited(
+    client: Client, cast: factories.Cast
+) -> None:
+    response = client.post("/login", {"email": cast.owner.email, "password": "wrong password 1"})
+    assert response.status_code == 400
+    assert "invalid email or password" in response.content.decode()
+    assert client.get("/console/").status_code == 302
+    assert AuditEvent.objects.filter(action="user.login", status="failure").exists()
+
+
+def test_sign_in_follows_next_only_to_this_site(cast: factories.Cast) -> None:
+    client = Client()
+    data = {"email": cast.owner.email, "password": PASSWORD}
+    assert client.post("/login?next=/console/jobs", data)["Location"] == "/console/jobs"
+    other = Client()
+    assert other.post("/login?next=https://evil.test/", data)["Location"] == "/console/"
+
+
+def test_sign_out_revokes_the_session_it_started(cast: factories.Cast) -> None:
+    client = signed_in(cast.member)
+    token = SessionToken.objects.filter(user=cast.member).latest("created_at")
+    assert token.revoked_at is None
+    assert client.post("/logout")["Location"] == "/login"
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert client.get("/console/").status_code == 302
+    assert client.get("/logout").status_code == 405  # never a GET that signs out
+
+
+def test_every_form_checks_csrf(cast: factories.Cast) -> None:
+    strict = Client(enforce_csrf_checks=True)
+    assert strict.post("/login", {"email": cast.owner.email, "password": PASSWORD}).status_code == (
+        403
+    )
+    page = strict.get("/login")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())
+    assert token is not None
+    data = {"email": cast.owner.email, "password": PASSWORD, "csrfmiddlewaretoken": token[1]}
+    assert strict.post("/login", data).status_code == 302
+    # Signed in, a write without the token is still refused and changes nothing.
+    assert strict.post("/console/sandboxes", {"start_command": COMMAND}).status_code == 403
+    assert not SandboxSession.objects.exists()
+
+
+def test_forgot_and_reset_password(
+    client: Client, cast: factories.Cast, outbox: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/forgot", {"email": cast.member.email})
+    assert response["Location"] == "/login"
+    unknown = client.post("/forgot", {"email": "nobody@example.com"})
+    assert unknown["Location"] == "/login"  # the same answer either way
+    secret = token_in(outbox[0].body, "mxpr")
+    assert client.get(f"/reset?token={secret}").status_code == 200
+    bad = client.post("/reset", {"token": "mxpr_" + "0" * 64, "password": "new harbour 77"})
+    assert bad.status_code == 400
+    assert "invalid or expired reset link" in bad.content.decode()
+    done = client.post("/reset", {"token": secret, "password": "new harbour lantern 77"})
+    assert done["Location"] == "/login"
+    ok = client.post("/login", {"email": cast.member.email, "password": "new harbour lantern 77"})
+    assert ok.status_code == 302
+
+
+def test_invitations_from_the_members_page_and_accepting_one(
+    cast: factories.Cast, outbox: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    owner = signed_in(cast.owner)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = owner.post("/console/members", {"email": "new@northwind.test", "role": "Member"})
+    assert response["Location"] == "/console/members"
+    assert Invitation.objects.filter(workspace=cast.workspace, email="new@northwind.test").exists()
+    assert "new@northwind.test" in owner.get("/console/members").content.decode()
+    secret = token_in(outbox[0].body, "mxin")
+    newcomer = Client()
+    joined = newcomer.post("/invite", {"token": secret, "name": "Nia", "password": PASSWORD})
+    assert joined["Location"] == "/console/"
+    assert "Nia" in newcomer.get("/console/members").content.decode()
+    # A Member may not invite: the service refuses, the form says why.
+    member = signed_in(cast.member)
+    refused = member.post("/console/members", {"email": "x@northwind.test", "role": "Member"})
+    assert refused.status_code == 400
+    assert "only a workspace Owner or Admin may invite members" in refused.content.decode()
+
+
+def test_the_audit_log_is_for_owners_and_admins(cast: factories.Cast) -> None:
+    page = signed_in(cast.admin).get("/console/audit")
+    assert page.status_code == 200
+    assert "workspace.member.joined" in page.content.decode()
+    refused = signed_in(cast.member).get("/console/audit")
+    assert refused.status_code == 403
+    assert "only a workspace Owner or Admin may read the audit log" in refused.content.decode()
+    outsider = signed_in(cast.outsider).get("/console/audit").content.decode()
+    assert "northwind" not in outsider
+
+
+# --- sandboxes and jobs: the API's services and scoping ------------------------------------
+
+
+def test_starting_a_sandbox_from_a_command(owner: Client, cast: factories.Cast) -> None:
+    response = owner.post("/console/sandboxes", {"start_command": COMMAND, "env": "A=1"})
+    session = SandboxSession.objects.get()
+    assert response["Location"] == f"/console/sandboxes/{session.pk}"
+    assert session.workspace == cast.workspace
+    assert session.env == {"A": "1"}
+    assert AuditEvent.objects.filter(action="sandbox.created", target=session.pk).exists()
+    page = owner.get(response["Location"]).content.decode()
+    assert "queue" in page  # the events so far
+    assert f'data-stream="/v1/sandbox/sessions/{session.pk}/events"' in page
+    listed = owner.get("/console/sandboxes").content.decode()
+    assert session.pk in listed
+
+
+def test_a_refused_command_says_why(owner: Client) -> None:
+    response = owner.post("/console/sandboxes", {"start_command": "bash -c 'rm -rf /'"})
+    assert response.status_code == 400
+    assert "not allowed" in response.content.decode()
+    assert not SandboxSession.objects.exists()
+
+
+def test_launching_from_the_catalog(owner: Client) -> None:
+    response = owner.post("/console/catalog/launch", {"item_id": "mcp_server:everything"})
+    session = SandboxSession.objects.get()
+    assert response["Location"] == f"/console/sandboxes/{session.pk}"
+    assert session.start_command == "npx -y @modelcontextprotocol/server-everything"
+    model = owner.post("/console/catalog/launch", {"item_id": "model:qwen2.5-7b"})
+    assert model["Location"] == "/console/catalog"
+    assert SandboxSession.objects.count() == 1
+
+
+def test_a_tool_call_before_ready_and_stop(owner: Client, cast: factories.Cast) -> None:
+    session = session_of(cast.workspace)
+    call = owner.post(
+        f"/console/sandboxes/{session.pk}/call", {"name": "echo", "arguments": '{"message":"x"}'}
+    )
+    assert call.status_code == 400
+    assert "sandbox not ready" in call.content.decode()
+    bad = owner.post(f"/console/sandboxes/{session.pk}/call", {"name": "echo", "arguments": "[1]"})
+    assert "the arguments must be a JSON object" in bad.content.decode()
+    stopped = owner.post(f"/console/sandboxes/{session.pk}/stop")
+    assert stopped["Location"] == f"/console/sandboxes/{session.pk}"
+    session.job.refresh_from_db()
+    assert session.job.status == JobStatus.CANCELLED
+    assert AuditEvent.objects.filter(action="job.cancelled", target=session.job.pk).exists()
+
+
+def test_another_workspaces_sandbox_and_job_are_404(cast: factories.Cast) -> None:
+    session = session_of(cast.workspace)
+    outsider = signed_in(cast.outsider)
+    for path in (
+        f"/console/sandboxes/{session.pk}",
+        f"/console/jobs/{session.job.pk}",
+    ):
+        assert outsider.get(path).status_code == 404
+    for path in (
+        f"/console/sandboxes/{session.pk}/stop",
+        f"/console/sandboxes/{session.pk}/call",
+        f"/console/jobs/{session.job.pk}/cancel",
+    ):
+        assert outsider.post(path, {"name": "echo"}).status_code == 404
+    session.job.refresh_from_db()
+    assert session.job.status == JobStatus.QUEUED
+    assert session.pk not in outsider.get("/console/sandboxes").content.decode()
+    assert session.job.pk not in outsider.get("/console/jobs").content.decode()
+    assert signed_in(cast.member).get(f"/console/sandboxes/{session.pk}").status_code == 200
+
+
+def test_the_job_list_filters_and_the_job_page(owner: Client, cast: factories.Cast) -> None:
+    session = session_of(cast.workspace)
+    job = session.job
+    listed = owner.get("/console/jobs?type=mcp.test&status=queued").content.decode()
+    assert job.pk in listed
+    assert job.pk not in owner.get("/console/jobs?status=complete").content.decode()
+    assert owner.get("/console/jobs?status=bogus").status_code == 400
+    assert owner.get("/console/jobs?cursor=%%%").status_code == 400
+    page = owner.get(f"/console/jobs/{job.pk}").content.decode()
+    assert f'data-stream="/v1/jobs/{job.pk}/events"' in page
+    assert "Job queued" in page
+    assert owner.post(f"/console/jobs/{job.pk}/cancel").status_code == 302
+    assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
+
+
+def test_overview_counts_are_the_workspaces_own(cast: factories.Cast) -> None:
+    session_of(cast.workspace)
+    mine = signed_in(cast.owner).get(reverse("console:overview-counts")).json()
+    theirs = signed_in(cast.outsider).get(reverse("console:overview-counts")).json()
+    assert (mine["queued"], mine["live_sandboxes"]) == (1, 1)
+    assert (theirs["queued"], theirs["live_sandboxes"]) == (0, 0)
