@@ -253,11 +253,13 @@ INSTALLED_APPS = [
     "jobs",
     "models_registry",
     "sandbox",
+    "matrixcloud.console",
 ]
 
 MIDDLEWARE = [
     "matrixcloud.middleware.ApiGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -310,8 +312,14 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
-STATIC_URL = "static/"
+STATIC_URL = "/static/"
 STATIC_ROOT = MATRIX_DATA_DIR / "static"
+# The console's CSS and JS are served by the app itself (works air-gapped), found in
+# the apps without a collectstatic step.
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(exist_ok=True)  # collectstatic's target; whitenoise warns when missing
+LOGIN_URL = "/login"
+LOGIN_REDIRECT_URL = "/console/"
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = MATRIX_MAX_BODY_BYTES
 SESSION_COOKIE_HTTPONLY = True
