@@ -1,4 +1,4 @@
-"""URL map: the API under /v1/, the schema, the docs, admin."""
+"""URL map: the API under /v1/, the schema, the docs, admin, the web console."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -20,4 +20,5 @@ urlpatterns = [
     path("openapi.yaml", SchemaView.as_view(), name="openapi-schema"),
     path("docs", DocsView.as_view(), name="api-docs"),
     re_path(r"^v1(?:/.*)?$", api_not_found),
+    path("", include("matrixcloud.console.urls")),
 ]
