@@ -1,7 +1,9 @@
 """Django admin for accounts: operators manage users, workspaces and sessions here.
 
-Secrets are never shown (only hashes exist); audit rows and one-time tokens are
-read-only; revoking sessions goes through the same update the logout service makes.
+Secrets are never shown (only hashes exist, and provider credentials show their hint,
+never the secret or its ciphertext); audit rows, usage and one-time tokens are
+read-only; revoking sessions goes through the same update the logout service makes, and
+deleting a provider credential through the audited service.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from accounts.models import (
     Invitation,
     Membership,
     PasswordReset,
+    ProviderCredential,
     SessionToken,
+    UsageEvent,
     User,
     Workspace,
 )
+from accounts.services.providers import provider_delete
 
 
 class UserCreationForm(BaseUserCreationForm):
@@ -160,3 +165,48 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_filter = ("status", "action")
     search_fields = ("id", "actor", "action", "target", "ip", "workspace__slug")
     ordering = ("-seq",)
+
+
+@admin.register(ProviderCredential)
+class ProviderCredentialAdmin(ReadOnlyAdmin):
+    """Workspaces' provider credentials, by hint only; delete them with the action."""
+
+    list_display = ("id", "workspace", "provider", "label", "hint", "created_at", "updated_at")
+    list_filter = ("provider",)
+    search_fields = ("id", "provider", "label", "workspace__slug")
+    list_select_related = ("workspace",)
+    fields = ("id", "workspace", "provider", "label", "hint", "meta", "created_by", "created_at")
+    actions = ("delete_credentials",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ProviderCredential]:
+        return super().get_queryset(request).defer("secret")  # never even decrypted here
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)  # needed for the action; fields stay read-only
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return self.fields
+
+    @admin.action(description="Delete the selected credentials (audited)")
+    def delete_credentials(
+        self, request: HttpRequest, queryset: QuerySet[ProviderCredential]
+    ) -> None:
+        rows = list(queryset.select_related("workspace"))
+        for credential in rows:
+            provider_delete(
+                workspace=credential.workspace,
+                credential_id=credential.pk,
+                actor=f"operator:{request.user.pk}",
+            )
+        self.message_user(request, f"Deleted {len(rows)} credential(s).", messages.SUCCESS)
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(ReadOnlyAdmin):
+    """Metered actions as recorded (``/v1/cloud/usage`` sums them per kind)."""
+
+    list_display = ("created_at", "kind", "quantity", "workspace", "user", "runtime_id")
+    list_filter = ("kind",)
+    search_fields = ("id", "workspace__slug", "user__email", "runtime_id")
+    list_select_related = ("workspace", "user")
+    ordering = ("-created_at",)

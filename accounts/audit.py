@@ -83,6 +83,7 @@ class ChainReport:
     checked: int
     broken_seq: int | None
     reason: str
+    broken_id: str = ""  # the broken row's public id (au_…), when a row is to blame
 
     @property
     def ok(self) -> bool:
@@ -95,9 +96,13 @@ def audit_verify(batch: int = 2000) -> ChainReport:
     checked = 0
     for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=batch):
         if event.prev_hash != prev:
-            return ChainReport(checked, event.seq, "previous hash does not match (row removed?)")
+            return ChainReport(
+                checked, event.seq, "previous hash does not match (row removed?)", event.id
+            )
         if chain_hash(prev, event) != event.hash:
-            return ChainReport(checked, event.seq, "content does not match its hash (row edited?)")
+            return ChainReport(
+                checked, event.seq, "content does not match its hash (row edited?)", event.id
+            )
         prev = event.hash
         checked += 1
     head = AuditChainHead.objects.filter(pk=1).first()

@@ -21,8 +21,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.audit import audit_record
-from accounts.choices import AuditStatus
+from accounts.choices import AuditStatus, UsageKind
 from accounts.models import Workspace
+from accounts.services.usage import Usage, usage_record_many
 from jobs.choices import JobStatus
 from jobs.models import Job
 from jobs.services import job_await_terminal, job_cancel, job_enqueue, ttl_resolve
@@ -106,7 +107,7 @@ def session_ensure(job: Job) -> SandboxSession:
     ``mcp.test`` created through ``POST /v1/jobs`` gets one when a host claims it)."""
     payload = job.payload or {}
     command = str(payload.get("start_command", ""))
-    session, _ = SandboxSession.objects.get_or_create(
+    session, created = SandboxSession.objects.get_or_create(
         job=job,
         defaults={
             "workspace_id": job.workspace_id,
@@ -118,6 +119,15 @@ def session_ensure(job: Job) -> SandboxSession:
             "created_at": job.created_at,
         },
     )
+    if created:  # metered once per session, whichever way it was created
+        usage_record_many([
+            Usage(
+                workspace_id=job.workspace_id,
+                kind=UsageKind.SANDBOX_START,
+                user_id=job.created_by_id,
+                meta={"session_id": session.pk, "type": job.type},
+            )
+        ])  # fmt: skip
     return session
 
 
@@ -287,7 +297,21 @@ def tool_calls_record(entries: list[CallEntry]) -> list[ToolCall]:
                 status=AuditStatus.FAILURE if failed else AuditStatus.SUCCESS,
                 meta={"tool": call.tool, "outcome": call.outcome, "duration_ms": call.duration_ms},
             )
+        usage_record_many(_tool_call_usage(calls))
     return calls
+
+
+def _tool_call_usage(calls: list[ToolCall]) -> list[Usage]:
+    """One usage event per workspace and user for the calls that reached a server."""
+    counts: dict[tuple[str, str | None], int] = {}
+    for call in calls:
+        if call.outcome != ToolCallOutcome.REFUSED:
+            key = (call.workspace_id, call.user_id)
+            counts[key] = counts.get(key, 0) + 1
+    return [
+        Usage(workspace_id=workspace_id, kind=UsageKind.TOOL_CALL, quantity=n, user_id=user_id)
+        for (workspace_id, user_id), n in counts.items()
+    ]
 
 
 def _still_recordable(entries: list[CallEntry]) -> list[CallEntry]:

@@ -17,7 +17,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         report = audit_verify()
         if not report.ok:
-            where = "the newest rows" if report.broken_seq == -1 else f"row {report.broken_seq}"
+            where = (
+                "the newest rows"
+                if report.broken_seq == -1
+                else f"row {report.broken_id} (seq {report.broken_seq})"
+            )
             raise CommandError(
                 f"audit chain broken at {where} after {report.checked} good rows: {report.reason}"
             )
