@@ -15,3 +15,4 @@ class SandboxConfig(AppConfig):
 
     def ready(self) -> None:
         from sandbox import handlers  # noqa: F401  (registers the session job types)
+        from sandbox.matrixshell import handlers as _shell  # noqa: F401  (matrixshell.install)

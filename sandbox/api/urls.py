@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from sandbox.api import streams, views
+from sandbox.api import matrixshell, streams, views
 
 urlpatterns: list[URLPattern] = [
     path("sandbox/sessions", views.SandboxCollectionView.as_view(), name="sandbox-sessions"),
@@ -26,7 +26,13 @@ urlpatterns: list[URLPattern] = [
         views.SandboxToolCallView.as_view(),
         name="sandbox-tool-call",
     ),
-    path("matrixshell/status", views.MatrixShellStatusView.as_view(), name="matrixshell-status"),
-    path("matrixshell/install", views.MatrixShellInstallView.as_view(), name="matrixshell-install"),
-    path("matrixshell/exec", views.MatrixShellExecView.as_view(), name="matrixshell-exec"),
+    path(
+        "matrixshell/status", matrixshell.MatrixShellStatusView.as_view(), name="matrixshell-status"
+    ),
+    path(
+        "matrixshell/install",
+        matrixshell.MatrixShellInstallView.as_view(),
+        name="matrixshell-install",
+    ),
+    path("matrixshell/exec", matrixshell.MatrixShellExecView.as_view(), name="matrixshell-exec"),
 ]

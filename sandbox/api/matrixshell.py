@@ -1,0 +1,103 @@
+"""Views of ``/v1/matrixshell``: status, install (a job) and exec, in the caller's workspace.
+
+Each checks the feature gate first (403 when MatrixShell is off), after the normal
+authentication gate. Thin: input serializer, the actor, one service.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.principals import actor_for
+from accounts.ratelimit import client_ip
+from matrixcloud.api.schema import error_responses
+from sandbox.api.serializers import (
+    MatrixShellExecResultSerializer,
+    MatrixShellExecSerializer,
+    MatrixShellInstallSerializer,
+    MatrixShellStatusSerializer,
+)
+from sandbox.matrixshell.services import (
+    matrixshell_exec,
+    matrixshell_gate,
+    matrixshell_install,
+    matrixshell_status,
+)
+
+SHELL_DISABLED = (403, "MatrixShell disabled")
+
+
+class ExecResultSerializer(MatrixShellExecResultSerializer):
+    """The contract's exec answer, plus why a command was cut short and how long it ran."""
+
+    timed_out = serializers.BooleanField(help_text="Killed at the exec timeout.")
+    truncated = serializers.BooleanField(help_text="Killed when its output passed the cap.")
+    duration_ms = serializers.IntegerField()
+
+
+class MatrixShellStatusView(APIView):
+    """Whether MatrixShell is installed in the workspace's sandbox, and which version."""
+
+    @extend_schema(
+        operation_id="matrixshell_status",
+        summary="MatrixShell install status (403 when disabled)",
+        responses={200: MatrixShellStatusSerializer, **error_responses(401, SHELL_DISABLED)},
+    )
+    def get(self, request: Request) -> Response:
+        matrixshell_gate()
+        return Response(matrixshell_status(workspace=actor_for(request).workspace))
+
+
+class MatrixShellInstallView(APIView):
+    """Install MatrixShell into the workspace's sandbox as a matrixshell.install job."""
+
+    @extend_schema(
+        operation_id="matrixshell_install",
+        summary="Install MatrixShell into the local sandbox (job)",
+        request=None,
+        responses={
+            202: MatrixShellInstallSerializer,
+            **error_responses(401, SHELL_DISABLED, (409, "An install is already running"), 422),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        matrixshell_gate()
+        actor = actor_for(request)
+        job = matrixshell_install(
+            workspace=actor.workspace,
+            actor=actor.id,
+            user=actor.user,
+            ip=client_ip(request._request),
+        )
+        return Response({"job_id": job.pk, "events_url": f"/v1/jobs/{job.pk}/events"}, status=202)
+
+
+class MatrixShellExecView(APIView):
+    """Run one command in the workspace's MatrixShell sandbox (denylisted ones refused)."""
+
+    @extend_schema(
+        operation_id="matrixshell_exec",
+        summary="Run a command in the MatrixShell sandbox (denylisted)",
+        request=MatrixShellExecSerializer,
+        responses={
+            200: ExecResultSerializer,
+            **error_responses(400, 401, (403, "Disabled or blocked by denylist"), 422),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = MatrixShellExecSerializer(data=request.data)  # a bad body: 400 first
+        serializer.is_valid(raise_exception=True)
+        matrixshell_gate()
+        actor = actor_for(request)
+        result = matrixshell_exec(
+            workspace=actor.workspace,
+            command=serializer.validated_data["command"],
+            actor=actor.id,
+            user=actor.user,
+            ip=client_ip(request._request),
+        )
+        return Response(result)

@@ -1,0 +1,177 @@
+"""MatrixShell services: the feature gate, status, install (a job) and exec.
+
+Each endpoint first checks the gate (403 when MatrixShell is off), then acts in the
+caller's workspace only: its own venv and working dir (:mod:`.workspace`). ``exec``
+runs the command with ``bash -lc`` isolated like a sandbox, denylist first, with a
+timeout and an output cap; every exec, refused or run, is audited, and every run is
+metered (``matrixshell.exec``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from accounts.audit import audit_record
+from accounts.choices import AuditStatus
+from accounts.models import User, Workspace
+from accounts.services.usage import usage_record
+from jobs.choices import JobStatus
+from jobs.models import Job
+from jobs.services import job_enqueue
+from matrixcloud.errors import Conflict, Forbidden, UnprocessableEntity
+from sandbox.errors import SandboxStartError
+from sandbox.matrixshell.denylist import command_denied
+from sandbox.matrixshell.process import RunOutcome, isolated_run
+from sandbox.matrixshell.workspace import VERSION_PROBE, ShellPaths, shell_spec
+
+INSTALL_JOB_TYPE = "matrixshell.install"
+INSTALL_TTL_SECONDS = 600
+STATUS_TIMEOUT = 8.0
+STATUS_OUTPUT_CAP = 64 * 1024
+AUDIT_COMMAND_CHARS = 200
+DISABLED = "MatrixShell is disabled (set MATRIX_RUNTIME_MATRIXSHELL_ENABLED=true to enable)"
+
+
+def matrixshell_gate() -> None:
+    """403 unless MatrixShell is enabled on this installation."""
+    if not settings.MATRIX_MATRIXSHELL_ENABLED:
+        raise Forbidden(DISABLED)
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+def matrixshell_version(paths: ShellPaths) -> str:
+    """The installed ``matrixsh`` version, read inside the sandbox; "" when not installed."""
+    if not paths.python.exists() or not paths.console_script.exists():
+        return ""
+    spec = shell_spec(paths, ["python", "-c", VERSION_PROBE])
+    outcome = asyncio.run(isolated_run(spec, timeout=STATUS_TIMEOUT, output_cap=STATUS_OUTPUT_CAP))
+    return outcome.stdout.strip() if outcome.exit_code == 0 else ""
+
+
+def matrixshell_status(*, workspace: Workspace) -> dict[str, Any]:
+    """The workspace's install status, as the contract's ``/v1/matrixshell/status``."""
+    paths = ShellPaths.for_workspace(workspace.pk)
+    version = matrixshell_version(paths)
+    return {
+        "installed": bool(version),
+        "version": version,
+        "venv": str(paths.venv),
+        "python": str(paths.python) if paths.python.exists() else "",
+        "sandbox": str(paths.root),
+        "spec": settings.MATRIX_MATRIXSHELL_SPEC,
+    }
+
+
+# --- install -----------------------------------------------------------------------------
+
+
+def matrixshell_install(
+    *, workspace: Workspace, actor: str, user: User | None = None, ip: str = ""
+) -> Job:
+    """Start a ``matrixshell.install`` job for the workspace (409 while one is active)."""
+    ttl = min(INSTALL_TTL_SECONDS, settings.MATRIX_MAX_TTL_SECONDS)
+    with transaction.atomic():
+        active = Job.objects.filter(
+            workspace=workspace, type=INSTALL_JOB_TYPE, status__in=JobStatus.active()
+        )
+        if active.select_for_update().exists():
+            raise Conflict("a MatrixShell install is already running in this workspace")
+        return job_enqueue(
+            workspace=workspace,
+            job_type=INSTALL_JOB_TYPE,
+            payload={},
+            ttl_seconds=ttl,
+            actor=actor,
+            user=user,
+            ip=ip,
+        )
+
+
+# --- exec --------------------------------------------------------------------------------
+
+
+def _audit_target(command: str) -> str:
+    if len(command) <= AUDIT_COMMAND_CHARS:
+        return command
+    return command[:AUDIT_COMMAND_CHARS] + "…"
+
+
+def matrixshell_exec(
+    *, workspace: Workspace, command: str, actor: str, user: User | None = None, ip: str = ""
+) -> dict[str, Any]:
+    """Run ``command`` in the workspace's MatrixShell; what it printed and how it exited.
+
+    422 for an empty command or a workspace without its venv, 403 for a denylisted one
+    (audited as a failure). What the command does is never an HTTP error: exit code -1
+    means it was killed (timeout, output cap) or could not start.
+    """
+    trimmed = command.strip()
+    if not trimmed:
+        raise UnprocessableEntity("empty command")
+    target = _audit_target(command)
+    if command_denied(trimmed):
+        audit_record(
+            action="matrixshell.exec",
+            actor=actor,
+            workspace=workspace,
+            target=target,
+            ip=ip,
+            status=AuditStatus.FAILURE,
+            meta={"reason": "denylist"},
+        )
+        raise Forbidden("refused by safety denylist")
+    paths = ShellPaths.for_workspace(workspace.pk)
+    if not paths.python.exists():
+        raise UnprocessableEntity("MatrixShell sandbox is not installed yet")
+    outcome = _run_command(paths, trimmed)
+    meta = {key: value for key, value in asdict(outcome).items() if key not in ("stdout", "stderr")}
+    with transaction.atomic():
+        audit_record(
+            action="matrixshell.exec",
+            actor=actor,
+            workspace=workspace,
+            target=target,
+            ip=ip,
+            meta=meta,
+        )
+        usage_record(
+            workspace=workspace,
+            kind="matrixshell.exec",
+            user=user,
+            meta={"exit_code": outcome.exit_code},
+        )
+    return {
+        "command": command,
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr,
+        "exit_code": outcome.exit_code,
+        "timed_out": outcome.timed_out,
+        "truncated": outcome.truncated,
+        "duration_ms": outcome.duration_ms,
+    }
+
+
+def _run_command(paths: ShellPaths, command: str) -> RunOutcome:
+    timeout = settings.MATRIX_MATRIXSHELL_TIMEOUT
+    cap = settings.MATRIX_MATRIXSHELL_OUTPUT_BYTES
+    spec = shell_spec(paths, ["bash", "-lc", command])
+    try:
+        outcome = asyncio.run(isolated_run(spec, timeout=timeout, output_cap=cap))
+    except (
+        OSError,
+        ValueError,
+        SandboxStartError,
+    ) as exc:  # never an HTTP error: the answer says it
+        return RunOutcome(exit_code=-1, stderr=f"matrixshell: the command could not start: {exc}")
+    if outcome.timed_out:
+        outcome.stderr += f"\nmatrixshell: the command ran past {timeout:g} s and was killed\n"
+    elif outcome.truncated:
+        outcome.stderr += f"\nmatrixshell: output passed {cap} bytes; the command was killed\n"
+    return outcome

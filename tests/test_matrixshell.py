@@ -1,0 +1,379 @@
+"""MatrixShell for real: a venv per workspace installed offline by a real job, commands
+run under real bubblewrap, the denylist, the timeout, the output cap, the gate.
+
+The install spec is a tiny package directory written here (``matrixsh`` 0.1.0 with a
+``matrixsh`` console script) whose build backend lives in the directory itself, so
+pip really builds and installs it with ``--no-index``: no network anywhere. The
+install runs once per module (the first test that needs it), into a workspace with a
+fixed id, so the venv outlives each test's database flush; tests act as the local-dev
+operator in that workspace (``X-Matrix-Workspace``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from accounts.models import AuditEvent, UsageEvent, Workspace
+from jobs.models import Job, JobEvent
+from jobs.tasks import run_job
+from sandbox.isolation import SANDBOX_UID, TIER_BUBBLEWRAP, isolation_tier, tier_probe
+from sandbox.matrixshell.denylist import command_denied
+from sandbox.matrixshell.workspace import ShellPaths
+from tests.factories import bearer, error, signup
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+WORKSPACE_ID = "ws_matrixshelltest01"
+WORKSPACE_SLUG = "shell-test"
+OTHER_ID = "ws_matrixshelltest02"
+CANARY = "MXC_SHELL_CANARY_SECRET"
+DATA_FILES = ("matrixcloud.sqlite3", "secret.key", "django-secret.key")
+STATUS, INSTALL, EXEC = "/v1/matrixshell/status", "/v1/matrixshell/install", "/v1/matrixshell/exec"
+
+BACKEND = '''
+"""A PEP 517 backend in ~20 lines: builds the matrixsh wheel with zipfile."""
+import base64, hashlib, os, zipfile
+
+NAME, VERSION = "matrixsh", "0.1.0"
+DIST = f"{NAME}-{VERSION}.dist-info"
+FILES = {
+    f"{NAME}/__init__.py": open(os.path.join(os.path.dirname(__file__), "..", "src",
+                                             "__init__.py")).read(),
+    f"{DIST}/METADATA": f"Metadata-Version: 2.1\\nName: {NAME}\\nVersion: {VERSION}\\n",
+    f"{DIST}/WHEEL": "Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\n"
+                     "Tag: py3-none-any\\n",
+    f"{DIST}/entry_points.txt": f"[console_scripts]\\n{NAME} = {NAME}:main\\n",
+}
+
+def _digest(text):
+    raw = hashlib.sha256(text.encode()).digest()
+    return "sha256=" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = f"{NAME}-{VERSION}-py3-none-any.whl"
+    record = [f"{path},{_digest(text)},{len(text.encode())}" for path, text in FILES.items()]
+    record.append(f"{DIST}/RECORD,,")
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as wheel:
+        for path, text in FILES.items():
+            wheel.writestr(path, text)
+        wheel.writestr(f"{DIST}/RECORD", "\\n".join(record) + "\\n")
+    return name
+'''
+PACKAGE = """
+import sys
+
+def main():
+    if "--help" in sys.argv:
+        print("usage: matrixsh [--help]  (the matrixsh test shell)")
+    return 0
+"""
+PYPROJECT = """
+[build-system]
+requires = []
+build-backend = "mxbackend"
+backend-path = ["backend"]
+"""
+
+
+# --- the module's data dir, package and install ---------------------------------------------
+
+
+def write_package(root: Path) -> Path:
+    """The ``matrixsh`` package dir, readable by the sandbox user (pytest dirs are 0700)."""
+    package = root / "matrixsh-src"
+    for relative, text in {
+        "pyproject.toml": PYPROJECT,
+        "backend/mxbackend.py": BACKEND,
+        "src/__init__.py": PACKAGE,
+    }.items():
+        path = package / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    for path in [package, *package.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return package
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shell_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A data dir holding a database file and both keys, MatrixShell on, the local spec."""
+    if isolation_tier() != TIER_BUBBLEWRAP:
+        pytest.fail(f"MatrixShell runs under bubblewrap, unavailable here: {tier_probe().reason}")
+    root = tmp_path_factory.mktemp("matrixshell")
+    data = root / "data"
+    data.mkdir()
+    for name in DATA_FILES:
+        (data / name).write_text(f"canary {name}")
+        (data / name).chmod(0o600)
+    package = write_package(root)
+    with override_settings(
+        MATRIX_DATA_DIR=data,
+        MATRIX_MATRIXSHELL_ENABLED=True,
+        MATRIX_MATRIXSHELL_SPEC=str(package),
+    ):
+        yield data
+
+
+@pytest.fixture(autouse=True)
+def host_canary(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A secret in the server's own environment, which no command may see."""
+    monkeypatch.setenv(CANARY, "do-not-leak")
+    return CANARY
+
+
+@pytest.fixture
+def workspace(db: None) -> Workspace:
+    """The module's workspace, its id fixed (so its venv survives the flushes)."""
+    return Workspace.objects.create(pk=WORKSPACE_ID, slug=WORKSPACE_SLUG, name="Shell Test")
+
+
+def as_workspace(slug: str = WORKSPACE_SLUG) -> dict[str, str]:
+    return {"HTTP_X_MATRIX_WORKSPACE": slug}
+
+
+INSTALLS: dict[str, Any] = {}
+
+
+@pytest.fixture
+def installed(api: Any, workspace: Workspace) -> dict[str, Any]:
+    """The install job's record: run once per module, through the API and a real job."""
+    if not INSTALLS:
+        response = api.post(INSTALL, **as_workspace())
+        assert response.status_code == 202, response.content
+        job_id = response.json()["job_id"]
+        assert response.json() == {"job_id": job_id, "events_url": f"/v1/jobs/{job_id}/events"}
+        run_job(job_id)  # the worker's task, in this process
+        job = Job.objects.get(pk=job_id)
+        events = list(JobEvent.objects.filter(job_id=job_id).order_by("seq"))
+        INSTALLS.update(
+            job_id=job_id,
+            status=job.status,
+            error=job.error,
+            result=job.result,
+            events=[(e.step, e.status, e.message) for e in events],
+            api=api.get(f"/v1/jobs/{job_id}").json(),
+        )
+    assert INSTALLS["status"] == "complete", (INSTALLS["error"], INSTALLS["events"][-8:])
+    return INSTALLS
+
+
+def run(api: Any, command: str, slug: str = WORKSPACE_SLUG) -> Any:
+    return api.post(EXEC, {"command": command}, **as_workspace(slug))
+
+
+def ran(api: Any, command: str) -> dict[str, Any]:
+    response = run(api, command)
+    assert response.status_code == 200, response.content
+    return dict(response.json())
+
+
+def shell_pids(root: Path) -> list[int]:
+    """Host pids whose working directory is the workspace's MatrixShell dir."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "cwd").startswith(str(root)):
+                    found.append(int(entry.name))
+    return found
+
+
+# --- the gate -------------------------------------------------------------------------------
+
+
+def test_everything_is_403_while_matrixshell_is_off(api, settings, workspace):
+    settings.MATRIX_MATRIXSHELL_ENABLED = False
+    disabled = error(
+        "MatrixShell is disabled (set MATRIX_RUNTIME_MATRIXSHELL_ENABLED=true to enable)", 403
+    )
+    for response in (
+        api.get(STATUS, **as_workspace()),
+        api.post(INSTALL, **as_workspace()),
+        run(api, "echo hi"),
+    ):
+        assert (response.status_code, response.json()) == (403, disabled)
+    assert not Job.objects.exists()
+    assert not ShellPaths.for_workspace(OTHER_ID).root.exists()
+
+
+def test_matrixshell_needs_authentication(api, settings):
+    settings.MATRIX_MODE = "cloud-worker"
+    assert api.get(STATUS).status_code == 401
+    assert run(api, "echo hi").status_code == 401
+
+
+def test_wrong_methods_are_405(api, workspace):
+    assert api.post(STATUS, **as_workspace()).status_code == 405
+    assert api.get(EXEC, **as_workspace()).status_code == 405
+
+
+# --- install and status ---------------------------------------------------------------------
+
+
+def test_install_builds_the_local_package_offline_and_streams_pips_lines(installed, settings):
+    steps = [(step, status) for step, status, _ in installed["events"]]
+    messages = [message for _, _, message in installed["events"]]
+    assert steps[:3] == [("queue", "queued"), ("start", "running"), ("queue", "ok")]
+    assert messages[2] == "Preparing MatrixShell sandbox"
+    assert steps[-2:] == [("ready", "ok"), ("complete", "complete")]
+    paths = ShellPaths.for_workspace(WORKSPACE_ID)
+    install_lines = [m for step, _, m in installed["events"] if step == "install"]
+    assert install_lines[0] == f"creating python sandbox venv: {paths.venv}"
+    spec = settings.MATRIX_MATRIXSHELL_SPEC
+    assert f"installing MatrixShell ({spec}) — this is a real pip install" in install_lines
+    # pip's own lines, as pip printed them, one event each.
+    assert any(line.startswith("Processing ") for line in install_lines), install_lines
+    assert "Successfully installed matrixsh-0.1.0" in install_lines
+    assert install_lines[-1] == "matrixsh 0.1.0 ready in the sandbox"
+    assert messages[-2] == "MatrixShell 0.1.0 installed in sandbox"
+    assert installed["result"] == {
+        "installed": True,
+        "version": "0.1.0",
+        "venv": str(paths.venv),
+        "sandbox": str(paths.root),
+        "python": str(paths.python),
+    }
+    assert installed["api"]["result"] == installed["result"]
+    # Made by the sandbox user, inside the workspace's own dir.
+    assert paths.console_script.exists()
+    assert paths.root.stat().st_uid == (SANDBOX_UID if os.geteuid() == 0 else os.geteuid())
+
+
+def test_status_reports_the_workspaces_install(api, installed, settings):
+    paths = ShellPaths.for_workspace(WORKSPACE_ID)
+    response = api.get(STATUS, **as_workspace())
+    assert response.status_code == 200
+    assert response.json() == {
+        "installed": True,
+        "version": "0.1.0",
+        "venv": str(paths.venv),
+        "python": str(paths.python),
+        "sandbox": str(paths.root),
+        "spec": settings.MATRIX_MATRIXSHELL_SPEC,
+    }
+
+
+def test_another_workspace_has_its_own_uninstalled_shell(api, installed):
+    Workspace.objects.create(pk=OTHER_ID, slug="shell-other", name="Other")
+    other = ShellPaths.for_workspace(OTHER_ID)
+    body = api.get(STATUS, **as_workspace("shell-other")).json()
+    assert (body["installed"], body["version"], body["python"]) == (False, "", "")
+    assert body["venv"] == str(other.venv)
+    response = run(api, "echo hi", slug="shell-other")
+    assert response.json() == error("MatrixShell sandbox is not installed yet", 422)
+
+
+def test_a_signed_up_user_acts_in_their_own_workspace(api, installed):
+    _, workspace, token = signup("Sam Shell", "sam@shell.test", "Sam Co")
+    body = api.get(STATUS, **bearer(token)).json()
+    assert body["installed"] is False
+    assert body["sandbox"] == str(ShellPaths.for_workspace(workspace.pk).root)
+
+
+def test_a_second_install_while_one_is_active_is_409(api, workspace):
+    first = api.post(INSTALL, **as_workspace())
+    assert first.status_code == 202
+    second = api.post(INSTALL, **as_workspace())
+    assert second.json() == error("a MatrixShell install is already running in this workspace", 409)
+    Job.objects.filter(pk=first.json()["job_id"]).delete()  # never run: not this test's venv
+
+
+# --- exec -----------------------------------------------------------------------------------
+
+
+def test_allowed_commands_run_in_the_venv_and_are_audited_and_metered(api, installed):
+    paths = ShellPaths.for_workspace(WORKSPACE_ID)
+    helped = ran(api, "matrixsh --help")
+    assert helped["exit_code"] == 0
+    assert "matrixsh" in helped["stdout"]
+    assert helped["command"] == "matrixsh --help"
+    assert ran(api, 'python -c "print(6*7)"')["stdout"] == "42\n"
+    where = ran(api, 'python -c "import sys; print(sys.prefix)"; pwd; echo $HOME')
+    assert where["stdout"].split() == [str(paths.venv), str(paths.root), str(paths.root)]
+    long = ran(api, "echo " + "x" * 300)
+    assert long["stdout"] == "x" * 300 + "\n"
+    failed = ran(api, "echo oops >&2; exit 3")
+    assert (failed["exit_code"], failed["stderr"], failed["timed_out"]) == (3, "oops\n", False)
+    audits = AuditEvent.objects.filter(action="matrixshell.exec").order_by("created_at", "pk")
+    targets = [a.target for a in audits]
+    assert targets[:2] == ["matrixsh --help", 'python -c "print(6*7)"']
+    assert targets[3] == ("echo " + "x" * 300)[:200] + "…"
+    assert {a.status for a in audits} == {"success"}
+    assert audits.last().meta["exit_code"] == 3
+    assert audits.last().actor == "operator"
+    usage = UsageEvent.objects.filter(kind="matrixshell.exec", workspace_id=WORKSPACE_ID)
+    assert usage.count() == 5
+
+
+def test_files_persist_in_the_workspace_dir_between_commands(api, installed):
+    assert ran(api, "echo kept > note.txt")["exit_code"] == 0
+    assert ran(api, "cat note.txt")["stdout"] == "kept\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["mkfs.ext4 /dev/sda", "dd if=/dev/zero of=/dev/sda", "shutdown now", "rm -rf /",
+     ":(){ :|:& };:", "rm -fr /", "rm -rf /*", "  reboot  "],
+)  # fmt: skip
+def test_denylisted_commands_are_refused_audited_and_not_run(api, installed, command):
+    response = run(api, command)
+    assert (response.status_code, response.json()) == (
+        403,
+        error("refused by safety denylist", 403),
+    )
+    audit = AuditEvent.objects.get(action="matrixshell.exec")
+    assert (audit.status, audit.meta, audit.target) == ("failure", {"reason": "denylist"}, command)
+    assert not UsageEvent.objects.filter(kind="matrixshell.exec").exists()
+
+
+def test_the_denylist_lets_ordinary_commands_through():
+    for command in ["ls -la", "python --version", "pip list", "echo hi", "rm -rf ./build"]:
+        assert not command_denied(command)
+
+
+def test_empty_and_missing_commands(api, workspace):
+    assert run(api, "   ").json() == error("empty command", 422)
+    assert api.post(EXEC, {}, **as_workspace()).status_code == 400
+
+
+def test_a_command_past_the_timeout_is_killed_with_its_children(api, installed, settings):
+    settings.MATRIX_MATRIXSHELL_TIMEOUT = 1.0
+    body = ran(api, "sleep 60 & sleep 60; echo never")
+    assert (body["exit_code"], body["timed_out"], body["stdout"]) == (-1, True, "")
+    assert "ran past 1 s and was killed" in body["stderr"]
+    assert shell_pids(ShellPaths.for_workspace(WORKSPACE_ID).root) == []
+
+
+def test_output_past_the_cap_is_cut_and_the_command_killed(api, installed, settings):
+    settings.MATRIX_MATRIXSHELL_OUTPUT_BYTES = 4096
+    body = ran(api, "yes matrixshell")
+    assert (body["exit_code"], body["truncated"], body["timed_out"]) == (-1, True, False)
+    assert len(body["stdout"].encode()) == 4096
+    assert body["stdout"].startswith("matrixshell\nmatrixshell\n")
+    assert "output passed 4096 bytes" in body["stderr"]
+
+
+def test_commands_see_neither_the_servers_environment_nor_its_data_dir(
+    api, installed, shell_settings
+):
+    env = ran(api, "env")["stdout"]
+    assert CANARY not in env
+    assert "DJANGO_SETTINGS_MODULE" not in env
+    assert "VIRTUAL_ENV=" + str(ShellPaths.for_workspace(WORKSPACE_ID).venv) in env
+    for name in DATA_FILES:
+        body = ran(api, f"cat {shell_settings / name}")
+        assert body["exit_code"] != 0
+        assert "No such file" in body["stderr"]
+    assert ran(api, f"ls -a {shell_settings}")["stdout"].split() == [".", "..", "matrixshell"]
+    listed = ran(api, f"ls {shell_settings / 'matrixshell'}")["stdout"].split()
+    assert listed == [WORKSPACE_ID]
+    uid = ran(api, "id -u")["stdout"].strip()
+    assert uid == str(SANDBOX_UID if os.geteuid() == 0 else os.geteuid())
