@@ -90,7 +90,7 @@
   }
 
   function appendEvent(list, seq, event) {
-    var item = el("li", { "data-seq": seq, "class": "ev st-" + event.status });
+    var item = el("li", { "data-seq": seq, "data-live": true, "class": "ev st-" + event.status });
     item.appendChild(el("span", { "class": "step" }, event.step));
     item.appendChild(document.createTextNode(" "));
     item.appendChild(el("span", { "class": "status" }, event.status));
@@ -222,7 +222,7 @@
     article.appendChild(el("h3", {}, tool.name));
     if (tool.description) article.appendChild(el("p", {}, tool.description));
     var form = el("form", { "aria-label": "Call " + tool.name });
-    var schema = tool.inputSchema || {};
+    var schema = tool.input_schema || tool.inputSchema || {};
     var props = schema.properties || {};
     var required = schema.required || [];
     Object.keys(props).forEach(function (name) {
@@ -230,9 +230,9 @@
     });
     var button = el("button", { type: "submit" }, "Call " + tool.name);
     form.appendChild(button);
+    var box = el("div", { "class": "tool-result", "aria-live": "polite" });
     form.addEventListener("submit", function (submit) {
       submit.preventDefault();
-      var box = document.getElementById("tool-result");
       var args;
       try { args = readArguments(form); } catch (e) { renderResult(box, tool.name, null, e.message); return; }
       button.disabled = true;
@@ -242,6 +242,7 @@
         .then(function () { button.disabled = false; });
     });
     article.appendChild(form);
+    article.appendChild(box);
     return article;
   }
 

@@ -1,0 +1,131 @@
+"""A real console to drive: daphne, a sandbox host and a worker on the test database and
+bus, and Debian's Chromium under Playwright.
+
+The catalog the server reads is a copy of the shipped one whose MCP servers start from
+the npm fixtures by absolute path (sandboxes are offline, so ``npx`` could not fetch
+them); that is what ``MATRIX_RUNTIME_CATALOG_FILE`` is for. Screenshots go to
+``artifacts/screenshots/`` (or ``MATRIX_CONSOLE_SCREENSHOTS``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.sandbox_processes import NPM, REPO, Host, npm_server, running_host
+from tests.test_jobs_worker import Worker, start_worker, worker_env
+from tests.test_sse import Server, start_daphne
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(os.environ.get("MATRIX_CONSOLE_SCREENSHOTS", REPO / "artifacts" / "screenshots"))
+STEP_TIMEOUT_MS = 20_000
+
+try:
+    from playwright.sync_api import Browser, Page, sync_playwright
+except ImportError:  # pragma: no cover - the dev group installs it
+    sync_playwright = None  # type: ignore[assignment]
+
+
+def _skip_reason() -> str:
+    if sync_playwright is None:
+        return "the playwright package is not installed (uv sync --group dev)"
+    if not CHROMIUM.exists():
+        return "no Chromium at /usr/bin/chromium (apt-get install -y chromium; .ci/run does)"
+    if shutil.which("node") is None or not NPM.is_dir():
+        return "needs node and the npm fixtures: npm ci --prefix tests/fixtures/npm"
+    return ""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    reason = _skip_reason()
+    if reason:
+        for item in items:
+            if "tests/browser" in str(item.fspath):
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@dataclass
+class Console:
+    """The running console: its base URL, the processes behind it, the browser."""
+
+    server: Server
+    host: Host
+    worker: Worker
+    browser: Browser
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def page(self) -> Page:
+        """A fresh browser profile (its own cookies) with bounded waits."""
+        context = self.browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        return page
+
+
+def shot(page: Page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_catalog(path: Path) -> Path:
+    """The shipped catalog with each MCP server started from the npm fixtures."""
+    shipped = json.loads(Path(settings.MATRIX_CATALOG_FILE).read_text())
+    fixtures = {
+        "mcp_server:everything": npm_server("server-everything", "stdio"),
+        "mcp_server:memory": npm_server("server-memory"),
+    }
+    for item in shipped["items"]:
+        if item["id"] in fixtures:
+            item["start_command"] = fixtures[item["id"]]
+    path.write_text(json.dumps(shipped))
+    return path
+
+
+test_catalog.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def console(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    # Playwright's sync API keeps an event loop on this thread; the test's own ORM
+    # reads are plain synchronous calls between browser steps.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    tmp = tmp_path_factory.mktemp("console")
+    database = {
+        k: v for k, v in worker_env().items() if k in ("MATRIX_RUNTIME_DB_PATH", "DATABASE_URL")
+    }
+    server = start_daphne(
+        {
+            **database,
+            "MATRIX_RUNTIME_RATE_LIMIT_RPM": "0",
+            "MATRIX_RUNTIME_CATALOG_FILE": str(test_catalog(tmp / "catalog.json")),
+        }
+    )
+    worker = start_worker(tmp / "worker.log")
+    try:
+        server.wait_ready()
+        worker.ready()
+        with running_host(tmp / "host.log") as host, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                yield Console(server, host, worker, browser)
+            finally:
+                browser.close()
+    finally:
+        worker.stop()
+        server.stop()
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        print(f"\nconsole screenshots: {SCREENSHOTS}")

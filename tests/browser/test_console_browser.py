@@ -1,0 +1,116 @@
+"""A new user's walk through the console in a real browser against a real server.
+
+Sign up → launch ``server-everything`` from the catalog → watch ``ready`` arrive over
+the event stream (no reload) → call ``echo`` from the form built from its JSON schema
+and read the text → stop. Another user signed in next to them sees none of it: not the
+pages, not the list, not the event stream. Screenshots of the main pages are saved.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from jobs.choices import JobStatus
+from sandbox.models import SandboxSession, ToolCall
+from tests.browser.conftest import Console, shot
+from tests.factories import PASSWORD
+from tests.test_jobs_worker import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+READY_TIMEOUT_MS = 30_000
+
+
+def sign_up(console: Console, name: str, email: str) -> Page:
+    page = console.page()
+    page.goto(f"{console.url}/signup")
+    page.get_by_label("Your name").fill(name)
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(page).to_have_url(f"{console.url}/console/")
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    return page
+
+
+def test_a_new_user_launches_calls_and_stops_a_sandbox(console: Console) -> None:
+    page = sign_up(console, "Ada Lovelace", "ada@console.test")
+    shot(page, "01-overview")
+
+    page.get_by_role("link", name="Catalog").click()
+    expect(page.get_by_role("heading", name="Catalog")).to_be_visible()
+    shot(page, "02-catalog")
+    page.get_by_role("button", name="Launch Everything MCP Server in a sandbox").click()
+    expect(page).to_have_url(re.compile(r"/console/sandboxes/sbx_\w+$"))
+    session_id = page.url.rsplit("/", 1)[1]
+
+    # `ready` arrives on the open page over SSE: the status flips and the event is
+    # appended by the script (server-rendered events carry no data-live mark).
+    status = page.locator("#status")
+    expect(status).to_have_text("ready", timeout=READY_TIMEOUT_MS)
+    ready = page.locator("#events li[data-live]", has=page.locator(".step", has_text="ready"))
+    expect(ready).to_have_count(1)
+    expect(ready).to_contain_text("Sandbox ready")
+
+    # The echo form is built from the tool's input schema: a required `message` field.
+    echo = page.get_by_role("form", name="Call echo")
+    message = echo.get_by_label("message (required)")
+    expect(message).to_have_attribute("required", "")
+    message.fill("hello from the console")
+    echo.get_by_role("button", name="Call echo").click()
+    result = page.locator('article[data-tool="echo"] .tool-result')
+    expect(result).to_contain_text("Echo: hello from the console")
+    shot(page, "03-sandbox-session")
+    call = wait_for(lambda: ToolCall.objects.filter(tool="echo").first(), 10, "the call row")
+    assert call.outcome == "ok"
+    assert call.session_id == session_id
+
+    page.get_by_role("button", name="Stop sandbox").click()
+    expect(page.locator("#status")).to_have_text("cancelled")
+    expect(page.locator("#events")).to_contain_text("Job cancelled")
+    session = SandboxSession.objects.select_related("job").get(pk=session_id)
+    assert session.job.status == JobStatus.CANCELLED
+
+    page.get_by_role("link", name="Sandboxes").click()
+    expect(page.get_by_role("link", name=session_id)).to_be_visible()
+    shot(page, "04-sandboxes")
+    page.get_by_role("link", name="Jobs").click()
+    expect(page.get_by_role("link", name=session.job_id)).to_be_visible()
+    shot(page, "05-jobs")
+    page.get_by_role("link", name=session.job_id).click()
+    expect(page.locator("#events")).to_contain_text("Sandbox ready")
+    shot(page, "06-job")
+    page.get_by_role("link", name="Members").click()
+    expect(page.get_by_role("cell", name="ada@console.test")).to_be_visible()
+    shot(page, "07-members")
+    page.get_by_role("link", name="Audit").click()
+    expect(page.get_by_role("cell", name="sandbox.created")).to_be_visible()
+    shot(page, "08-audit")
+
+    # Another person, signed in at the same time, sees none of it.
+    other = sign_up(console, "Grace Hopper", "grace@console.test")
+    for path in (f"/console/sandboxes/{session_id}", f"/console/jobs/{session.job_id}"):
+        assert other.goto(f"{console.url}{path}").status == 404  # type: ignore[union-attr]
+    other.goto(f"{console.url}/console/sandboxes")
+    expect(other.get_by_text(session_id)).to_have_count(0)
+    other.goto(f"{console.url}/console/jobs")
+    expect(other.get_by_text(session.job_id)).to_have_count(0)
+    stream = other.request.get(f"{console.url}/v1/sandbox/sessions/{session_id}/events")
+    assert stream.status == 404
+    assert stream.json() == {"error": "sandbox session not found", "status": 404}
+    mine = page.request.get(f"{console.url}/v1/sandbox/sessions/{session_id}")
+    assert mine.status == 200  # the same cookie signs the owner in on the API
+
+
+def test_sign_in_page_and_a_wrong_password(console: Console) -> None:
+    page = console.page()
+    page.goto(f"{console.url}/console/jobs")
+    expect(page).to_have_url(f"{console.url}/login?next=/console/jobs")
+    shot(page, "00-sign-in")
+    page.get_by_label("Email").fill("nobody@console.test")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("invalid email or password")
