@@ -108,6 +108,7 @@ class ModelProfileSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=PROFILE_STATUSES)
     created_at = serializers.DateTimeField()
     metadata = serializers.DictField(allow_null=True)
+    error = serializers.CharField(required=False, help_text="Why the last install failed.")
 
 
 class ModelProfileImportSerializer(serializers.Serializer):
@@ -145,6 +146,14 @@ class ModelAttachSerializer(serializers.Serializer):
         choices=INSTALL_MODES, required=False, help_text="Default pull_from_source."
     )
     servingEngine = serializers.CharField(required=False, allow_blank=True, help_text="e.g. vLLM")
+    path = serializers.CharField(
+        required=False, allow_blank=True, help_text="mount_volume: the model folder on the runtime."
+    )
+    endpointUrl = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="external_endpoint: the OpenAI-compatible server (default: the source URI).",
+    )
 
 
 class ModelAttachAcceptedSerializer(serializers.Serializer):
@@ -172,6 +181,7 @@ class ModelInstallationSerializer(serializers.Serializer):
     provider = serializers.CharField(allow_blank=True)
     job_id = serializers.CharField(allow_blank=True)
     updated_at = serializers.DateTimeField()
+    error = serializers.CharField(required=False, help_text="Why the installation failed.")
 
 
 class ModelInstallationListSerializer(serializers.Serializer):

@@ -7,9 +7,11 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from accounts.principals import actor_for
+from accounts.ratelimit import client_ip
 from matrixcloud.api.schema import PublicSchema, error_responses
-from matrixcloud.api.stubs import PendingView
 from models_registry.api.serializers import (
     HuggingFaceSearchQuerySerializer,
     HuggingFaceSearchSerializer,
@@ -22,16 +24,29 @@ from models_registry.api.serializers import (
     ProfilePreviewSerializer,
     ResolveSourceSerializer,
 )
+from models_registry.selectors import (
+    installation_json,
+    installation_list,
+    profile_get,
+    profile_json,
+    profile_list,
+)
+from models_registry.services import (
+    hf_search,
+    installations_reconcile,
+    profile_attach,
+    profile_import,
+    source_resolve,
+)
 
 PROFILE_ID = OpenApiParameter(
     "id", OpenApiTypes.STR, OpenApiParameter.PATH, description="A model profile id (mp_…)."
 )
 
 
-class HuggingFaceSearchView(PendingView):
+class HuggingFaceSearchView(APIView):
     """Search Hugging Face models through this server; open, like the contract says."""
 
-    capability = "Hugging Face search"
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
     schema = PublicSchema()
@@ -43,13 +58,21 @@ class HuggingFaceSearchView(PendingView):
         responses={200: HuggingFaceSearchSerializer},
     )
     def get(self, request: Request) -> Response:
-        self.pending(request)
+        raw_limit = request.query_params.get("limit", "")
+        try:
+            limit: int | None = int(raw_limit) if raw_limit else None
+        except ValueError:
+            limit = None  # unparsable: ignored, as the original did
+        answer = hf_search(
+            query=request.query_params.get("q", ""),
+            task=request.query_params.get("task", ""),
+            limit=limit,
+        )
+        return Response(answer)
 
 
-class ResolveSourceView(PendingView):
+class ResolveSourceView(APIView):
     """Turn a model source into a profile preview (Hugging Face resolved live)."""
-
-    capability = "model sources"
 
     @extend_schema(
         operation_id="model_sources_resolve",
@@ -58,13 +81,14 @@ class ResolveSourceView(PendingView):
         responses={200: ProfilePreviewSerializer, **error_responses(400, 401, 502)},
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, ResolveSourceSerializer)
+        serializer = ResolveSourceSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        actor = actor_for(request)
+        return Response(source_resolve(workspace=actor.workspace, data=serializer.validated_data))
 
 
-class ModelProfileCollectionView(PendingView):
+class ModelProfileCollectionView(APIView):
     """The workspace's model profiles: list them, import one."""
-
-    capability = "model profiles"
 
     @extend_schema(
         operation_id="model_profiles_list",
@@ -72,7 +96,9 @@ class ModelProfileCollectionView(PendingView):
         responses={200: ModelProfileListSerializer, **error_responses(401)},
     )
     def get(self, request: Request) -> Response:
-        self.pending(request)
+        actor = actor_for(request)
+        profiles = [profile_json(p) for p in profile_list(workspace=actor.workspace)]
+        return Response(ModelProfileListSerializer({"profiles": profiles}).data)
 
     @extend_schema(
         operation_id="model_profiles_import",
@@ -81,13 +107,16 @@ class ModelProfileCollectionView(PendingView):
         responses={201: ModelProfileResultSerializer, **error_responses(400, 401)},
     )
     def post(self, request: Request) -> Response:
-        self.pending(request, ModelProfileImportSerializer)
+        serializer = ModelProfileImportSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        actor = actor_for(request)
+        profile = profile_import(actor=actor, data=serializer.validated_data, ip=client_ip(request))
+        body = ModelProfileResultSerializer({"profile": profile_json(profile)}).data
+        return Response(body, status=201)
 
 
-class ModelProfileAttachView(PendingView):
+class ModelProfileAttachView(APIView):
     """Install a profile onto a runtime: an installation row and a model.attach job."""
-
-    capability = "model installation"
 
     @extend_schema(
         operation_id="model_profiles_attach",
@@ -97,13 +126,32 @@ class ModelProfileAttachView(PendingView):
         responses={202: ModelAttachAcceptedSerializer, **error_responses(400, 401, 404, 422)},
     )
     def post(self, request: Request, id: str) -> Response:
-        self.pending(request, ModelAttachSerializer)
+        actor = actor_for(request)
+        profile = profile_get(workspace=actor.workspace, profile_id=id)
+        serializer = ModelAttachSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        installation, job = profile_attach(
+            actor=actor,
+            profile=profile,
+            runtime_id=data["runtimeId"],
+            install_mode=data.get("installMode") or "",
+            serving_engine=data.get("servingEngine") or "",
+            source_path=data.get("path") or "",
+            endpoint_url=data.get("endpointUrl") or "",
+            ip=client_ip(request),
+        )
+        body = {
+            "installation_id": installation.id,
+            "profile_id": profile.id,
+            "job_id": job.pk,
+            "events_url": f"/v1/jobs/{job.pk}/events",
+        }
+        return Response(ModelAttachAcceptedSerializer(body).data, status=202)
 
 
-class ModelInstallationListView(PendingView):
+class ModelInstallationListView(APIView):
     """The workspace's installations with their progress."""
-
-    capability = "model installation"
 
     @extend_schema(
         operation_id="model_installations_list",
@@ -111,4 +159,7 @@ class ModelInstallationListView(PendingView):
         responses={200: ModelInstallationListSerializer, **error_responses(401)},
     )
     def get(self, request: Request) -> Response:
-        self.pending(request)
+        actor = actor_for(request)
+        installations_reconcile(workspace=actor.workspace)
+        rows = [installation_json(i) for i in installation_list(workspace=actor.workspace)]
+        return Response(ModelInstallationListSerializer({"installations": rows}).data)

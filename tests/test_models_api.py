@@ -1,0 +1,265 @@
+"""Model sources, profiles and installations over the API (no job run here: those are in
+``test_models_jobs``), against the fake Hugging Face server on loopback.
+
+Search is live and sorted by downloads, and a hub failure is a 200 that says so;
+resolve honours the branch and never doubles ``hf:``; profiles are imported (audited),
+listed newest first and workspace-scoped; attach checks the runtime, writes the
+installation and a ``model.attach`` job; another workspace's profile or runtime is 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from accounts.models import AuditEvent
+from jobs.models import Job
+from jobs.services import job_cancel
+from models_registry.models import ModelInstallation, ModelProfile
+from runtimes.models import Runtime
+from tests import factories
+from tests.factories import bearer, error, issue
+from tests.fake_hub import FakeHub, standard_hub
+
+pytestmark = pytest.mark.django_db
+cast = factories.cast
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[FakeHub]:
+    with standard_hub() as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def hub_endpoint(hub: FakeHub, settings: Any) -> FakeHub:
+    settings.HF_ENDPOINT = hub.url
+    settings.HF_TOKEN = ""
+    hub.fail_search = False
+    return hub
+
+
+def auth(cast: Any, who: str = "member") -> dict[str, str]:
+    return bearer(issue(getattr(cast, who)))
+
+
+def imported(api: Any, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+    response = api.post("/v1/model-profiles", body, **headers)
+    assert response.status_code == 201, response.content
+    return dict(response.json()["profile"])
+
+
+# --- search ------------------------------------------------------------------------------
+def test_search_is_live_and_sorted_by_downloads(api: Any, hub: FakeHub) -> None:
+    body = api.get("/v1/model-sources/huggingface/search", {"q": "acme"}).json()
+    assert body["live"] is True
+    downloads = [item["downloads"] for item in body["items"]]
+    assert downloads == sorted(downloads, reverse=True) and len(downloads) == 5
+    assert body["items"][0]["id"] == "acme/encoder-350m"
+    gated = next(item for item in body["items"] if item["id"] == "acme/gated-7B")
+    assert gated["gated"] is True
+    sent = [p for m, p, _ in hub.requests if p == "/api/models"]
+    assert sent, "the search went to the hub"
+
+
+@pytest.mark.parametrize(
+    ("query", "ids"),
+    [
+        ({"q": "acme", "task": "feature-extraction"}, ["acme/encoder-350m"]),
+        ({"q": "acme", "task": "any", "limit": "2"}, ["acme/encoder-350m", "acme/tiny-llama-1B"]),
+        ({"q": "tiny", "limit": "500"}, ["acme/tiny-llama-1B"]),  # > 50: the default
+        ({"q": "quant", "limit": "x"}, ["acme/quant-GGUF"]),  # unparsable: ignored
+    ],
+)
+def test_search_filters_by_task_and_limits(api: Any, query: dict[str, str], ids: list[str]) -> None:
+    body = api.get("/v1/model-sources/huggingface/search", query).json()
+    assert [item["id"] for item in body["items"]] == ids
+
+
+def test_a_failing_hub_is_a_200_that_is_not_live(api: Any, hub: FakeHub) -> None:
+    hub.fail_search = True
+    response = api.get("/v1/model-sources/huggingface/search", {"q": "acme"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["items"] == [] and body["live"] is False
+    assert "500" in body["error"]
+
+
+# --- resolve -----------------------------------------------------------------------------
+def test_resolve_a_hugging_face_model_at_a_branch(api: Any, cast: Any, hub: FakeHub) -> None:
+    headers = auth(cast)
+    main = api.post("/v1/model-sources/resolve", {"model": "hf:acme/tiny-llama-1B"}, **headers)
+    dev = api.post(
+        "/v1/model-sources/resolve",
+        {"sourceType": "huggingface", "externalId": "hf:acme/tiny-llama-1B", "branch": "dev"},
+        **headers,
+    )
+    assert main.status_code == dev.status_code == 200
+    a, b = main.json(), dev.json()
+    assert a["source_uri"] == "hf:acme/tiny-llama-1B"  # one hf:, never hf:hf:
+    assert b["source_uri"] == "hf:acme/tiny-llama-1B@dev"
+    assert a["external_id"] == b["external_id"] == "acme/tiny-llama-1B"
+    assert a["commit"] == hub.repos["acme/tiny-llama-1B"].revisions["main"]
+    assert b["commit"] == hub.repos["acme/tiny-llama-1B"].revisions["dev"] != a["commit"]
+    assert (a["provider"], a["task"], a["license"]) == (
+        "Hugging Face",
+        "text-generation",
+        "apache-2.0",
+    )
+    assert a["recommended_runtime"] == "ollama" and a["requires_gpu"] is False
+
+
+def test_resolve_failures_are_502_with_the_reason(api: Any, cast: Any) -> None:
+    headers = auth(cast)
+    missing = api.post("/v1/model-sources/resolve", {"model": "hf:acme/none"}, **headers)
+    assert missing.status_code == 502
+    assert missing.json()["error"].startswith("could not resolve model: ")
+    assert "not found" in missing.json()["error"]
+    branch = api.post(
+        "/v1/model-sources/resolve",
+        {"model": "hf:acme/tiny-llama-1B", "branch": "nope"},
+        **headers,
+    )
+    assert branch.json() == error(
+        'could not resolve model: model "acme/tiny-llama-1B" not found at revision "nope"', 502
+    )
+    bad = api.post("/v1/model-sources/resolve", {"model": "hf:no-slash"}, **headers)
+    assert bad.status_code == 502 and "want namespace/name" in bad.json()["error"]
+
+
+def test_resolve_other_sources_previews_without_contacting_anything(api: Any, cast: Any) -> None:
+    body = {
+        "sourceType": "s3",
+        "sourceUri": "s3://bucket/models/",
+        "path": "/llama",
+        "provider": "S3",
+    }
+    answer = api.post("/v1/model-sources/resolve", body, **auth(cast)).json()
+    assert answer["source_uri"] == "s3://bucket/models/llama"
+    assert answer["library"] == "custom" and answer["license"] == "review required"
+
+
+# --- profiles ----------------------------------------------------------------------------
+def test_import_list_and_audit(api: Any, cast: Any) -> None:
+    headers = auth(cast)
+    first = imported(
+        api, headers, source_type="huggingface", provider="Hugging Face",
+        external_id="hf:acme/tiny-llama-1B", source_uri="hf:acme/tiny-llama-1B",
+        tags=["llama"], metadata={"note": "x"},
+    )  # fmt: skip
+    second = imported(api, headers, source_type="url", source_uri="http://x", external_id="x")
+    assert first["id"].startswith("mp_") and first["status"] == "profile_only"
+    assert first["external_id"] == first["display_name"] == "acme/tiny-llama-1B"
+    assert first["tags"] == ["llama"] and first["metadata"] == {"note": "x"}
+    assert second["tags"] is None and second["metadata"] is None
+    listed = api.get("/v1/model-profiles", **headers).json()["profiles"]
+    assert [p["id"] for p in listed] == [second["id"], first["id"]]
+    other = api.get("/v1/model-profiles", **bearer(issue(cast.outsider))).json()["profiles"]
+    assert other == []
+    audit = AuditEvent.objects.filter(action="model.imported", target="acme/tiny-llama-1B").get()
+    assert audit.actor == cast.member.pk and audit.meta["external_id"] == "acme/tiny-llama-1B"
+
+
+def test_profiles_need_authentication_and_json(api: Any, settings: Any) -> None:
+    settings.MATRIX_API_TOKEN = "operator-token-for-model-tests-0123456789"
+    assert api.get("/v1/model-profiles").status_code == 401
+    assert api.get("/v1/model-installations").status_code == 401
+    assert api.post("/v1/model-profiles/mp_x/attach", {"runtimeId": "x"}).status_code == 401
+
+
+def test_wrong_methods_are_405(api: Any, cast: Any) -> None:
+    headers = auth(cast)
+    assert api.delete("/v1/model-profiles", **headers).status_code == 405
+    assert api.get("/v1/model-profiles/mp_x/attach", **headers).status_code == 405
+    assert api.post("/v1/model-installations", {}, **headers).status_code == 405
+
+
+# --- attach ------------------------------------------------------------------------------
+def test_attach_writes_the_installation_and_the_job(api: Any, cast: Any, settings: Any) -> None:
+    headers = auth(cast)
+    profile = imported(api, headers, provider="Hugging Face", external_id="acme/tiny-llama-1B")
+    response = api.post(
+        f"/v1/model-profiles/{profile['id']}/attach",
+        {"runtimeId": settings.MATRIX_RUNTIME_ID, "servingEngine": "vLLM"},
+        **headers,
+    )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["events_url"] == f"/v1/jobs/{body['job_id']}/events"
+    job = Job.objects.get(pk=body["job_id"])
+    assert job.type == "model.attach" and job.workspace == cast.workspace
+    assert job.payload["model"] == "hf:acme/tiny-llama-1B"
+    assert job.payload["install_mode"] == "pull_from_source"
+    installation = ModelInstallation.objects.get(pk=body["installation_id"])
+    assert (installation.status, installation.progress, installation.job_id) == (
+        "queued", 0, job.pk,
+    )  # fmt: skip
+    assert ModelProfile.objects.get(pk=profile["id"]).status == "queued"
+    assert AuditEvent.objects.filter(action="model.attached", meta__job_id=job.pk).exists()
+    listed = api.get("/v1/model-installations", **headers).json()["installations"]
+    assert listed[0]["id"] == installation.id and listed[0]["model_name"] == "acme/tiny-llama-1B"
+    assert listed[0]["provider"] == "Hugging Face" and listed[0]["serving_engine"] == "vLLM"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({}, 400, "runtimeId"),
+        ({"runtimeId": ""}, 400, "runtimeId"),
+        ({"runtimeId": "rt_nope"}, 404, "runtime rt_nope not found"),
+        ({"runtimeId": "local", "installMode": "teleport"}, 400, "installMode"),
+    ],
+)
+def test_attach_refuses_bad_input(api: Any, cast: Any, body: dict[str, Any], status: int,
+                                  message: str) -> None:  # fmt: skip
+    headers = auth(cast)
+    profile = imported(api, headers, provider="Hugging Face", external_id="acme/tiny-llama-1B")
+    response = api.post(f"/v1/model-profiles/{profile['id']}/attach", body, **headers)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+    assert not ModelInstallation.objects.exists()
+
+
+def test_another_workspaces_profile_and_runtime_are_404(api: Any, cast: Any) -> None:
+    mine = imported(api, auth(cast), provider="Hugging Face", external_id="acme/tiny-llama-1B")
+    theirs_headers = bearer(issue(cast.outsider))
+    response = api.post(f"/v1/model-profiles/{mine['id']}/attach", {"runtimeId": "local"},
+                        **theirs_headers)  # fmt: skip
+    assert response.json() == error("model profile not found", 404)
+    foreign = Runtime.objects.create(
+        workspace=cast.other_workspace, name="gpu-box", token_hash="f" * 64
+    )
+    response = api.post(f"/v1/model-profiles/{mine['id']}/attach", {"runtimeId": foreign.id},
+                        **auth(cast))  # fmt: skip
+    assert response.status_code == 404
+    assert not ModelInstallation.objects.exists()
+    assert ModelProfile.objects.get(pk=mine["id"]).status == "profile_only"
+
+
+def test_attach_to_a_registered_runtime_of_the_workspace(api: Any, cast: Any) -> None:
+    runtime = Runtime.objects.create(
+        workspace=cast.workspace, name="gpu-box", token_hash="e" * 64,
+        resources={"gpu_memory_mb": 81920},
+    )  # fmt: skip
+    profile = imported(api, auth(cast), provider="Hugging Face", external_id="acme/tiny-llama-1B")
+    response = api.post(f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": runtime.id},
+                        **auth(cast))  # fmt: skip
+    assert response.status_code == 202
+    assert Job.objects.get(pk=response.json()["job_id"]).payload["runtime_id"] == runtime.id
+
+
+def test_an_attach_cancelled_while_queued_fails_its_installation(api: Any, cast: Any) -> None:
+    headers = auth(cast)
+    profile = imported(api, headers, provider="Hugging Face", external_id="acme/tiny-llama-1B")
+    body = api.post(f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"},
+                    **headers).json()  # fmt: skip
+    job_cancel(job=Job.objects.get(pk=body["job_id"]), actor="test")
+    listed = api.get("/v1/model-installations", **headers).json()["installations"]
+    assert (
+        listed[0]["status"] == "failed"
+        and listed[0]["error"] == "the model.attach job ended cancelled"
+    )
+    profile_now = api.get("/v1/model-profiles", **headers).json()["profiles"][0]
+    assert profile_now["status"] == "failed" and "cancelled" in profile_now["error"]
