@@ -21,11 +21,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from matrixcloud.lib.bus import bus_command, bus_ping, bus_url, free_port
 from matrixcloud.lib.supervisor import CrashLoop, Role, StopRequest, Supervisor
+from runtimes.agent import credential_stored as runtime_credential_stored
 
 BUS_TIMEOUT = 10.0
 HEALTH_TIMEOUT = 30.0
 TICK = 0.1
-STOP_ORDER = ("web", "sandbox_host", "worker", "bus")
+# The control plane hears "offline" first, while this installation still answers.
+STOP_ORDER = ("cloud_heartbeat", "web", "sandbox_host", "worker", "bus")
 
 
 class _Stopped(Exception):
@@ -157,6 +159,9 @@ class Command(BaseCommand):
         # still importing with a KeyboardInterrupt traceback).
         supervisor.start(Role("worker", manage("worker"), env, stop_leader_only=True))
         supervisor.start(Role("sandbox_host", manage("sandbox_host"), env))
+        if runtime_credential_stored():
+            # This installation joined a control plane (manage.py join): keep it posted.
+            supervisor.start(Role("cloud_heartbeat", manage("runtime_heartbeat"), env))
         url, started = local_url(host, port), time.monotonic()
         self._wait(supervisor, stop, lambda: health_ok(url), HEALTH_TIMEOUT, f"the API at {url}")
         supervisor.say(f"MatrixCloud is up at {url} ({time.monotonic() - started:.1f} s)")
