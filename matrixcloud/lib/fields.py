@@ -17,7 +17,7 @@ from django.db import models
 from matrixcloud.lib import crypto
 
 
-class EncryptedTextField(models.TextField):  # type: ignore[type-arg]
+class EncryptedTextField(models.TextField):
     """Text encrypted at rest; lookups on it are meaningless (every write differs)."""
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str | None:
