@@ -32,6 +32,8 @@ PAGES = [
     "/console/catalog",
     "/console/sandboxes",
     "/console/jobs",
+    "/console/runtimes",
+    "/console/providers",
     "/console/members",
     "/console/audit",
 ]
@@ -319,3 +321,88 @@ def test_overview_counts_are_the_workspaces_own(cast: factories.Cast) -> None:
     theirs = signed_in(cast.outsider).get(reverse("console:overview-counts")).json()
     assert (mine["queued"], mine["live_sandboxes"]) == (1, 1)
     assert (theirs["queued"], theirs["live_sandboxes"]) == (0, 0)
+
+
+# --- runtimes, join tokens, provider keys ----------------------------------------------
+
+
+def test_minting_a_join_token_shows_its_secret_once(owner: Client, cast: factories.Cast) -> None:
+    from runtimes.models import JoinToken
+
+    response = owner.post("/console/runtimes", {"label": "edge", "max_uses": "2"})
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    html = response.content.decode()
+    secret = re.search(r'<code id="join-secret">([^<]+)</code>', html)
+    assert secret is not None
+    token = JoinToken.objects.get(workspace=cast.workspace)
+    assert (token.label, token.max_uses) == ("edge", 2)
+    assert secret[1] not in token.token_hash
+    assert AuditEvent.objects.filter(action="runtime.join_token.created", target=token.pk).exists()
+    again = owner.get("/console/runtimes").content.decode()
+    assert token.pk in again
+    assert secret[1] not in again  # never shown again
+    assert token.pk not in signed_in(cast.outsider).get("/console/runtimes").content.decode()
+    refused = signed_in(cast.member).post("/console/runtimes", {"label": "x"})
+    assert refused.status_code == 400
+    assert "only a workspace Owner or Admin may mint join tokens" in refused.content.decode()
+    assert JoinToken.objects.count() == 1
+    bad = owner.post("/console/runtimes", {"ttl_minutes": "99999999"})
+    assert bad.status_code == 400
+    assert "ttl_minutes must be between" in bad.content.decode()
+
+
+def test_revoking_a_join_token_and_scoping(owner: Client, cast: factories.Cast) -> None:
+    from runtimes.services import join_token_issue
+
+    minted = join_token_issue(workspace=cast.workspace, actor="test")
+    path = f"/console/join-tokens/{minted.token.pk}/revoke"
+    assert signed_in(cast.outsider).post(path).status_code == 404
+    assert signed_in(cast.member).post(path).status_code == 403
+    minted.token.refresh_from_db()
+    assert minted.token.revoked_at is None
+    assert owner.post(path)["Location"] == "/console/runtimes"
+    minted.token.refresh_from_db()
+    assert minted.token.revoked_at is not None
+
+
+def test_registered_runtimes_are_listed_with_their_state(
+    owner: Client, cast: factories.Cast, api: Any
+) -> None:
+    from runtimes.services import join_token_issue
+
+    minted = join_token_issue(workspace=cast.workspace, actor="test")
+    registered = api.post(
+        "/v1/cloud/runtimes/register", {"join_token": minted.secret, "name": "edge-box"}
+    )
+    assert registered.status_code == 201, registered.content
+    html = owner.get("/console/runtimes").content.decode()
+    assert "edge-box" in html
+    assert "edge-box" not in signed_in(cast.outsider).get("/console/runtimes").content.decode()
+
+
+def test_provider_keys_show_only_a_hint(owner: Client, cast: factories.Cast) -> None:
+    from accounts.models import ProviderCredential
+
+    secret = "hf_supersecretvalue1234"
+    response = owner.post("/console/providers", {"provider": "huggingface", "secret": secret})
+    assert response["Location"] == "/console/providers"
+    credential = ProviderCredential.objects.get(workspace=cast.workspace)
+    html = owner.get("/console/providers").content.decode()
+    assert "1234" in html
+    assert secret not in html
+    assert credential.hint.endswith("1234")
+    assert (
+        credential.hint not in signed_in(cast.outsider).get("/console/providers").content.decode()
+    )
+    member = signed_in(cast.member)
+    refused = member.post("/console/providers", {"provider": "openai", "secret": "sk-123456789"})
+    assert refused.status_code == 400
+    assert "only a workspace Owner or Admin may store provider credentials" in (
+        refused.content.decode()
+    )
+    delete = f"/console/providers/{credential.pk}/delete"
+    assert signed_in(cast.outsider).post(delete).status_code == 404
+    assert member.post(delete).status_code == 403
+    assert owner.post(delete)["Location"] == "/console/providers"
+    assert not ProviderCredential.objects.exists()

@@ -136,3 +136,28 @@ class JobFilterForm(forms.Form):
         choices=[("", "any"), *[(value, value) for value in JobStatus.values]],
     )
     cursor = forms.CharField(required=False, widget=forms.HiddenInput)
+
+
+class JoinTokenForm(forms.Form):
+    label = forms.CharField(label="Label", required=False, max_length=200)
+    max_uses = forms.IntegerField(
+        label="Uses", required=False, min_value=1, help_text="How many runtimes may join (1)."
+    )
+    ttl_minutes = forms.IntegerField(
+        label="Valid for (minutes)", required=False, min_value=1, help_text="Empty: 24 hours."
+    )
+
+
+class ProviderForm(forms.Form):
+    provider = forms.CharField(
+        label="Provider", max_length=64, help_text="e.g. huggingface, openai, anthropic"
+    )
+    label = forms.CharField(
+        label="Label", required=False, max_length=64, help_text="Default: default."
+    )
+    secret = forms.CharField(
+        label="Key",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted; only its last 4 characters are ever shown.",
+    )

@@ -4,7 +4,7 @@
 from django.urls import URLPattern, path
 from django.views.generic import RedirectView
 
-from matrixcloud.console.views import auth, jobs, sandboxes, workspace
+from matrixcloud.console.views import auth, cloud, jobs, sandboxes, workspace
 
 app_name = "console"
 
@@ -31,6 +31,18 @@ urlpatterns: list[URLPattern] = [
     path("console/jobs", jobs.job_list_view, name="jobs"),
     path("console/jobs/<str:job_id>", jobs.job_detail, name="job"),
     path("console/jobs/<str:job_id>/cancel", jobs.job_cancel_view, name="job-cancel"),
+    path("console/runtimes", cloud.runtimes, name="runtimes"),
+    path(
+        "console/join-tokens/<str:token_id>/revoke",
+        cloud.join_token_revoke_view,
+        name="join-token-revoke",
+    ),
+    path("console/providers", cloud.providers, name="providers"),
+    path(
+        "console/providers/<str:credential_id>/delete",
+        cloud.provider_delete_view,
+        name="provider-delete",
+    ),
     path("console/members", workspace.members, name="members"),
     path("console/audit", workspace.audit, name="audit"),
 ]

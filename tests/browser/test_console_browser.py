@@ -8,7 +8,11 @@ pages, not the list, not the event stream. Screenshots of the main pages are sav
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -17,11 +21,14 @@ from jobs.choices import JobStatus
 from sandbox.models import SandboxSession, ToolCall
 from tests.browser.conftest import Console, shot
 from tests.factories import PASSWORD
+from tests.sandbox_processes import REPO
 from tests.test_jobs_worker import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 READY_TIMEOUT_MS = 30_000
+# The joining installation is another one: its own data dir and database.
+JOINER_DROPPED = ("DATABASE_URL", "MATRIX_RUNTIME_DB_PATH", "MATRIX_RUNTIME_DATA_DIR")
 
 
 def sign_up(console: Console, name: str, email: str) -> Page:
@@ -114,3 +121,40 @@ def test_sign_in_page_and_a_wrong_password(console: Console) -> None:
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("invalid email or password")
+
+
+def test_a_runtime_appears_when_it_joins_with_a_minted_token(
+    console: Console, tmp_path: Path
+) -> None:
+    page = sign_up(console, "Linus Ops", "linus@console.test")
+    page.get_by_role("link", name="Runtimes").click()
+    expect(page.get_by_text("No runtime has joined yet")).to_be_visible()
+    page.get_by_label("Label").fill("edge")
+    page.get_by_role("button", name="Mint join token").click()
+    secret = page.locator("#join-secret").inner_text().strip()
+    assert secret.startswith("mxrt_")
+    shot(page, "09-runtimes-minted")
+
+    # Another installation joins with it, as an operator would: `manage.py join`.
+    env = {k: v for k, v in os.environ.items() if k not in JOINER_DROPPED}
+    env["MATRIX_RUNTIME_DATA_DIR"] = str(tmp_path / "joiner")
+    joined = subprocess.run(
+        [sys.executable, "manage.py", "join", "--control-plane", console.url,
+         "--token", secret, "--name", "edge-box", "--no-heartbeat"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert joined.returncode == 0, joined.stderr
+    # The open page shows it without a reload (the minted secret is still on screen).
+    row = page.locator("#runtime-list tr", has_text="edge-box")
+    expect(row).to_be_visible(timeout=15_000)
+    expect(row).to_contain_text("online")
+    expect(page.locator("#minted")).to_be_visible()
+    shot(page, "10-runtimes-joined")
+    page.goto(f"{console.url}/console/runtimes")
+    expect(page.locator("#join-secret")).to_have_count(0)  # the secret is shown once
+    expect(page.locator("#runtime-list")).to_contain_text("edge-box")
+
+    other = sign_up(console, "Eve Else", "eve@console.test")
+    other.goto(f"{console.url}/console/runtimes")
+    expect(other.get_by_text("edge-box")).to_have_count(0)
+    expect(other.get_by_text("No runtime has joined yet")).to_be_visible()

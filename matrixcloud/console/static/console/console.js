@@ -286,6 +286,22 @@
     }, 5000);
   }
 
+  /* --- sections that refresh themselves (re-read from the same page) -------------------- */
+
+  function refreshEvery(section) {
+    var seconds = Number(section.dataset.refresh) || 5;
+    setInterval(function () {
+      if (document.hidden) return;
+      fetch(window.location.pathname, { credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) {
+          if (!html) return;
+          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById(section.id);
+          if (fresh) section.innerHTML = fresh.innerHTML;
+        }).catch(function () {});
+    }, seconds * 1000);
+  }
+
   /* --- once-only secrets: copy buttons ------------------------------------------------- */
 
   function copyButtons() {
@@ -306,6 +322,7 @@
     var counts = document.getElementById("counts");
     if (counts) pollCounts(counts);
     copyButtons();
+    document.querySelectorAll("[data-refresh][id]").forEach(refreshEvery);
     window.MatrixConsole = { followEvents: followEvents, progressOf: progressOf, api: api };
   });
 })();
