@@ -87,18 +87,19 @@ def prune(
         counts[name] = _delete_in_batches(
             model.objects.filter(Q(expires_at__lt=cutoff) | Q(used_at__lt=cutoff)), dry_run=dry_run
         )
-    counts["jobs"] = 0
-    if job_hours > 0:
-        old_jobs = Job.objects.filter(
-            status__in=JobStatus.terminal(), finished_at__lt=now - timedelta(hours=job_hours)
-        )
-        counts["jobs"] = _delete_in_batches(old_jobs, dry_run=dry_run, before=_remove_job_files)
+    finished = Job.objects.filter(status__in=JobStatus.terminal())
+    old_jobs = finished.filter(finished_at__lt=now - timedelta(hours=job_hours))
     counts["job_events"] = 0
     if log_hours > 0:
+        # Events of jobs pruned below go with their job; counted there, not here.
         old_events = JobEvent.objects.filter(
-            job__status__in=JobStatus.terminal(),
-            job__finished_at__lt=now - timedelta(hours=log_hours),
+            job__in=finished.filter(finished_at__lt=now - timedelta(hours=log_hours)),
             terminal=False,
         )
+        if job_hours > 0:
+            old_events = old_events.exclude(job__in=old_jobs)
         counts["job_events"] = _delete_in_batches(old_events, dry_run=dry_run)
+    counts["jobs"] = 0
+    if job_hours > 0:
+        counts["jobs"] = _delete_in_batches(old_jobs, dry_run=dry_run, before=_remove_job_files)
     return counts
