@@ -15,4 +15,5 @@ class SandboxConfig(AppConfig):
 
     def ready(self) -> None:
         from sandbox import handlers  # noqa: F401  (registers the session job types)
+        from sandbox.agent import handlers as _agent  # noqa: F401  (agent.run)
         from sandbox.matrixshell import handlers as _shell  # noqa: F401  (matrixshell.install)

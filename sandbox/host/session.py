@@ -189,6 +189,9 @@ class LiveSession:
             ("mcp_start", "start", "Starting MCP server", None),
         )
         await self._launch(params, env)
+        drive = getattr(self.handler, "drive", None)
+        if drive is not None:  # agent.run: its handler uses the ready session, then it ends
+            return Ending(JobStatus.COMPLETE, result=await drive(self, params))
         if isinstance(params, ToolRunParams) and self.handler.one_shot:
             return Ending(JobStatus.COMPLETE, result=await self._call_once(params))
         await self._serve()
