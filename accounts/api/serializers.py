@@ -93,7 +93,9 @@ class ProviderCredentialSerializer(serializers.Serializer):
     id = serializers.CharField()
     provider = serializers.CharField()
     label = serializers.CharField()  # type: ignore[assignment]
-    hint = serializers.CharField(help_text="•••• and the secret's last 4 characters.")
+    hint = serializers.CharField(
+        help_text="•••• and the secret's last 4 characters (only •••• under 8 characters)."
+    )
     meta = serializers.DictField(allow_null=True)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField(help_text="When the secret was last replaced.")
