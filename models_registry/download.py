@@ -28,10 +28,17 @@ from django.conf import settings
 from huggingface_hub.utils import get_session, hf_raise_for_status
 
 from matrixcloud.errors import ApplicationError
-from models_registry.hf import HubClient, HubError, HubFile, RepoMetadata, hub_errors
+from models_registry.hf import (
+    HubClient,
+    HubError,
+    HubFile,
+    HubUnreachable,
+    RepoMetadata,
+    hub_errors,
+)
 from models_registry.sources import ModelRef
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 18
 PARALLEL_FILES = 4
 RETRIES = 3
 RETRY_PAUSE_SECONDS = 0.5
@@ -195,7 +202,7 @@ class SnapshotDownload:
             try:
                 digest = self._stream(hub_file, partial)
                 break
-            except (httpx2.TransportError, httpx2.RemoteProtocolError, HubError):
+            except HubUnreachable:
                 if attempt == RETRIES or self.stopped():
                     raise
                 time.sleep(RETRY_PAUSE_SECONDS)

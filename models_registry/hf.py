@@ -9,7 +9,6 @@ which say "gated" and "not found" plainly.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 
 from accounts.models import Workspace
+from accounts.services.providers import provider_secret_read
 from matrixcloud.errors import UpstreamError
 from models_registry.sources import SAFETENSORS_DTYPES, ModelRef
 
@@ -54,6 +54,10 @@ class ModelNotFound(HubError):
     """No such repo, revision or file."""
 
 
+class HubUnreachable(HubError):
+    """The connection failed or dropped: worth another try."""
+
+
 def hf_endpoint() -> str:
     return str(settings.HF_ENDPOINT).rstrip("/")
 
@@ -61,16 +65,11 @@ def hf_endpoint() -> str:
 def hf_token(workspace: Workspace | None, *, purpose: str) -> str | None:
     """The workspace's Hugging Face credential, else ``HF_TOKEN``, else None."""
     if workspace is not None:
-        try:
-            providers = importlib.import_module("accounts.services.providers")
-        except ImportError:  # the providers service has not landed: HF_TOKEN alone
-            providers = None
-        if providers is not None:
-            secret = providers.provider_secret_read(
-                workspace=workspace, provider="huggingface", label="default", purpose=purpose
-            )
-            if secret:
-                return str(secret)
+        secret = provider_secret_read(
+            workspace=workspace, provider="huggingface", label="default", purpose=purpose
+        )
+        if secret:
+            return secret
     return str(settings.HF_TOKEN) if settings.HF_TOKEN else None
 
 
@@ -269,7 +268,7 @@ def hub_errors(ref: ModelRef | None) -> Iterator[None]:
     except SafetensorsParsingError as exc:
         raise HubError(f"could not read safetensors metadata: {_first_line(exc)}") from exc
     except (httpx2.HTTPError, OfflineModeIsEnabled, OSError) as exc:
-        raise HubError(
+        raise HubUnreachable(
             f"hugging face request failed (no network or DNS?): {_first_line(exc)}"
         ) from exc
     except ValueError as exc:  # a body that is not the JSON expected

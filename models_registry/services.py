@@ -3,7 +3,6 @@ Hugging Face reads the API answers at once (search, resolve)."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
@@ -13,6 +12,7 @@ from django.utils import timezone
 from accounts.audit import audit_record
 from accounts.models import Workspace
 from accounts.principals import Actor
+from accounts.services.usage import usage_record
 from jobs.choices import JobStatus
 from jobs.models import Job
 from jobs.services import job_enqueue
@@ -28,14 +28,9 @@ HF_PROVIDER = "Hugging Face"
 
 
 def usage_note(*, workspace: Workspace | str, kind: str, quantity: int = 1, **meta: Any) -> None:
-    """Meter a model operation (``accounts.services.usage``; skipped until it exists)."""
-    try:
-        usage = importlib.import_module("accounts.services.usage")
-    except ImportError:
-        return
-    if isinstance(workspace, str):
-        workspace = Workspace.objects.get(pk=workspace)
-    usage.usage_record(workspace=workspace, kind=kind, quantity=quantity, meta=meta or None)
+    """Meter a model operation (nothing to meter: nothing recorded)."""
+    if quantity >= 1:
+        usage_record(workspace=workspace, kind=kind, quantity=quantity, meta=meta or None)
 
 
 # --- search and resolve ---------------------------------------------------------------

@@ -303,7 +303,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _route(self) -> None:
         parts = urlsplit(self.path)
         path = unquote(parts.path)
-        self.fake.log(self.command, path, dict(self.headers.items()))
+        self.fake.log(self.command, path, {k.title(): v for k, v in self.headers.items()})
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         if path == "/api/models" and self.command == "GET":
             return self._search(query)
