@@ -269,19 +269,19 @@ def runtime_authenticate(token: str) -> Runtime:
 
 def runtime_heartbeat(
     *,
-    token: str,
+    runtime: Runtime,
     status: str = "",
     caps: list[str] | None = None,
     resources: dict[str, Any] | None = None,
     version: str = "",
     ip: str = "",
 ) -> Runtime:
-    """Record a heartbeat: status (default online), and caps/resources when given.
+    """Record a heartbeat of ``runtime`` (from :func:`runtime_authenticate`): status
+    (default online), and caps/resources when given.
 
     A change of the reported status is audited; plain heartbeats are not (one every
     few seconds would drown the log).
     """
-    runtime = runtime_authenticate(token)
     new_status = status or RuntimeStatus.ONLINE
     if new_status not in RuntimeStatus.values:
         raise BadRequest(f"status must be one of: {', '.join(RuntimeStatus.values)}")

@@ -347,6 +347,8 @@ def test_heartbeat_without_a_token_is_401(api, cast):
     response = api.post(HEARTBEAT, {"status": "online"})
     assert response.status_code == 401
     assert response.json() == error("invalid runtime token", 401)
+    bad_body = beat(api, "0" * 64, status="sleepy", caps="x")
+    assert bad_body.json() == error("invalid runtime token", 401), "credentials come first"
 
 
 def test_status_changes_are_audited_plain_heartbeats_are_not(api, cast):

@@ -36,6 +36,7 @@ from runtimes.selectors import join_token_get, join_tokens_list, runtime_get, ru
 from runtimes.services import (
     join_token_issue,
     join_token_revoke,
+    runtime_authenticate,
     runtime_heartbeat,
     runtime_register,
     runtime_remove,
@@ -189,11 +190,12 @@ class RuntimeHeartbeatView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        token = bearer_token(request._request)
+        # The token first: an unauthenticated caller learns nothing about the body.
+        runtime = runtime_authenticate(bearer_token(request._request))
         serializer = RuntimeHeartbeatSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         runtime = runtime_heartbeat(
-            token=token, **serializer.validated_data, ip=client_ip(request._request)
+            runtime=runtime, **serializer.validated_data, ip=client_ip(request._request)
         )
         return Response({"runtime": _runtime(runtime)})
 
