@@ -171,9 +171,11 @@ class AttachHandler(BaseHandler):
             self.ctx.emit("checking_disk", "error", message)
             raise JobFailed(message)
         self.ctx.emit(
-            "checking_disk", "ok", f"disk: {free} bytes free, model needs {needed}",
+            "checking_disk",
+            "ok",
+            f"disk: {free} bytes free, model needs {needed}",
             {"free_bytes": free, "needed_bytes": needed},
-        )  # fmt: skip
+        )
 
     def _check_gpu(self, target: RuntimeTarget, inspection: Inspection | None) -> None:
         if inspection is None or target.gpu_memory_mb is None:
@@ -218,17 +220,20 @@ class AttachHandler(BaseHandler):
             percent = int(done * 100 / total) if total else 100
             self._advance(InstallationStatus.DOWNLOADING, percent)
             self.ctx.emit(
-                "downloading", "running", f"downloading weights {percent}%",
-                {"progress": percent, "downloaded_bytes": done, "total_bytes": total,
-                 "file": file},
-            )  # fmt: skip
+                "downloading",
+                "running",
+                f"downloading weights {percent}%",
+                {"progress": percent, "downloaded_bytes": done, "total_bytes": total, "file": file},
+            )
 
         result = run_download(self.ctx, client, inspection.meta, report)
         self.files_verified = len(result.files)
         usage_note(
-            workspace=self.ctx.job.workspace_id, kind="model.pull",
-            quantity=result.fetched_bytes, model=params.model,
-        )  # fmt: skip
+            workspace=self.ctx.job.workspace_id,
+            kind="model.pull",
+            quantity=result.fetched_bytes,
+            model=params.model,
+        )
         return str(result.local_path)
 
     def _source(self, params: AttachParams) -> str:
@@ -266,8 +271,9 @@ class AttachHandler(BaseHandler):
             raise JobFailed(message)
         base = engines.openai_base(url)
         self._advance(InstallationStatus.CHECKING, 50, endpoint_url=base)
-        self.ctx.emit("probing_endpoint", "ok", f"{base} serves {', '.join(served)}",
-                      {"models": served})  # fmt: skip
+        self.ctx.emit(
+            "probing_endpoint", "ok", f"{base} serves {', '.join(served)}", {"models": served}
+        )
         return base
 
     def profile_model_name(self, params: AttachParams) -> str:
@@ -303,8 +309,12 @@ class AttachHandler(BaseHandler):
         except OSError as exc:
             raise JobFailed(f"create serving profile: {exc}") from exc
         label = ENGINE_NAMES.get(engine, params.serving_engine or "—")
-        self.ctx.emit("creating_profile", "ok", f"serving profile ({label}) created",
-                      {"path": str(path), "command": body.get("command")})  # fmt: skip
+        self.ctx.emit(
+            "creating_profile",
+            "ok",
+            f"serving profile ({label}) created",
+            {"path": str(path), "command": body.get("command")},
+        )
         return path
 
 

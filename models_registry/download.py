@@ -125,6 +125,10 @@ class SnapshotDownload:
     def plan(self) -> Progress:
         """List the files and count what is already on disk (complete or partial)."""
         self.files = self.client.files(self.ref, self.meta.commit)
+        if (self.meta.gated or self.meta.private) and self.files:
+            # The cache is shared by the installation: files another workspace could
+            # fetch are only handed out to a token Hugging Face lets read them too.
+            self.client.check_access(self.ref, self.meta.commit, self.files[0].path)
         total = sum(f.size for f in self.files)
         self.progress = Progress(total=total)
         for hub_file in self.files:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from pydantic import Field
 
 from jobs.handlers import BaseHandler, JobContext, JobFailed, JobParams
@@ -129,14 +128,18 @@ class PullHandler(BaseHandler):
         except ApplicationError as exc:
             raise JobFailed(exc.message) from exc
         self.ctx.emit(
-            "verify", "ok", f"checksums verified for {len(result.files)} files",
+            "verify",
+            "ok",
+            f"checksums verified for {len(result.files)} files",
             {"files": len(result.files)},
-        )  # fmt: skip
+        )
         self.ctx.emit("cache", "ok", "Model downloaded", {"dir": str(result.local_path)})
         usage_note(
-            workspace=self.ctx.job.workspace_id, kind="model.pull",
-            quantity=result.fetched_bytes, model=ref.model,
-        )  # fmt: skip
+            workspace=self.ctx.job.workspace_id,
+            kind="model.pull",
+            quantity=result.fetched_bytes,
+            model=ref.model,
+        )
         return {
             "model": ref.model,
             "revision": ref.revision,
@@ -184,8 +187,13 @@ class PreloadHandler(BaseHandler):
         except engines.EngineError as exc:
             raise JobFailed(exc.message) from exc
         self.ctx.emit("ready", "ok", f"{params.model} loaded on {endpoint.engine}")
-        return {"model": params.model, "engine": endpoint.engine, "endpoint_url": endpoint.url,
-                "ready": True, **detail}  # fmt: skip
+        return {
+            "model": params.model,
+            "engine": endpoint.engine,
+            "endpoint_url": endpoint.url,
+            "ready": True,
+            **detail,
+        }
 
     def _endpoint(self, params: PreloadParams) -> engines.EngineEndpoint:
         wanted = engines.engine_key(params.engine)
@@ -218,6 +226,3 @@ def preload(endpoint: engines.EngineEndpoint, model: str) -> dict[str, Any]:
         )
     engines.openai_warm(endpoint.url, match)
     return {"served_model": match}
-
-
-__all__ = ["InspectHandler", "PreloadHandler", "PullHandler", "run_download", "settings"]

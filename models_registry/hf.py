@@ -166,7 +166,7 @@ class HubClient:
                 meta = self.api.parse_safetensors_file_metadata(
                     ref.repo_id, name, revision=commit, timeout=TIMEOUT_SECONDS
                 )
-            return dict(meta.parameter_count)
+            return {str(dtype): int(count) for dtype, count in meta.parameter_count.items()}
 
         counts: dict[str, int] = {}
         with ThreadPoolExecutor(max_workers=min(SAFETENSORS_PARALLEL, len(names))) as pool:
@@ -174,6 +174,15 @@ class HubClient:
                 for dtype, count in per_file.items():
                     counts[dtype] = counts.get(dtype, 0) + int(count)
         return counts
+
+    def check_access(self, ref: ModelRef, commit: str, path: str) -> None:
+        """A HEAD of one file with this client's token; :class:`GatedModel` if refused."""
+        from huggingface_hub import get_hf_file_metadata
+
+        with hub_errors(ref):
+            get_hf_file_metadata(
+                self.file_url(ref, commit, path), token=self.token, timeout=TIMEOUT_SECONDS
+            )
 
     def file_url(self, ref: ModelRef, commit: str, path: str) -> str:
         from huggingface_hub import hf_hub_url

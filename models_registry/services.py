@@ -117,10 +117,16 @@ def profile_import(*, actor: Actor, data: dict[str, Any], ip: str = "") -> Model
     fields = {
         key: str(data.get(key) or "")
         for key in (
-            "source_type", "source_uri", "provider", "external_id",
-            "display_name", "task", "library", "license",
+            "source_type",
+            "source_uri",
+            "provider",
+            "external_id",
+            "display_name",
+            "task",
+            "library",
+            "license",
         )
-    }  # fmt: skip
+    }
     if fields["provider"] == HF_PROVIDER or fields["source_type"] == "huggingface":
         fields["external_id"] = strip_hf_prefix(fields["external_id"])
     fields["display_name"] = fields["display_name"] or fields["external_id"]
@@ -137,9 +143,12 @@ def profile_import(*, actor: Actor, data: dict[str, Any], ip: str = "") -> Model
             workspace=actor.workspace,
             target=profile.display_name or profile.id,
             ip=ip,
-            meta={"profile_id": profile.id, "provider": profile.provider,
-                  "external_id": profile.external_id},
-        )  # fmt: skip
+            meta={
+                "profile_id": profile.id,
+                "provider": profile.provider,
+                "external_id": profile.external_id,
+            },
+        )
     return profile
 
 
@@ -201,9 +210,13 @@ def profile_attach(
             workspace=actor.workspace,
             target=profile.display_name or profile.id,
             ip=ip,
-            meta={"runtime_id": runtime_id, "job_id": job.pk, "installation_id": installation.id,
-                  "install_mode": mode},
-        )  # fmt: skip
+            meta={
+                "runtime_id": runtime_id,
+                "job_id": job.pk,
+                "installation_id": installation.id,
+                "install_mode": mode,
+            },
+        )
     return installation, job
 
 

@@ -56,7 +56,8 @@ def test_search_is_live_and_sorted_by_downloads(api: Any, hub: FakeHub) -> None:
     body = api.get("/v1/model-sources/huggingface/search", {"q": "acme"}).json()
     assert body["live"] is True
     downloads = [item["downloads"] for item in body["items"]]
-    assert downloads == sorted(downloads, reverse=True) and len(downloads) == 5
+    assert downloads == sorted(downloads, reverse=True)
+    assert len(downloads) == 5
     assert body["items"][0]["id"] == "acme/encoder-350m"
     gated = next(item for item in body["items"] if item["id"] == "acme/gated-7B")
     assert gated["gated"] is True
@@ -83,7 +84,8 @@ def test_a_failing_hub_is_a_200_that_is_not_live(api: Any, hub: FakeHub) -> None
     response = api.get("/v1/model-sources/huggingface/search", {"q": "acme"})
     assert response.status_code == 200
     body = response.json()
-    assert body["items"] == [] and body["live"] is False
+    assert body["items"] == []
+    assert body["live"] is False
     assert "500" in body["error"]
 
 
@@ -108,7 +110,8 @@ def test_resolve_a_hugging_face_model_at_a_branch(api: Any, cast: Any, hub: Fake
         "text-generation",
         "apache-2.0",
     )
-    assert a["recommended_runtime"] == "ollama" and a["requires_gpu"] is False
+    assert a["recommended_runtime"] == "ollama"
+    assert a["requires_gpu"] is False
 
 
 def test_resolve_failures_are_502_with_the_reason(api: Any, cast: Any) -> None:
@@ -126,7 +129,8 @@ def test_resolve_failures_are_502_with_the_reason(api: Any, cast: Any) -> None:
         'could not resolve model: model "acme/tiny-llama-1B" not found at revision "nope"', 502
     )
     bad = api.post("/v1/model-sources/resolve", {"model": "hf:no-slash"}, **headers)
-    assert bad.status_code == 502 and "want namespace/name" in bad.json()["error"]
+    assert bad.status_code == 502
+    assert "want namespace/name" in bad.json()["error"]
 
 
 def test_resolve_other_sources_previews_without_contacting_anything(api: Any, cast: Any) -> None:
@@ -138,28 +142,38 @@ def test_resolve_other_sources_previews_without_contacting_anything(api: Any, ca
     }
     answer = api.post("/v1/model-sources/resolve", body, **auth(cast)).json()
     assert answer["source_uri"] == "s3://bucket/models/llama"
-    assert answer["library"] == "custom" and answer["license"] == "review required"
+    assert answer["library"] == "custom"
+    assert answer["license"] == "review required"
 
 
 # --- profiles ----------------------------------------------------------------------------
 def test_import_list_and_audit(api: Any, cast: Any) -> None:
     headers = auth(cast)
     first = imported(
-        api, headers, source_type="huggingface", provider="Hugging Face",
-        external_id="hf:acme/tiny-llama-1B", source_uri="hf:acme/tiny-llama-1B",
-        tags=["llama"], metadata={"note": "x"},
-    )  # fmt: skip
+        api,
+        headers,
+        source_type="huggingface",
+        provider="Hugging Face",
+        external_id="hf:acme/tiny-llama-1B",
+        source_uri="hf:acme/tiny-llama-1B",
+        tags=["llama"],
+        metadata={"note": "x"},
+    )
     second = imported(api, headers, source_type="url", source_uri="http://x", external_id="x")
-    assert first["id"].startswith("mp_") and first["status"] == "profile_only"
+    assert first["id"].startswith("mp_")
+    assert first["status"] == "profile_only"
     assert first["external_id"] == first["display_name"] == "acme/tiny-llama-1B"
-    assert first["tags"] == ["llama"] and first["metadata"] == {"note": "x"}
-    assert second["tags"] is None and second["metadata"] is None
+    assert first["tags"] == ["llama"]
+    assert first["metadata"] == {"note": "x"}
+    assert second["tags"] is None
+    assert second["metadata"] is None
     listed = api.get("/v1/model-profiles", **headers).json()["profiles"]
     assert [p["id"] for p in listed] == [second["id"], first["id"]]
     other = api.get("/v1/model-profiles", **bearer(issue(cast.outsider))).json()["profiles"]
     assert other == []
     audit = AuditEvent.objects.filter(action="model.imported", target="acme/tiny-llama-1B").get()
-    assert audit.actor == cast.member.pk and audit.meta["external_id"] == "acme/tiny-llama-1B"
+    assert audit.actor == cast.member.pk
+    assert audit.meta["external_id"] == "acme/tiny-llama-1B"
 
 
 def test_profiles_need_authentication_and_json(api: Any, settings: Any) -> None:
@@ -189,18 +203,23 @@ def test_attach_writes_the_installation_and_the_job(api: Any, cast: Any, setting
     body = response.json()
     assert body["events_url"] == f"/v1/jobs/{body['job_id']}/events"
     job = Job.objects.get(pk=body["job_id"])
-    assert job.type == "model.attach" and job.workspace == cast.workspace
+    assert job.type == "model.attach"
+    assert job.workspace == cast.workspace
     assert job.payload["model"] == "hf:acme/tiny-llama-1B"
     assert job.payload["install_mode"] == "pull_from_source"
     installation = ModelInstallation.objects.get(pk=body["installation_id"])
     assert (installation.status, installation.progress, installation.job_id) == (
-        "queued", 0, job.pk,
-    )  # fmt: skip
+        "queued",
+        0,
+        job.pk,
+    )
     assert ModelProfile.objects.get(pk=profile["id"]).status == "queued"
     assert AuditEvent.objects.filter(action="model.attached", meta__job_id=job.pk).exists()
     listed = api.get("/v1/model-installations", **headers).json()["installations"]
-    assert listed[0]["id"] == installation.id and listed[0]["model_name"] == "acme/tiny-llama-1B"
-    assert listed[0]["provider"] == "Hugging Face" and listed[0]["serving_engine"] == "vLLM"
+    assert listed[0]["id"] == installation.id
+    assert listed[0]["model_name"] == "acme/tiny-llama-1B"
+    assert listed[0]["provider"] == "Hugging Face"
+    assert listed[0]["serving_engine"] == "vLLM"
 
 
 @pytest.mark.parametrize(
@@ -212,8 +231,9 @@ def test_attach_writes_the_installation_and_the_job(api: Any, cast: Any, setting
         ({"runtimeId": "local", "installMode": "teleport"}, 400, "installMode"),
     ],
 )
-def test_attach_refuses_bad_input(api: Any, cast: Any, body: dict[str, Any], status: int,
-                                  message: str) -> None:  # fmt: skip
+def test_attach_refuses_bad_input(
+    api: Any, cast: Any, body: dict[str, Any], status: int, message: str
+) -> None:
     headers = auth(cast)
     profile = imported(api, headers, provider="Hugging Face", external_id="acme/tiny-llama-1B")
     response = api.post(f"/v1/model-profiles/{profile['id']}/attach", body, **headers)
@@ -225,14 +245,16 @@ def test_attach_refuses_bad_input(api: Any, cast: Any, body: dict[str, Any], sta
 def test_another_workspaces_profile_and_runtime_are_404(api: Any, cast: Any) -> None:
     mine = imported(api, auth(cast), provider="Hugging Face", external_id="acme/tiny-llama-1B")
     theirs_headers = bearer(issue(cast.outsider))
-    response = api.post(f"/v1/model-profiles/{mine['id']}/attach", {"runtimeId": "local"},
-                        **theirs_headers)  # fmt: skip
+    response = api.post(
+        f"/v1/model-profiles/{mine['id']}/attach", {"runtimeId": "local"}, **theirs_headers
+    )
     assert response.json() == error("model profile not found", 404)
     foreign = Runtime.objects.create(
         workspace=cast.other_workspace, name="gpu-box", token_hash="f" * 64
     )
-    response = api.post(f"/v1/model-profiles/{mine['id']}/attach", {"runtimeId": foreign.id},
-                        **auth(cast))  # fmt: skip
+    response = api.post(
+        f"/v1/model-profiles/{mine['id']}/attach", {"runtimeId": foreign.id}, **auth(cast)
+    )
     assert response.status_code == 404
     assert not ModelInstallation.objects.exists()
     assert ModelProfile.objects.get(pk=mine["id"]).status == "profile_only"
@@ -240,12 +262,15 @@ def test_another_workspaces_profile_and_runtime_are_404(api: Any, cast: Any) -> 
 
 def test_attach_to_a_registered_runtime_of_the_workspace(api: Any, cast: Any) -> None:
     runtime = Runtime.objects.create(
-        workspace=cast.workspace, name="gpu-box", token_hash="e" * 64,
+        workspace=cast.workspace,
+        name="gpu-box",
+        token_hash="e" * 64,
         resources={"gpu_memory_mb": 81920},
-    )  # fmt: skip
+    )
     profile = imported(api, auth(cast), provider="Hugging Face", external_id="acme/tiny-llama-1B")
-    response = api.post(f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": runtime.id},
-                        **auth(cast))  # fmt: skip
+    response = api.post(
+        f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": runtime.id}, **auth(cast)
+    )
     assert response.status_code == 202
     assert Job.objects.get(pk=response.json()["job_id"]).payload["runtime_id"] == runtime.id
 
@@ -253,13 +278,13 @@ def test_attach_to_a_registered_runtime_of_the_workspace(api: Any, cast: Any) ->
 def test_an_attach_cancelled_while_queued_fails_its_installation(api: Any, cast: Any) -> None:
     headers = auth(cast)
     profile = imported(api, headers, provider="Hugging Face", external_id="acme/tiny-llama-1B")
-    body = api.post(f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"},
-                    **headers).json()  # fmt: skip
+    body = api.post(
+        f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"}, **headers
+    ).json()
     job_cancel(job=Job.objects.get(pk=body["job_id"]), actor="test")
     listed = api.get("/v1/model-installations", **headers).json()["installations"]
-    assert (
-        listed[0]["status"] == "failed"
-        and listed[0]["error"] == "the model.attach job ended cancelled"
-    )
+    assert listed[0]["status"] == "failed"
+    assert listed[0]["error"] == "the model.attach job ended cancelled"
     profile_now = api.get("/v1/model-profiles", **headers).json()["profiles"][0]
-    assert profile_now["status"] == "failed" and "cancelled" in profile_now["error"]
+    assert profile_now["status"] == "failed"
+    assert "cancelled" in profile_now["error"]

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from accounts.models import Workspace
+from accounts.models import AuditEvent, UsageEvent, Workspace
+from accounts.services.providers import provider_upsert
 from jobs.models import Job, JobEvent
 from jobs.services import job_cancel, job_enqueue
 from jobs.tasks import run_job
@@ -65,11 +66,12 @@ def fresh(hub: FakeHub, settings: Any, tmp_path: Path) -> FakeHub:
 
 @pytest.fixture
 def owner() -> tuple[Workspace, str]:
-    user, workspace, token = factories.signup("Owen Owner", "owen@models.test", "Models")
+    _user, workspace, token = factories.signup("Owen Owner", "owen@models.test", "Models")
     return workspace, token
 
 
-def run(workspace: Workspace, job_type: str, **payload: Any) -> Job:
+def run(workspace: Workspace, job_type: str, **payload: Any) -> Any:
+    """Create a job and run it here; the finished row."""
     job = job_enqueue(
         workspace=workspace, job_type=job_type, payload=payload, ttl_seconds=0, actor="test"
     )
@@ -106,19 +108,25 @@ def test_inspect_counts_parameters_from_the_safetensors_headers(owner: Any) -> N
     assert job.status == "complete", job.error
     result = job.result
     params = tiny_parameter_count()
-    size = sum(len(data) for data in tiny_model_files().values())  # type: ignore[arg-type]
-    assert result["model"] == TINY and result["revision"] == "main"
+    size = sum(len(data) for data in tiny_model_files().values() if isinstance(data, bytes))
+    assert result["model"] == TINY
+    assert result["revision"] == "main"
     assert result["estimated_parameters"] == params
     assert result["parameters_source"] == "safetensors"
-    assert result["parameters_by_dtype"] == {"F16": params} and result["dtype"] == "float16"
-    assert result["download_size_bytes"] == size and result["files"] == 3
+    assert result["parameters_by_dtype"] == {"F16": params}
+    assert result["dtype"] == "float16"
+    assert result["download_size_bytes"] == size
+    assert result["files"] == 3
     assert result["memory_bytes"]["float16"] == int(params * 2 * 1.2)
     assert result["memory_bytes"]["float32"] == int(params * 4 * 1.2)
     assert (result["recommended_runtime"], result["requires_gpu"]) == ("ollama", False)
     assert result["fits"] == {
-        "runtime_id": runtime.id, "dtype": "float16", "required_mb": 1,
-        "gpu_memory_mb": 1, "fits": True,
-    }  # fmt: skip
+        "runtime_id": runtime.id,
+        "dtype": "float16",
+        "required_mb": 1,
+        "gpu_memory_mb": 1,
+        "fits": True,
+    }
     assert [(e.step, e.status) for e in events(job)][2:4] == [
         ("resolve", "start"),
         ("inspect", "ok"),
@@ -132,11 +140,13 @@ def test_inspect_of_a_gated_model_estimates_from_its_name_and_says_gated(owner: 
     )
     job = run(workspace, "model.inspect", model="acme/gated-7B", runtime_id=runtime.id)
     result = job.result
-    assert result["gated"] is True and "gated" in result["note"]
+    assert result["gated"] is True
+    assert "gated" in result["note"]
     assert result["estimated_parameters"] == 7_000_000_000
     assert result["parameters_source"] == "name"
     assert (result["recommended_runtime"], result["requires_gpu"]) == ("vllm", True)
-    assert result["fits"]["fits"] is False and result["fits"]["required_mb"] > 8192
+    assert result["fits"]["fits"] is False
+    assert result["fits"]["required_mb"] > 8192
 
 
 def test_inspect_follows_the_revision_and_reports_missing_models(owner: Any) -> None:
@@ -145,7 +155,8 @@ def test_inspect_follows_the_revision_and_reports_missing_models(owner: Any) -> 
     assert dev.result["revision"] == "dev"
     assert dev.result["estimated_parameters"] == tiny_parameter_count(hidden=32, layers=1)
     missing = run(workspace, "model.inspect", model="hf:acme/none")
-    assert missing.status == "error" and "not found" in missing.error
+    assert missing.status == "error"
+    assert "not found" in missing.error
     empty = run(workspace, "model.inspect", model="")
     assert empty.error == "payload.model is required (e.g. hf:Qwen/Qwen2.5-7B-Instruct)"
     gguf = run(workspace, "model.inspect", model="acme/quant-GGUF")
@@ -168,11 +179,13 @@ def test_pull_downloads_verifies_and_reports_bytes(owner: Any, settings: Any, hu
     )
     progress = [e.data for e in events(job, "download")]
     done = [p["downloaded_bytes"] for p in progress]
-    assert done == sorted(done) and done[-1] == result["total_bytes"]
+    assert done == sorted(done)
+    assert done[-1] == result["total_bytes"]
     assert all(p["total_bytes"] == result["total_bytes"] for p in progress)
     assert events(job, "verify")[0].message == "checksums verified for 4 files"
     again = run(workspace, "model.pull", model=BIG)  # all cached: nothing fetched
-    assert again.result["downloaded_bytes"] == 0 and again.result["local_path"] == str(local)
+    assert again.result["downloaded_bytes"] == 0
+    assert again.result["local_path"] == str(local)
 
 
 def test_pull_resumes_a_dropped_connection_with_a_range_request(owner: Any, hub: FakeHub) -> None:
@@ -181,7 +194,9 @@ def test_pull_resumes_a_dropped_connection_with_a_range_request(owner: Any, hub:
     job = run(workspace, "model.pull", model=BIG)
     assert job.status == "complete", job.error
     gets = hub.gets_of(BIG_FILE)
-    assert len(gets) == 2 and "Range" not in gets[0] and gets[1]["Range"].startswith("bytes=")
+    assert len(gets) == 2
+    assert "Range" not in gets[0]
+    assert gets[1]["Range"].startswith("bytes=")
     assert int(gets[1]["Range"][6:-1]) > 0
     assert job.result["resumed_bytes"] > 0
     entry = hub.repos["acme/big-model-2B"].commits[job.result["commit"]][BIG_FILE]
@@ -206,7 +221,8 @@ def test_pull_of_a_gated_model_needs_a_token_with_access(
 ) -> None:
     workspace, _ = owner
     refused = run(workspace, "model.pull", model="hf:acme/gated-7B")
-    assert refused.status == "error" and "gated" in refused.error
+    assert refused.status == "error"
+    assert "gated" in refused.error
     settings.HF_TOKEN = GATED_TOKEN
     hub.requests.clear()
     allowed = run(workspace, "model.pull", model="hf:acme/gated-7B")
@@ -215,7 +231,28 @@ def test_pull_of_a_gated_model_needs_a_token_with_access(
         h.get("Authorization") == f"Bearer {GATED_TOKEN}" for h in hub.gets_of("config.json")
     )
     missing = run(workspace, "model.pull", model="hf:acme/none")
-    assert missing.status == "error" and "not found" in missing.error
+    assert missing.status == "error"
+    assert "not found" in missing.error
+
+
+def test_the_workspaces_credential_is_used_and_every_pull_is_metered(
+    owner: Any, hub: FakeHub, settings: Any
+) -> None:
+    workspace, _ = owner
+    provider_upsert(workspace=workspace, provider="huggingface", secret=GATED_TOKEN, actor="test")
+    job = run(workspace, "model.pull", model="hf:acme/gated-7B")
+    assert job.status == "complete", job.error  # HF_TOKEN is empty: the credential did it
+    assert {h.get("Authorization") for h in hub.gets_of("config.json")} == {f"Bearer {GATED_TOKEN}"}
+    assert AuditEvent.objects.filter(
+        action="provider.credential.read", workspace=workspace, meta__purpose="model.pull"
+    ).exists()
+    run(workspace, "model.inspect", model=TINY)
+    usage = {(row.kind, row.quantity) for row in UsageEvent.objects.filter(workspace=workspace)}
+    assert usage == {("model.pull", job.result["downloaded_bytes"]), ("model.inspect", 1)}
+    _other_user, other, _ = factories.signup("Nina Neighbour", "nina@models.test", "Neighbour")
+    refused = run(other, "model.pull", model="hf:acme/gated-7B")  # not their credential
+    assert refused.status == "error"
+    assert "gated" in refused.error
 
 
 def test_cancel_mid_download_then_a_new_pull_resumes(
@@ -224,9 +261,12 @@ def test_cancel_mid_download_then_a_new_pull_resumes(
     workspace, _ = owner
     hub.rate = 1_000_000  # about 2 s for the big file
     job = job_enqueue(
-        workspace=workspace, job_type="model.pull", payload={"model": BIG}, ttl_seconds=0,
+        workspace=workspace,
+        job_type="model.pull",
+        payload={"model": BIG},
+        ttl_seconds=0,
         actor="test",
-    )  # fmt: skip
+    )
     thread = in_background(job.pk)
 
     def midway() -> bool:
@@ -247,7 +287,7 @@ def test_cancel_mid_download_then_a_new_pull_resumes(
 
 
 # --- attach ------------------------------------------------------------------------------
-def attach(api: Any, token: str, profile: dict[str, Any], **body: Any) -> Job:
+def attach(api: Any, token: str, profile: dict[str, Any], **body: Any) -> Any:
     """Attach through the API, then run the job here."""
     body.setdefault("runtimeId", "local")
     response = api.post(f"/v1/model-profiles/{profile['id']}/attach", body, **bearer(token))
@@ -271,29 +311,35 @@ TAIL_STEPS = ["verifying", "creating_profile", "attached", "ready", "complete"]
 
 
 def test_attach_pull_from_source_downloads_and_ends_ready(api: Any, owner: Any) -> None:
-    workspace, token = owner
+    _workspace, token = owner
     profile = profile_of(api, token, provider="Hugging Face", external_id="acme/big-model-2B")
     job = attach(api, token, profile, servingEngine="vLLM")
     assert job.status == "complete", job.error
     steps = [e.step for e in events(job)][2:]
-    assert steps[:4] == ATTACH_STEPS and steps[-5:] == TAIL_STEPS
+    assert steps[:4] == ATTACH_STEPS
+    assert steps[-5:] == TAIL_STEPS
     downloading = [e.data for e in events(job, "downloading")]
     percents = [d["progress"] for d in downloading]
-    assert percents == sorted(percents) and percents[-1] == 100 and len(percents) >= 2
+    assert percents == sorted(percents)
+    assert percents[-1] == 100
+    assert len(percents) >= 2
     row = installation(job)
     assert (row.status, row.progress, row.error) == ("ready", 100, "")
     assert (Path(row.local_path) / BIG_FILE).is_file()
     assert ModelProfile.objects.get(pk=profile["id"]).status == "ready"
     serving = json.loads(Path(job.result["serving_profile"]).read_text())
-    assert serving["command"].startswith("vllm serve ") and row.local_path in serving["command"]
+    assert serving["command"].startswith("vllm serve ")
+    assert row.local_path in serving["command"]
     listed = api.get("/v1/model-installations", **bearer(token)).json()["installations"][0]
     assert (listed["status"], listed["progress"], listed["local_path"]) == (
-        "ready", 100, row.local_path,
-    )  # fmt: skip
+        "ready",
+        100,
+        row.local_path,
+    )
 
 
 def test_attach_mount_volume_checks_the_folder(api: Any, owner: Any, tmp_path: Path) -> None:
-    workspace, token = owner
+    _workspace, token = owner
     folder = tmp_path / "volume" / "tiny"
     folder.mkdir(parents=True)
     for name, data in tiny_model_files().items():
@@ -315,14 +361,16 @@ def test_attach_mount_volume_checks_the_folder(api: Any, owner: Any, tmp_path: P
     empty.mkdir()
     bad = profile_of(api, token, source_type="volume", source_uri=str(empty), external_id="none")
     failed = attach(api, token, bad, installMode="mount_volume")
-    assert failed.status == "error" and "holds no model weights" in failed.error
+    assert failed.status == "error"
+    assert "holds no model weights" in failed.error
     row = installation(failed)
-    assert row.status == "failed" and "holds no model weights" in row.error
+    assert row.status == "failed"
+    assert "holds no model weights" in row.error
     assert ModelProfile.objects.get(pk=bad["id"]).status == "failed"
 
 
 def test_attach_external_endpoint_probes_and_sets_the_url(api: Any, owner: Any) -> None:
-    workspace, token = owner
+    _workspace, token = owner
     with FakeOpenAI(["acme/tiny-llama-1B"]) as server:
         profile = profile_of(api, token, provider="Hugging Face", external_id="acme/tiny-llama-1B")
         job = attach(api, token, profile, installMode="external_endpoint", endpointUrl=server.url)
@@ -332,7 +380,8 @@ def test_attach_external_endpoint_probes_and_sets_the_url(api: Any, owner: Any) 
         assert ("GET", "/v1/models", None) in server.requests
         other = profile_of(api, token, source_type="url", source_uri=server.url, external_id="x/y")
         failed = attach(api, token, other, installMode="external_endpoint")
-    assert failed.status == "error" and "does not serve x/y" in failed.error
+    assert failed.status == "error"
+    assert "does not serve x/y" in failed.error
     assert installation(failed).status == "failed"
     assert ModelProfile.objects.get(pk=other["id"]).error == failed.error
 
@@ -341,7 +390,8 @@ def test_attach_failures_mark_installation_and_profile_failed(api: Any, owner: A
     workspace, token = owner
     missing = profile_of(api, token, provider="Hugging Face", external_id="acme/none")
     job = attach(api, token, missing)
-    assert job.status == "error" and "not found" in job.error
+    assert job.status == "error"
+    assert "not found" in job.error
     row = installation(job)
     assert (row.status, row.error) == ("failed", job.error)
     assert ModelProfile.objects.get(pk=missing["id"]).status == "failed"
@@ -358,7 +408,7 @@ def test_attach_failures_mark_installation_and_profile_failed(api: Any, owner: A
 def test_cancelling_an_attach_mid_download_fails_the_installation(
     api: Any, owner: Any, hub: FakeHub
 ) -> None:
-    workspace, token = owner
+    _workspace, token = owner
     hub.rate = 1_000_000
     profile = profile_of(api, token, provider="Hugging Face", external_id="acme/big-model-2B")
     response = api.post(
@@ -392,14 +442,17 @@ def test_preload_asks_ollama_or_an_openai_compatible_engine(
         monkeypatch.setenv("MATRIX_RUNTIME_OLLAMA_URL", ollama.url)
         loaded = run(workspace, "model.preload", model="tiny:latest")
         assert loaded.status == "complete", loaded.error
-        assert loaded.result["engine"] == "ollama" and ollama.loaded == ["tiny:latest"]
+        assert loaded.result["engine"] == "ollama"
+        assert ollama.loaded == ["tiny:latest"]
         warm = run(workspace, "model.preload", model=TINY, engine="vLLM", endpoint_url=vllm.url)
         assert warm.status == "complete", warm.error
         assert warm.result["served_model"] == "acme/tiny-llama-1B"
         assert any(path == "/v1/chat/completions" for _, path, _ in vllm.requests)
-        absent = run(workspace, "model.preload", model="acme/other", engine="vllm",
-                     endpoint_url=vllm.url)  # fmt: skip
-        assert absent.status == "error" and "does not serve acme/other" in absent.error
+        absent = run(
+            workspace, "model.preload", model="acme/other", engine="vllm", endpoint_url=vllm.url
+        )
+        assert absent.status == "error"
+        assert "does not serve acme/other" in absent.error
 
 
 def test_preload_without_an_engine_says_so(owner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
