@@ -19,17 +19,9 @@ from django.conf import settings
 from matrixcloud.errors import ApplicationError
 
 REQUIRED_STRINGS = (
-    "id",
-    "initials",
-    "name",
-    "kind",
-    "kind_class",
-    "runtime",
-    "network",
-    "source",
-    "license",
-    "desc",
-)
+    "id", "initials", "name", "kind", "kind_class", "runtime",
+    "network", "source", "license", "desc",
+)  # fmt: skip
 REQUIRED_BOOLS = ("secrets", "verified", "sandbox")
 # Omitted from the answer when empty, as the original did.
 OPTIONAL_STRINGS = ("transport", "start_command", "version")
