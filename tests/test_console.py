@@ -6,6 +6,7 @@ The real browser walk-through is ``tests/browser/test_console_browser.py``."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ PAGES = [
     "/console/catalog",
     "/console/sandboxes",
     "/console/jobs",
+    "/console/models",
     "/console/runtimes",
     "/console/providers",
     "/console/members",
@@ -406,3 +408,55 @@ def test_provider_keys_show_only_a_hint(owner: Client, cast: factories.Cast) -> 
     assert member.post(delete).status_code == 403
     assert owner.post(delete)["Location"] == "/console/providers"
     assert not ProviderCredential.objects.exists()
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[Any]:
+    from tests.fake_hub import standard_hub
+
+    with standard_hub() as running:
+        yield running
+
+
+@pytest.fixture
+def hub_endpoint(hub: Any, settings: Any) -> Any:
+    settings.HF_ENDPOINT = hub.url
+    settings.HF_TOKEN = ""
+    return hub
+
+
+def test_searching_importing_and_attaching_a_model(
+    owner: Client, cast: factories.Cast, hub_endpoint: Any, settings: Any
+) -> None:
+    from models_registry.models import ModelInstallation, ModelProfile
+
+    found = owner.get("/console/models?q=acme").content.decode()
+    assert found.index("acme/encoder-350m") < found.index("acme/tiny-llama-1B")  # by downloads
+    imported = owner.post("/console/models/import", {"external_id": "acme/tiny-llama-1B"})
+    assert imported["Location"] == "/console/models"
+    profile = ModelProfile.objects.get(workspace=cast.workspace)
+    assert (profile.external_id, profile.task) == ("acme/tiny-llama-1B", "text-generation")
+    assert profile.metadata["revision"] == "main"
+    assert AuditEvent.objects.filter(action="model.imported").exists()
+    missing = owner.post("/console/models/import", {"external_id": "acme/nothing-here"})
+    assert missing.status_code == 400
+    assert "could not resolve model" in missing.content.decode()
+
+    attach = f"/console/models/{profile.pk}/attach"
+    body = {"runtime_id": settings.MATRIX_RUNTIME_ID, "install_mode": "pull_from_source"}
+    assert owner.post(attach, {**body, "runtime_id": "rt_nope"}).status_code == 400
+    assert owner.post(attach, {**body, "serving_engine": "vLLM"})["Location"] == "/console/models"
+    installation = ModelInstallation.objects.get(workspace=cast.workspace)
+    assert (installation.serving_engine, installation.install_mode) == ("vLLM", "pull_from_source")
+    page = owner.get("/console/models").content.decode()
+    assert f'data-job-stream="/v1/jobs/{installation.job_id}/events"' in page
+    assert f'id="bar-{installation.pk}"' in page
+
+    outsider = signed_in(cast.outsider)
+    theirs = outsider.get("/console/models").content.decode()
+    assert "acme/tiny-llama-1B" not in theirs
+    assert outsider.post(attach, body).status_code == 404
+    assert ModelInstallation.objects.count() == 1

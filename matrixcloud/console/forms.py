@@ -9,6 +9,7 @@ from django import forms
 
 from accounts.choices import Role
 from jobs.choices import JobStatus
+from models_registry.choices import InstallMode
 
 
 def _email() -> forms.EmailField:
@@ -161,3 +162,43 @@ class ProviderForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
         help_text="Stored encrypted; only its last 4 characters are ever shown.",
     )
+
+
+class ModelSearchForm(forms.Form):
+    q = forms.CharField(label="Search Hugging Face", required=False, max_length=200)
+    task = forms.CharField(
+        label="Task", required=False, max_length=64, help_text="e.g. text-generation"
+    )
+
+
+class ImportForm(forms.Form):
+    external_id = forms.CharField(
+        label="Model id", max_length=200, help_text="e.g. Qwen/Qwen2.5-7B-Instruct"
+    )
+    branch = forms.CharField(
+        label="Branch", required=False, max_length=200, help_text="Default main."
+    )
+
+
+class AttachForm(forms.Form):
+    runtime_id = forms.ChoiceField(label="Runtime")
+    install_mode = forms.ChoiceField(
+        label="Install mode", choices=InstallMode.choices, initial=InstallMode.PULL_FROM_SOURCE
+    )
+    serving_engine = forms.CharField(
+        label="Serving engine",
+        required=False,
+        max_length=40,
+        help_text="e.g. vLLM, SGLang, Ollama",
+        widget=forms.TextInput(attrs={"list": "engines"}),
+    )
+    path = forms.CharField(
+        label="Model folder", required=False, max_length=1000, help_text="mount volume only"
+    )
+    endpoint_url = forms.CharField(
+        label="Endpoint URL", required=False, max_length=1000, help_text="external endpoint only"
+    )
+
+    def __init__(self, *args: Any, runtimes: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["runtime_id"].choices = runtimes  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@
 from django.urls import URLPattern, path
 from django.views.generic import RedirectView
 
-from matrixcloud.console.views import auth, cloud, jobs, sandboxes, workspace
+from matrixcloud.console.views import auth, cloud, jobs, models, sandboxes, workspace
 
 app_name = "console"
 
@@ -31,6 +31,9 @@ urlpatterns: list[URLPattern] = [
     path("console/jobs", jobs.job_list_view, name="jobs"),
     path("console/jobs/<str:job_id>", jobs.job_detail, name="job"),
     path("console/jobs/<str:job_id>/cancel", jobs.job_cancel_view, name="job-cancel"),
+    path("console/models", models.models, name="models"),
+    path("console/models/import", models.model_import, name="model-import"),
+    path("console/models/<str:profile_id>/attach", models.model_attach, name="model-attach"),
     path("console/runtimes", cloud.runtimes, name="runtimes"),
     path(
         "console/join-tokens/<str:token_id>/revoke",

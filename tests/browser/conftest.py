@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +21,20 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from tests.fake_hub import FakeHub, FakeRepo, safetensors_bytes, tiny_model_files
 from tests.sandbox_processes import NPM, REPO, Host, npm_server, running_host
-from tests.test_jobs_worker import Worker, start_worker, worker_env
+from tests.test_jobs_worker import Worker, worker_env
 from tests.test_sse import Server, start_daphne
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("MATRIX_CONSOLE_SCREENSHOTS", REPO / "artifacts" / "screenshots"))
 STEP_TIMEOUT_MS = 20_000
+HUB_MODEL = "acme/tiny-llama-1B"
+# The fake hub sends each file whole after a delay of its size over this rate: four
+# 64 kB shards and the tiny model's weights take about 1.5 s, file by file, so the
+# progress bar is seen between 0 and 100.
+HUB_RATE = 250_000
+HUB_SHARDS = 4
 
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
@@ -58,6 +67,7 @@ class Console:
     server: Server
     host: Host
     worker: Worker
+    hub: FakeHub
     browser: Browser
 
     @property
@@ -96,6 +106,20 @@ def test_catalog(path: Path) -> Path:
 test_catalog.__test__ = False  # type: ignore[attr-defined]
 
 
+def start_worker(log: Path, env: dict[str, str]) -> Worker:
+    """``manage.py worker`` on the test database, with ``env`` on top."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "worker"],
+            cwd=REPO,
+            env={**worker_env(), **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Worker(proc, log)
+
+
 @pytest.fixture(scope="module")
 def console(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     # Playwright's sync API keeps an event loop on this thread; the test's own ORM
@@ -105,14 +129,23 @@ def console(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
     database = {
         k: v for k, v in worker_env().items() if k in ("MATRIX_RUNTIME_DB_PATH", "DATABASE_URL")
     }
+    hub = FakeHub()
+    files = tiny_model_files()
+    for shard in range(HUB_SHARDS):
+        files[f"extra-{shard}.safetensors"] = safetensors_bytes({f"w{shard}": ("F16", [128, 256])})
+    hub.add(FakeRepo(HUB_MODEL, downloads=10), files)
+    hub.rate = HUB_RATE
+    hub.start()
+    hub_env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": ""}
     server = start_daphne(
         {
             **database,
+            **hub_env,
             "MATRIX_RUNTIME_RATE_LIMIT_RPM": "0",
             "MATRIX_RUNTIME_CATALOG_FILE": str(test_catalog(tmp / "catalog.json")),
         }
     )
-    worker = start_worker(tmp / "worker.log")
+    worker = start_worker(tmp / "worker.log", hub_env)
     try:
         server.wait_ready()
         worker.ready()
@@ -121,11 +154,12 @@ def console(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
                 executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
             )
             try:
-                yield Console(server, host, worker, browser)
+                yield Console(server, host, worker, hub, browser)
             finally:
                 browser.close()
     finally:
         worker.stop()
         server.stop()
+        hub.stop()
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         print(f"\nconsole screenshots: {SCREENSHOTS}")

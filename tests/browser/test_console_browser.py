@@ -19,7 +19,7 @@ from playwright.sync_api import Page, expect
 
 from jobs.choices import JobStatus
 from sandbox.models import SandboxSession, ToolCall
-from tests.browser.conftest import Console, shot
+from tests.browser.conftest import HUB_MODEL, Console, shot
 from tests.factories import PASSWORD
 from tests.sandbox_processes import REPO
 from tests.test_jobs_worker import wait_for
@@ -158,3 +158,53 @@ def test_a_runtime_appears_when_it_joins_with_a_minted_token(
     other.goto(f"{console.url}/console/runtimes")
     expect(other.get_by_text("edge-box")).to_have_count(0)
     expect(other.get_by_text("No runtime has joined yet")).to_be_visible()
+
+
+# Every value the installation bars take, recorded from the first byte of the page.
+RECORD_PROGRESS = """
+window.__progress = [];
+new MutationObserver(function (records) {
+  records.forEach(function (r) {
+    window.__progress.push(Number(r.target.getAttribute(r.attributeName)));
+  });
+}).observe(document, { subtree: true, attributes: true, attributeFilter: ["aria-valuenow"] });
+"""
+
+
+def test_a_model_is_imported_attached_and_its_progress_bar_reaches_ready(
+    console: Console,
+) -> None:
+    page = sign_up(console, "Mo Models", "mo@console.test")
+    page.get_by_role("link", name="Models").click()
+    page.get_by_label("Search Hugging Face").fill("tiny")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name=f"Import {HUB_MODEL}").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Imported {HUB_MODEL}")
+    profile = page.locator("article.profile", has_text=HUB_MODEL)
+    expect(profile).to_contain_text("profile_only")
+
+    page.context.add_init_script(RECORD_PROGRESS)
+    profile.get_by_text("Attach to a runtime").click()
+    form = profile.get_by_role("form", name=f"Attach {HUB_MODEL}")
+    expect(form.get_by_label("Install mode")).to_have_value("pull_from_source")
+    form.get_by_label("Serving engine").fill("vLLM")
+    form.get_by_role("button", name=f"Attach {HUB_MODEL}").click()
+
+    installation = page.locator("li.installation", has_text=HUB_MODEL)
+    expect(installation).to_be_visible()
+    expect(installation.locator("[data-inst-status]")).to_have_text("ready", timeout=60_000)
+    expect(installation.locator("progress")).to_have_js_property("value", 100)
+    expect(installation.locator("output")).to_have_text("100%")
+    expect(profile.locator(".badge")).to_have_text("ready")
+    seen = page.evaluate("window.__progress")
+    assert any(0 < value < 100 for value in seen), f"no bar value between 0 and 100: {seen}"
+    assert seen == sorted(seen), f"the bar went backwards: {seen}"
+    shot(page, "11-models")
+    assert console.hub.gets_of("model.safetensors"), "the weights came from the fake hub"
+
+    other = sign_up(console, "Nia Next", "nia@console.test")
+    other.goto(f"{console.url}/console/models")
+    expect(other.get_by_text(HUB_MODEL)).to_have_count(0)
+    answer = other.request.get(f"{console.url}/v1/model-installations")
+    assert answer.status == 200
+    assert answer.json() == {"installations": []}

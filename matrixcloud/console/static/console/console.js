@@ -49,11 +49,14 @@
 
   /* --- progress ------------------------------------------------------------------ */
 
-  // A fraction 0..1 from the data of an event, or null. Handlers report either a
-  // percent, a fraction, or done/total counters (bytes or files).
+  // A fraction 0..1 from the data of an event, or null. Handlers report a percent
+  // (`progress`, `percent`) or done/total counters (bytes or files).
   function progressOf(data) {
     if (!data || typeof data !== "object") return null;
     if (data.progress && typeof data.progress === "object") return progressOf(data.progress);
+    // `progress` and `percent` are percentages (0..100), as installations store them.
+    if (typeof data.percent === "number") return Math.min(1, data.percent / 100);
+    if (typeof data.progress === "number") return Math.min(1, data.progress / 100);
     var pairs = [["downloaded_bytes", "total_bytes"], ["bytes_done", "bytes_total"],
       ["downloaded", "total"], ["done", "total"], ["completed", "total"], ["current", "total"]];
     for (var i = 0; i < pairs.length; i++) {
@@ -61,10 +64,6 @@
       if (typeof done === "number" && typeof total === "number" && total > 0) {
         return Math.min(1, done / total);
       }
-    }
-    if (typeof data.percent === "number") return Math.min(1, data.percent / 100);
-    if (typeof data.progress === "number") {
-      return Math.min(1, data.progress > 1 ? data.progress / 100 : data.progress);
     }
     return null;
   }
@@ -288,18 +287,52 @@
 
   /* --- sections that refresh themselves (re-read from the same page) -------------------- */
 
+  // Re-read this page and swap in the fresh copies of `sections` (elements with ids).
+  function refreshSections(sections, then) {
+    return fetch(window.location.pathname + window.location.search, { credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        sections.forEach(function (section) {
+          var copy = fresh.getElementById(section.id);
+          if (copy) section.innerHTML = copy.innerHTML;
+          if (then) then(section);
+        });
+      }).catch(function () {});
+  }
+
   function refreshEvery(section) {
     var seconds = Number(section.dataset.refresh) || 5;
     setInterval(function () {
-      if (document.hidden) return;
-      fetch(window.location.pathname, { credentials: "same-origin" })
-        .then(function (response) { return response.ok ? response.text() : null; })
-        .then(function (html) {
-          if (!html) return;
-          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById(section.id);
-          if (fresh) section.innerHTML = fresh.innerHTML;
-        }).catch(function () {});
+      if (!document.hidden) refreshSections([section]);
     }, seconds * 1000);
+  }
+
+  /* --- installations: a progress bar per model.attach job ------------------------------ */
+
+  function followInstallation(item) {
+    if (!window.EventSource || item.dataset.following) return;
+    item.dataset.following = "1";
+    var source = new EventSource(item.dataset.jobStream);
+    var step = item.querySelector("[data-inst-step]");
+    source.onmessage = function (message) {
+      var event;
+      try { event = JSON.parse(message.data); } catch (e) { return; }
+      var fraction = progressOf(event.data);
+      if (fraction !== null) showProgress(item, fraction);
+      if (step) step.textContent = event.message;
+      if (TERMINAL[event.status]) {
+        source.close();
+        // The job's end settles the installation (and its profile): re-read them.
+        var settled = document.querySelectorAll("[data-settle][id]");
+        refreshSections(Array.prototype.slice.call(settled), followInstallations);
+      }
+    };
+  }
+
+  function followInstallations(scope) {
+    scope.querySelectorAll("li[data-job-stream]").forEach(followInstallation);
   }
 
   /* --- once-only secrets: copy buttons ------------------------------------------------- */
@@ -323,6 +356,7 @@
     if (counts) pollCounts(counts);
     copyButtons();
     document.querySelectorAll("[data-refresh][id]").forEach(refreshEvery);
+    followInstallations(document);
     window.MatrixConsole = { followEvents: followEvents, progressOf: progressOf, api: api };
   });
 })();
