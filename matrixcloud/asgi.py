@@ -4,7 +4,11 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "matrixcloud.settings")
 
+import django
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-from django.core.asgi import get_asgi_application
 
-application = ASGIStaticFilesHandler(get_asgi_application())
+django.setup(set_prefix=False)
+
+from matrixcloud.lib.lanes import LanedASGIHandler  # noqa: E402  (needs the apps loaded)
+
+application = ASGIStaticFilesHandler(LanedASGIHandler())

@@ -86,6 +86,10 @@ MATRIX_RUNTIME_CLOUD_HEARTBEAT_SECONDS = env_float(
     "MATRIX_RUNTIME_CLOUD_HEARTBEAT_SECONDS", 30.0, minimum=0.2
 )
 MATRIX_SSE_KEEPALIVE_SECONDS = env_float("MATRIX_RUNTIME_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.1)
+# The web process serves plain (non-streaming) requests from this many threads, which
+# keep their database connections this many seconds (matrixcloud/lib/lanes.py).
+MATRIX_WEB_THREADS = env_int("MATRIX_RUNTIME_WEB_THREADS", 32, minimum=1)
+MATRIX_WEB_CONN_MAX_AGE = env_float("MATRIX_RUNTIME_WEB_CONN_MAX_AGE", 300.0, minimum=0)
 MATRIX_EXTRA_ALLOWED_HOSTS = env_list("MATRIX_RUNTIME_ALLOWED_HOSTS")
 MATRIX_TRUSTED_PROXIES = env_list("MATRIX_RUNTIME_TRUSTED_PROXIES")
 MATRIX_ALLOWED_ORIGINS = env_list("MATRIX_RUNTIME_ALLOWED_ORIGINS")

@@ -4,8 +4,10 @@ Calls are latency-critical (PRODUCT.md §11: under 5 ms over a direct stdio call
 they do not go through the channel layer's send/receive (about four Redis round trips
 each, plus the hop from a sync view to the event loop): each host has a *mailbox*, a
 Redis list on the bus named after its channel (``Job.runner``), and each call a reply
-list of its own. The web process, in its sync view thread, pushes the request and
-blocks on the reply (``BLPOP``, bounded); the host pops requests and pushes replies
+list of its own. The web process pushes the request and waits on the reply
+(``BLPOP``, bounded): on the event loop when the request is served by the web lane
+(:func:`host_call_async`, matrixcloud/lib/lanes.py), else blocking its thread
+(:func:`host_call`). The host pops requests and pushes replies
 (sandbox/host/mailbox.py). Start and stop messages stay on the channel layer.
 
 Request: ``{"type": "sandbox.call", "request_id", "job_id", "name", "arguments",
@@ -15,13 +17,16 @@ Request: ``{"type": "sandbox.call", "request_id", "job_id", "name", "arguments",
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import uuid
+import weakref
 from typing import Any
 
 import redis
+import redis.asyncio as aredis
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -35,8 +40,13 @@ KEY_TTL = 300
 # A reply ``kind`` of our own: the bus could not carry the request at all.
 BUS_DOWN = "bus_down"
 
+NO_BUS = "REDIS_URL is unset, so no sandbox host can be reached"
+
 _client: redis.Redis | None = None
 _client_lock = threading.Lock()
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def mailbox_key(runner: str) -> str:
@@ -55,14 +65,7 @@ def bus_client() -> redis.Redis | None:
         return None
     with _client_lock:
         if _client is None:
-            # A reply is awaited with a blocking pop as long as the call may run; the
-            # socket must outwait it (redis-py's default read timeout is 5 s).
-            _client = redis.Redis.from_url(
-                settings.REDIS_URL,
-                socket_connect_timeout=2.0,
-                socket_timeout=settings.MATRIX_SANDBOX_CALL_HARD_CAP + REPLY_MARGIN + 10.0,
-                health_check_interval=30,
-            )
+            _client = redis.Redis.from_url(settings.REDIS_URL, **_client_options())
         return _client
 
 
@@ -83,9 +86,50 @@ def host_call(
     """
     client = bus_client()
     if client is None:
-        return _bus_down("REDIS_URL is unset, so no sandbox host can be reached")
+        return _bus_down(NO_BUS)
+    message = call_message(job_id=job_id, name=name, arguments=arguments, caller=caller)
+    try:
+        return _round_trip(client, mailbox_key(channel), message, timeout)
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("sandbox call to %s failed on the bus", channel, exc_info=True)
+        return _bus_down(str(exc))
+
+
+async def host_call_async(
+    *,
+    channel: str,
+    job_id: str,
+    name: str,
+    arguments: dict[str, Any],
+    caller: dict[str, Any],
+    timeout: float,
+) -> dict[str, Any]:
+    """:func:`host_call` on the event loop: the reply is awaited, no thread is held."""
+    client = _async_bus_client()
+    if client is None:
+        return _bus_down(NO_BUS)
+    message = call_message(job_id=job_id, name=name, arguments=arguments, caller=caller)
+    mailbox = mailbox_key(channel)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.rpush(mailbox, json.dumps(message, separators=(",", ":")))
+            pipe.expire(mailbox, KEY_TTL)
+            await pipe.execute()
+        popped = await client.blpop([message["reply_key"]], timeout=timeout)
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("sandbox call to %s failed on the bus", channel, exc_info=True)
+        return _bus_down(str(exc))
+    if popped is None:
+        return _no_answer(timeout)
+    reply: dict[str, Any] = json.loads(popped[1])
+    return reply
+
+
+def call_message(
+    *, job_id: str, name: str, arguments: dict[str, Any], caller: dict[str, Any]
+) -> dict[str, Any]:
     request_id = uuid.uuid4().hex
-    message = {
+    return {
         "type": CALL_TYPE,
         "request_id": request_id,
         "job_id": job_id,
@@ -94,11 +138,29 @@ def host_call(
         "caller": caller,
         "reply_key": reply_key(request_id),
     }
-    try:
-        return _round_trip(client, mailbox_key(channel), message, timeout)
-    except (redis.RedisError, OSError) as exc:
-        logger.warning("sandbox call to %s failed on the bus", channel, exc_info=True)
-        return _bus_down(str(exc))
+
+
+def _async_bus_client() -> aredis.Redis | None:
+    """This event loop's client of the bus (one per loop: asyncio clients are bound to
+    the loop they first ran on), or None without REDIS_URL."""
+    if not settings.REDIS_URL:
+        return None
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = aredis.Redis.from_url(settings.REDIS_URL, **_client_options())
+        _async_clients[loop] = client
+    return client
+
+
+def _client_options() -> dict[str, Any]:
+    # A reply is awaited with a blocking pop as long as the call may run; the socket
+    # must outwait it (redis-py's default read timeout is 5 s).
+    return {
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": settings.MATRIX_SANDBOX_CALL_HARD_CAP + REPLY_MARGIN + 10.0,
+        "health_check_interval": 30,
+    }
 
 
 def _round_trip(
@@ -110,13 +172,17 @@ def _round_trip(
     pipe.execute()
     popped = client.blpop([message["reply_key"]], timeout=timeout)
     if popped is None:
-        return {
-            "ok": False,
-            "kind": "timeout",
-            "error": f"the sandbox host did not answer within {timeout:g} s",
-        }
+        return _no_answer(timeout)
     reply: dict[str, Any] = json.loads(popped[1])
     return reply
+
+
+def _no_answer(timeout: float) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "kind": "timeout",
+        "error": f"the sandbox host did not answer within {timeout:g} s",
+    }
 
 
 def _bus_down(reason: str) -> dict[str, Any]:

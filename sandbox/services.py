@@ -27,7 +27,7 @@ from accounts.services.usage import Usage, usage_record_many
 from jobs.choices import JobStatus
 from jobs.models import Job
 from jobs.services import job_await_terminal, job_cancel, job_enqueue, ttl_resolve
-from matrixcloud.errors import Conflict, ServiceUnavailable
+from matrixcloud.errors import ApplicationError, Conflict, ServiceUnavailable
 from sandbox import policy, rpc
 from sandbox.choices import CallFailure, ToolCallOutcome
 from sandbox.handlers import network_check, transport_check
@@ -154,48 +154,105 @@ def sandbox_tool_call(
     failed at the MCP level or timed out, and :class:`ServiceUnavailable` when the bus
     is down. The host records the calls it handled; the others are recorded here.
     """
-    caller = {"actor": actor, "user_id": getattr(user, "pk", None), "ip": ip}
-    started_at, started = timezone.now(), time.monotonic()
-    reply = _send_call(session, name, arguments or {}, caller)
+    call = tool_call_prepare(
+        session=session, name=name, arguments=arguments, actor=actor, user=user, ip=ip
+    )
+    return tool_call_result(call, tool_call_send(call))
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """A tool call checked and ready to send (or refused here, with the reason)."""
+
+    session: SandboxSession
+    name: str
+    arguments: dict[str, Any]
+    caller: dict[str, Any]
+    ip: str
+    started_at: datetime
+    started: float
+    refusal: str | None
+
+    def rpc_kwargs(self) -> dict[str, Any]:
+        job = self.session.job
+        return {
+            "channel": job.runner,
+            "job_id": job.pk,
+            "name": self.name,
+            "arguments": self.arguments,
+            "caller": self.caller,
+            "timeout": settings.MATRIX_SANDBOX_CALL_HARD_CAP + rpc.REPLY_MARGIN,
+        }
+
+    def refused(self) -> dict[str, Any]:
+        return {"ok": False, "kind": REFUSED_HERE, "error": self.refusal}
+
+
+def tool_call_prepare(
+    *,
+    session: SandboxSession,
+    name: str,
+    arguments: dict[str, Any] | None,
+    actor: str,
+    user: Any = None,
+    ip: str = "",
+) -> PreparedCall:
+    """The call to send, checked against the session's state (read in this request)."""
+    return PreparedCall(
+        session=session,
+        name=name,
+        arguments=arguments or {},
+        caller={"actor": actor, "user_id": getattr(user, "pk", None), "ip": ip},
+        ip=ip,
+        started_at=timezone.now(),
+        started=time.monotonic(),
+        refusal=_refusal(session, session.job),
+    )
+
+
+def tool_call_send(call: PreparedCall) -> dict[str, Any]:
+    """The host's reply (blocking this thread), or our own refusal."""
+    if call.refusal is not None:
+        return call.refused()
+    return rpc.host_call(**call.rpc_kwargs())
+
+
+async def tool_call_send_async(call: PreparedCall) -> dict[str, Any]:
+    """The host's reply awaited on the event loop (no thread held), or our own refusal."""
+    if call.refusal is not None:
+        return call.refused()
+    return await rpc.host_call_async(**call.rpc_kwargs())
+
+
+def tool_call_result(call: PreparedCall, reply: dict[str, Any]) -> dict[str, Any]:
+    """The MCP result of a successful reply; otherwise record the failure (when the host
+    did not) and raise :class:`Conflict`, or :class:`ServiceUnavailable` for the bus."""
     if reply.get("ok"):
         return dict(reply["result"])
-    message = _failure_message(session, reply)
+    raise tool_call_failure(call, reply)
+
+
+def tool_call_failure(call: PreparedCall, reply: dict[str, Any]) -> ApplicationError:
+    """The error a failed reply answers with, the call recorded when the host did not."""
+    message = _failure_message(call.session, reply)
     if not reply.get("recorded"):
         timed_out = reply.get("kind") == CallFailure.TIMEOUT
         entry = CallEntry(
-            session=session,
-            name=name,
-            arguments=arguments or {},
-            actor=actor,
-            user_id=caller["user_id"],
-            ip=ip,
-            started_at=started_at,
+            session=call.session,
+            name=call.name,
+            arguments=call.arguments,
+            actor=call.caller["actor"],
+            user_id=call.caller["user_id"],
+            ip=call.ip,
+            started_at=call.started_at,
             outcome=ToolCallOutcome.TIMEOUT if timed_out else ToolCallOutcome.REFUSED,
-            duration_ms=monotonic_ms(started),
+            duration_ms=monotonic_ms(call.started),
             error=message,
         )
         tool_calls_record([entry])
     if reply.get("kind") == rpc.BUS_DOWN:
-        raise ServiceUnavailable(message)
-    raise Conflict(message)
-
-
-def _send_call(
-    session: SandboxSession, name: str, arguments: dict[str, Any], caller: dict[str, Any]
-) -> dict[str, Any]:
-    """The host's reply, or a refusal of our own when the call cannot be sent at all."""
-    job = session.job  # read with the session, in this request
-    refusal = _refusal(session, job)
-    if refusal is not None:
-        return {"ok": False, "kind": REFUSED_HERE, "error": refusal}
-    return rpc.host_call(
-        channel=job.runner,
-        job_id=job.pk,
-        name=name,
-        arguments=arguments,
-        caller=caller,
-        timeout=settings.MATRIX_SANDBOX_CALL_HARD_CAP + rpc.REPLY_MARGIN,
-    )
+        return ServiceUnavailable(message)
+    return Conflict(message)
 
 
 def _refusal(session: SandboxSession, job: Job) -> str | None:

@@ -7,9 +7,12 @@ endpoints are still stubs (a later change).
 
 from __future__ import annotations
 
+from functools import partial
+
 from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,11 +24,13 @@ from jobs.api.views import CANCEL_WAIT_SECONDS, STREAM_PARAMETERS
 from jobs.selectors import rfc3339
 from jobs.services import job_await_terminal
 from jobs.streams import job_stream_response
+from matrixcloud.api.exceptions import error_payload
 from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
 from matrixcloud.api.stubs import PendingView
 from matrixcloud.errors import BadRequest
 from matrixcloud.lib import sse
+from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, run_in_lane
 from sandbox.api.serializers import (
     MatrixShellExecResultSerializer,
     MatrixShellExecSerializer,
@@ -39,7 +44,16 @@ from sandbox.api.serializers import (
     ToolListSerializer,
 )
 from sandbox.selectors import events_url, session_get, session_snapshot, session_tools
-from sandbox.services import sandbox_create, sandbox_stop, sandbox_tool_call
+from sandbox.services import (
+    PreparedCall,
+    sandbox_create,
+    sandbox_stop,
+    tool_call_failure,
+    tool_call_prepare,
+    tool_call_result,
+    tool_call_send,
+    tool_call_send_async,
+)
 
 SESSION_ID = OpenApiParameter(
     "session_id",
@@ -168,7 +182,7 @@ class SandboxToolCallView(APIView):
             ),
         },
     )
-    def post(self, request: Request, session_id: str) -> Response:
+    def post(self, request: Request, session_id: str) -> HttpResponseBase:
         serializer = ToolCallSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         name = serializer.validated_data["name"].strip()
@@ -176,7 +190,7 @@ class SandboxToolCallView(APIView):
             raise BadRequest("tool name is required")
         actor = actor_for(request)
         session = session_get(session_id=session_id, workspace=actor.visible_workspace)
-        result = sandbox_tool_call(
+        call = tool_call_prepare(
             session=session,
             name=name,
             arguments=serializer.validated_data.get("arguments"),
@@ -184,7 +198,21 @@ class SandboxToolCallView(APIView):
             user=actor.user,
             ip=client_ip(request._request),
         )
-        return Response({"ok": True, "result": result})
+        if call.refusal is None and request._request.META.get(DEFERRABLE):
+            # Served by the web lane: wait for the host's reply on the event loop.
+            return DeferredResponse(partial(_complete_call, call))
+        return Response({"ok": True, "result": tool_call_result(call, tool_call_send(call))})
+
+
+async def _complete_call(call: PreparedCall, response: DeferredResponse) -> None:
+    """The deferred tool-call response: the result, or the failure in the error shape."""
+    reply = await tool_call_send_async(call)
+    if reply.get("ok"):
+        response.content = JSONRenderer().render({"ok": True, "result": reply["result"]})
+        return
+    error = await run_in_lane(tool_call_failure, call, reply)
+    response.status_code = error.http_status
+    response.content = JSONRenderer().render(error_payload(error.message, error.http_status))
 
 
 class MatrixShellStatusView(PendingView):

@@ -1,0 +1,169 @@
+"""The web process's ASGI handler: plain views served in one hop, streams kept async.
+
+Django's own ASGI handler runs a sync view through the async middleware chain, where
+every ``MiddlewareMixin`` middleware hops to a thread and back twice, and gives each
+request a new thread (so a new database connection, which it then closes). For an API
+request that costs several milliseconds of pure overhead. This handler keeps Django's
+path for async views (the SSE streams) and serves every other request the way a WSGI
+server would: the request's signals, the sync middleware chain, the view and the
+response's close run in a fixed pool of threads that keep their database connections
+(``MATRIX_RUNTIME_WEB_CONN_MAX_AGE``, checked for health at the start of each request).
+
+A view may return a :class:`DeferredResponse` when the request says it can take one
+(``request.META[DEFERRABLE]``): its status and body are completed on the event loop after
+the middleware chain ran, so a long wait (a tool call's reply) holds no thread. Under
+the test client and any other handler the view answers synchronously instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from asgiref.sync import iscoroutinefunction
+from django.conf import settings
+from django.core import signals
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.base import BaseHandler
+from django.db import close_old_connections
+from django.db.backends.signals import connection_created
+from django.http import FileResponse, HttpResponse, HttpResponseBase
+from django.urls import Resolver404, get_resolver, set_script_prefix
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# request.META key: this request is served by the lane and may get a DeferredResponse.
+DEFERRABLE = "matrixcloud.deferrable"
+
+_lane = threading.local()
+
+
+def in_lane() -> bool:
+    """Whether this thread is one of the web lane's (persistent connections)."""
+    return bool(getattr(_lane, "active", False))
+
+
+def _mark_lane_thread() -> None:
+    _lane.active = True
+
+
+def _keep_lane_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """A connection opened by a lane thread outlives the request (until its max age)."""
+    if in_lane():
+        max_age = settings.MATRIX_WEB_CONN_MAX_AGE
+        connection.close_at = None if max_age is None else time.monotonic() + max_age
+        connection.health_check_enabled = True
+
+
+connection_created.connect(_keep_lane_connection, dispatch_uid="matrixcloud.lanes.keep")
+
+
+class DeferredResponse(HttpResponse):
+    """A response whose status and body come from ``complete`` on the event loop.
+
+    Middleware sees it as a 200 with an empty body and may add headers; the handler then
+    awaits ``complete``, which sets ``status_code`` and ``content`` (never headers that
+    middleware already decided on, except the content type and length).
+    """
+
+    def __init__(self, complete: Callable[[DeferredResponse], Awaitable[None]]) -> None:
+        super().__init__(b"", content_type="application/json")
+        self.complete = complete
+
+
+async def _complete(response: DeferredResponse) -> None:
+    try:
+        await response.complete(response)
+    except Exception:
+        logger.exception("a deferred response failed to complete")
+        response.status_code = 500
+        response.content = json.dumps({"error": "internal server error", "status": 500})
+    if response.has_header("Content-Length"):  # set by middleware on the empty body
+        response["Content-Length"] = str(len(response.content))
+
+
+_handler: LanedASGIHandler | None = None
+
+
+async def run_in_lane(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a lane thread (database work of a deferred response), with the
+    same connection care a request gets."""
+    if _handler is None:
+        raise RuntimeError("no web lane in this process")
+
+    def call() -> T:
+        close_old_connections()
+        return fn(*args)
+
+    return await asyncio.get_running_loop().run_in_executor(_handler.pool, call)
+
+
+class LanedASGIHandler(ASGIHandler):
+    """Django's ASGI handler with sync views served by a thread pool in one hop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sync = BaseHandler()
+        self._sync.load_middleware(is_async=False)
+        self.pool = ThreadPoolExecutor(
+            max_workers=settings.MATRIX_WEB_THREADS,
+            thread_name_prefix="web-lane",
+            initializer=_mark_lane_thread,
+        )
+        global _handler
+        _handler = self
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self._is_async_view(scope):
+            await super().__call__(scope, receive, send)
+            return
+        await self._serve_in_lane(scope, receive, send)
+
+    def _is_async_view(self, scope: dict[str, Any]) -> bool:
+        """Whether the URL resolves to an async view (which keeps Django's async path)."""
+        path = scope["path"]
+        prefix = get_script_prefix(scope).rstrip("/")
+        if prefix and path.startswith(prefix):
+            path = path[len(prefix) :]
+        try:
+            match = get_resolver().resolve(path)
+        except Resolver404:
+            return False
+        return iscoroutinefunction(match.func)
+
+    async def _serve_in_lane(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except Exception:  # RequestAborted: the client went away before its body arrived
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            response = await loop.run_in_executor(self.pool, self._respond, scope, body_file)
+            if isinstance(response, DeferredResponse):
+                await _complete(response)
+            await self.send_response(response, send)
+            await loop.run_in_executor(self.pool, response.close)
+        finally:
+            body_file.close()
+
+    def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
+        """The whole sync part of a request, in a lane thread (as a WSGI server does)."""
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            assert error_response is not None
+            return error_response
+        request.META[DEFERRABLE] = True
+        response = self._sync.get_response(request)
+        response._handler_class = self.__class__  # type: ignore[attr-defined]
+        if isinstance(response, FileResponse):
+            response.block_size = self.chunk_size
+        return response
