@@ -23,11 +23,13 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from pydantic import model_validator
+from pydantic_core import PydanticCustomError
 
-from jobs.handlers import BaseHandler, JobFailed
+from jobs.handlers import BaseHandler, JobFailed, JobParams
 from jobs.registry import register
 from sandbox.matrixshell.process import RunOutcome, isolated_run
-from sandbox.matrixshell.services import INSTALL_JOB_TYPE, matrixshell_version
+from sandbox.matrixshell.services import DISABLED, INSTALL_JOB_TYPE, matrixshell_version
 from sandbox.matrixshell.workspace import ShellPaths, base_python, local_spec, shell_spec
 
 INSTALL_OUTPUT_CAP = 16 * 1024 * 1024
@@ -36,11 +38,26 @@ SOURCE_COPY = ".matrixshell-src"
 PIP_OPTIONS = ("--no-input", "--progress-bar", "off", "--no-cache-dir", "--upgrade")
 
 
+class MatrixShellInstallParams(JobParams):
+    """No parameters (the spec is the operator's); refused while MatrixShell is off, so
+    ``POST /v1/jobs`` cannot go around the endpoints' gate."""
+
+    @model_validator(mode="after")
+    def _enabled(self) -> MatrixShellInstallParams:
+        if not settings.MATRIX_MATRIXSHELL_ENABLED:
+            raise PydanticCustomError("matrixshell_disabled", DISABLED)
+        return self
+
+
 @register(INSTALL_JOB_TYPE)
 class MatrixShellInstallHandler(BaseHandler):
     """Install MatrixShell into the job's workspace; the result is its status."""
 
+    Params = MatrixShellInstallParams
+
     def run(self) -> dict[str, Any]:
+        if not settings.MATRIX_MATRIXSHELL_ENABLED:  # turned off since the job was queued
+            raise JobFailed(DISABLED)
         paths = ShellPaths.for_workspace(self.ctx.job.workspace_id)
         self.ctx.emit("queue", "ok", "Preparing MatrixShell sandbox")
         with self._locked(paths):
