@@ -70,13 +70,16 @@ class HubFileEntry:
     @classmethod
     def of(cls, path: str, content: bytes | Path) -> HubFileEntry:
         if isinstance(content, Path):
+            size = content.stat().st_size
             digest = hashlib.sha256()
+            blob = hashlib.sha1(b"blob %d\0" % size)  # noqa: S324 (git's blob id)
             with content.open("rb") as handle:
                 while chunk := handle.read(CHUNK):
                     digest.update(chunk)
-            size = content.stat().st_size
-            blob = hashlib.sha1(f"{path}:{size}".encode()).hexdigest()  # noqa: S324 (LFS: unused)
-            return cls(path, disk=content, size=size, sha256=digest.hexdigest(), blob_id=blob)
+                    blob.update(chunk)
+            return cls(
+                path, disk=content, size=size, sha256=digest.hexdigest(), blob_id=blob.hexdigest()
+            )
         return cls(
             path,
             data=content,
