@@ -165,9 +165,7 @@ def job_claim(job_id: str, *, runner: str) -> Job | None:
         )
         if claimed != 1:
             return None
-        job_event_emit(
-            job_id, step="start", status=JobStatus.RUNNING, message=f"Job started ({runner})"
-        )
+        job_event_emit(job_id, step="start", status=JobStatus.RUNNING, message="Job started")
     job.refresh_from_db()
     return job
 
