@@ -460,3 +460,34 @@ def test_searching_importing_and_attaching_a_model(
     assert "acme/tiny-llama-1B" not in theirs
     assert outsider.post(attach, body).status_code == 404
     assert ModelInstallation.objects.count() == 1
+
+
+# --- MatrixShell --------------------------------------------------------------------------
+
+
+def test_matrixshell_is_off_unless_enabled(owner: Client) -> None:
+    assert 'href="/console/shell"' not in owner.get("/console/").content.decode()
+    response = owner.get("/console/shell")
+    assert response.status_code == 403
+    assert "MatrixShell is disabled" in response.content.decode()
+    assert owner.post("/console/shell/install").status_code == 403
+    assert not Job.objects.filter(type="matrixshell.install").exists()
+
+
+def test_matrixshell_page_install_and_refusals(
+    owner: Client, cast: factories.Cast, settings: Any
+) -> None:
+    settings.MATRIX_MATRIXSHELL_ENABLED = True
+    assert 'href="/console/shell"' in owner.get("/console/").content.decode()
+    page = owner.get("/console/shell").content.decode()
+    assert "Install MatrixShell" in page
+    refused = owner.post("/console/shell", {"command": "rm -rf /"})
+    assert refused.status_code == 400
+    assert "refused by safety denylist" in refused.content.decode()
+    assert AuditEvent.objects.filter(action="matrixshell.exec", status="failure").exists()
+    early = owner.post("/console/shell", {"command": "echo hi"})
+    assert "MatrixShell sandbox is not installed yet" in early.content.decode()
+    installing = owner.post("/console/shell/install")
+    job = Job.objects.get(type="matrixshell.install")
+    assert installing["Location"] == f"/console/jobs/{job.pk}"
+    assert job.workspace == cast.workspace

@@ -202,3 +202,12 @@ class AttachForm(forms.Form):
     def __init__(self, *args: Any, runtimes: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["runtime_id"].choices = runtimes  # type: ignore[attr-defined]
+
+
+class ShellForm(forms.Form):
+    command = forms.CharField(
+        label="Command",
+        max_length=4000,
+        strip=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )

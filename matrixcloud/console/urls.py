@@ -4,7 +4,7 @@
 from django.urls import URLPattern, path
 from django.views.generic import RedirectView
 
-from matrixcloud.console.views import auth, cloud, jobs, models, sandboxes, workspace
+from matrixcloud.console.views import auth, cloud, jobs, models, sandboxes, shell, workspace
 
 app_name = "console"
 
@@ -46,6 +46,8 @@ urlpatterns: list[URLPattern] = [
         cloud.provider_delete_view,
         name="provider-delete",
     ),
+    path("console/shell", shell.shell, name="shell"),
+    path("console/shell/install", shell.shell_install, name="shell-install"),
     path("console/members", workspace.members, name="members"),
     path("console/audit", workspace.audit, name="audit"),
 ]

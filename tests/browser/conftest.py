@@ -142,6 +142,7 @@ def console(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
             **database,
             **hub_env,
             "MATRIX_RUNTIME_RATE_LIMIT_RPM": "0",
+            "MATRIX_RUNTIME_MATRIXSHELL_ENABLED": "true",
             "MATRIX_RUNTIME_CATALOG_FILE": str(test_catalog(tmp / "catalog.json")),
         }
     )

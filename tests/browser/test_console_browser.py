@@ -208,3 +208,22 @@ def test_a_model_is_imported_attached_and_its_progress_bar_reaches_ready(
     answer = other.request.get(f"{console.url}/v1/model-installations")
     assert answer.status == 200
     assert answer.json() == {"installations": []}
+
+
+def test_the_matrixshell_terminal_answers_in_place(console: Console) -> None:
+    page = sign_up(console, "Tess Term", "tess@console.test")
+    page.get_by_role("link", name="Shell").click()
+    expect(page.get_by_role("button", name="Install MatrixShell")).to_be_visible()
+    command = page.get_by_label("Command")
+    command.fill("rm -rf /")
+    command.press("Enter")
+    terminal = page.get_by_role("log", name="Terminal output")
+    expect(terminal).to_contain_text("$ rm -rf /")
+    expect(terminal).to_contain_text("refused by safety denylist")
+    command.fill("echo hi")
+    command.press("Enter")
+    expect(terminal).to_contain_text("MatrixShell sandbox is not installed yet")
+    command.press("ArrowUp")
+    expect(command).to_have_value("echo hi")
+    assert page.url.endswith("/console/shell")  # no navigation: the script answered
+    shot(page, "12-shell")

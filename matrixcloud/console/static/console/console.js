@@ -335,6 +335,40 @@
     scope.querySelectorAll("li[data-job-stream]").forEach(followInstallation);
   }
 
+  /* --- MatrixShell terminal ------------------------------------------------------------ */
+
+  function enhanceShell(form) {
+    var input = form.querySelector("input[name=command]");
+    var terminal = document.getElementById("terminal");
+    var history = [], back = 0;
+    function write(text, cls) {
+      terminal.appendChild(el("span", cls ? { "class": cls } : {}, text));
+      terminal.scrollTop = terminal.scrollHeight;
+    }
+    input.addEventListener("keydown", function (key) {
+      if (key.key === "ArrowUp" && back < history.length) {
+        back += 1; input.value = history[history.length - back]; key.preventDefault();
+      } else if (key.key === "ArrowDown" && back > 0) {
+        back -= 1; input.value = back ? history[history.length - back] : ""; key.preventDefault();
+      }
+    });
+    form.addEventListener("submit", function (submit) {
+      submit.preventDefault();
+      var command = input.value;
+      if (!command.trim()) return;
+      history.push(command); back = 0; input.value = ""; input.disabled = true;
+      write("$ " + command + "\n");
+      api("POST", form.dataset.execUrl, { command: command }).then(function (result) {
+        write(result.stdout || "");
+        write(result.stderr || "", "err");
+        write("[exit " + result.exit_code + (result.timed_out ? ", timed out" : "") +
+          (result.truncated ? ", output cut" : "") + "]\n");
+      }).catch(function (e) {
+        write(e.message + "\n", "err");
+      }).then(function () { input.disabled = false; input.focus(); });
+    });
+  }
+
   /* --- once-only secrets: copy buttons ------------------------------------------------- */
 
   function copyButtons() {
@@ -357,6 +391,8 @@
     copyButtons();
     document.querySelectorAll("[data-refresh][id]").forEach(refreshEvery);
     followInstallations(document);
+    var shellForm = document.getElementById("shell-form");
+    if (shellForm) enhanceShell(shellForm);
     window.MatrixConsole = { followEvents: followEvents, progressOf: progressOf, api: api };
   });
 })();
