@@ -245,3 +245,77 @@ def console_scripts(python: Path, name: str) -> list[str]:
         "if e.group == 'console_scripts')))"
     )
     return list(json.loads(run_installer([str(python), "-c", code, name])))
+
+
+# --- starting from the cache --------------------------------------------------------
+
+NPX_FLAGS = frozenset({"-y", "--yes", "-q", "--quiet"})
+UVX_VERSION = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:(?:==|@)(\S+))?$")
+
+
+def cached_argv(argv: list[str]) -> list[str] | None:
+    """The argv that starts ``npx -y <pkg>[@version] …`` or ``uvx <pkg>[==version] …``
+    from the prefetch cache (no network needed), or None when the cache lacks that
+    package (or holds another version than the one asked for)."""
+    if not argv:
+        return None
+    program = Path(argv[0]).name
+    if program == "npx":
+        return _npx_from_cache(argv[1:])
+    if program == "uvx":
+        return _uvx_from_cache(argv[1:])
+    return None
+
+
+def _npx_from_cache(args: list[str]) -> list[str] | None:
+    while args and args[0] in NPX_FLAGS:
+        args = args[1:]
+    if not args or args[0].startswith("-"):
+        return None
+    match = NPM_VERSION.match(args[0])
+    if match is None:
+        return None
+    name = match.group(1)
+    version = args[0][len(name) + 1 :] or None
+    package = prefetch_cache_dir() / NPM / "node_modules" / name
+    try:
+        manifest = json.loads((package / "package.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if version not in (None, "latest", manifest.get("version")):
+        return None
+    bins = manifest.get("bin") or manifest.get("main") or "index.js"
+    if isinstance(bins, dict):
+        short = name.rsplit("/", 1)[-1]
+        entry = bins.get(short) or (next(iter(bins.values())) if len(bins) == 1 else None)
+    else:
+        entry = bins
+    if not isinstance(entry, str) or not (package / entry).is_file():
+        return None
+    return ["node", str((package / entry).resolve()), *args[1:]]
+
+
+def _uvx_from_cache(args: list[str]) -> list[str] | None:
+    if not args or args[0].startswith("-"):
+        return None
+    match = UVX_VERSION.match(args[0])
+    if match is None:
+        return None
+    name, version = match.group(1), match.group(2)
+    venv = prefetch_cache_dir() / PYPI / normalize(PYPI, name)
+    python, script = venv / "bin" / "python", venv / "bin" / name
+    if not (python.exists() and script.is_file()):
+        return None
+    if version is not None and version != _installed_version(venv, name):
+        return None
+    return [str(python), str(script), *args[1:]]
+
+
+def _installed_version(venv: Path, name: str) -> str | None:
+    """The version recorded in the venv's dist-info for ``name`` (no interpreter run)."""
+    wanted = normalize(PYPI, name).replace("-", "_")
+    for info in venv.glob("lib/python*/site-packages/*.dist-info"):
+        dist, _, version = info.name.removesuffix(".dist-info").partition("-")
+        if normalize(PYPI, dist).replace("-", "_") == wanted:
+            return version
+    return None

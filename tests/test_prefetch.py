@@ -23,7 +23,7 @@ from django.core.management import CommandError, call_command
 
 from sandbox.isolation import SandboxSpec, isolation_tier, spawn, terminate_tree
 from sandbox.policy import command_validate
-from sandbox.prefetch import DEFAULT_ALLOWED, PrefetchRefused, spec_parse
+from sandbox.prefetch import DEFAULT_ALLOWED, PrefetchRefused, cached_argv, spec_parse
 
 BOUND = 30.0
 NPM_NAME = "tiny-mcp-probe"
@@ -181,3 +181,29 @@ def test_default_allow_list_is_the_catalogs_servers(settings):
     assert spec_parse("pypi:mcp-server-git>=1").name == "mcp-server-git"
     with pytest.raises(PrefetchRefused, match="only npm tarballs"):
         spec_parse(__file__)
+
+
+def test_npx_of_a_prefetched_package_starts_from_the_cache(data_dir, npm_tarball):
+    prefetch(str(npm_tarball))
+    package = (data_dir / "sandbox-cache" / "npm" / "node_modules" / NPM_NAME).resolve()
+    started = ["node", str(package / "index.js"), "--flag"]
+    assert cached_argv(["npx", "-y", NPM_NAME, "--flag"]) == started
+    assert cached_argv(["/usr/bin/npx", "--yes", f"{NPM_NAME}@1.0.0", "--flag"]) == started
+    assert cached_argv(["npx", "-y", f"{NPM_NAME}@2.0.0"]) is None  # another version: npx's
+    assert cached_argv(["npx", "-y", "not-prefetched"]) is None
+    assert cached_argv(["node", "x.js"]) is None
+    # The rewritten command runs offline in a sandbox.
+    report = start_in_sandbox(" ".join(started[:2]), data_dir / "mcp" / "sbx_npx")
+    assert report["ok"] == "node"
+
+
+def test_uvx_of_a_prefetched_package_starts_from_the_cache(data_dir, tmp_path):
+    prefetch(str(wheel(tmp_path)))
+    venv = data_dir / "sandbox-cache" / "pypi" / "tiny-mcp-py"
+    started = [str(venv / "bin" / "python"), str(venv / "bin" / "tiny-mcp-py"), "--x"]
+    assert cached_argv(["uvx", "tiny-mcp-py", "--x"]) == started
+    assert cached_argv(["uvx", "tiny-mcp-py==1.0", "--x"]) == started
+    assert cached_argv(["uvx", "tiny-mcp-py==9.9"]) is None
+    assert cached_argv(["uvx", "absent-server"]) is None
+    report = start_in_sandbox(" ".join(started[:2]), data_dir / "mcp" / "sbx_uvx")
+    assert report == {"ok": "python", "write": "OSError"}

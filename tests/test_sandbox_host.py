@@ -12,6 +12,7 @@ leave the host healthy and answer clearly. The host's bounds are short here (sta
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -20,10 +21,12 @@ from typing import Any
 import pytest
 
 from jobs.models import Job, JobEvent
+from sandbox.bubblewrap import prefetch_cache_dir
 from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
 from sandbox.models import SandboxSession, ToolCall, ToolFingerprint, command_key
 from sandbox.policy import command_validate
 from tests.sandbox_processes import (
+    NPM,
     Host,
     end_all_sessions,
     events,
@@ -139,6 +142,25 @@ def test_server_everything_from_create_to_delete(api: Any) -> None:
     assert calls[0].arguments == {"message": "hi", "api_key": "[redacted]"}
     assert calls[0].result_bytes > 0
     assert api.get(f"{SESSIONS}/{session_id}").json()["status"] == "cancelled"
+
+
+@needs_npm
+def test_the_catalogs_npx_command_starts_offline_from_the_prefetch_cache(api: Any) -> None:
+    # The cache laid out as `sandbox_prefetch` leaves it (one npm prefix), from the fixtures;
+    # sandboxes have no network, so `npx -y` itself could fetch nothing.
+    cache = prefetch_cache_dir() / "npm" / "node_modules"
+    shutil.copytree(NPM.parent, cache, symlinks=True, dirs_exist_ok=True)
+    try:
+        created = ready(api, "npx -y @modelcontextprotocol/server-everything", timeout=30)
+        started = next(e for e in events(created["job_id"]) if e.step == "mcp_start")
+        entry = (cache / "@modelcontextprotocol/server-everything/dist/index.js").resolve()
+        assert started.data == {"from_cache": ["node", str(entry)]}
+        assert text(call(api, created["session_id"], "echo", message="offline")) == (
+            "Echo: offline"
+        )
+        delete(api, created)
+    finally:
+        shutil.rmtree(prefetch_cache_dir())
 
 
 @needs_npm

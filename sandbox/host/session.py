@@ -38,6 +38,7 @@ from sandbox.host.records import Claimed, Event
 from sandbox.isolation import SandboxSpec, isolation_tier, scratch_prepare, spawn, terminate_tree
 from sandbox.mcp import McpClient, McpError, McpTool, ServerInfo
 from sandbox.policy import resolve_env
+from sandbox.prefetch import cached_argv
 from sandbox.secrets import resolve_secret
 
 logger = logging.getLogger(__name__)
@@ -184,11 +185,18 @@ class LiveSession:
         await self._emit(("validate", "ok", "Command accepted", {"program": self.session.argv[0]}))
         env = await self._resolve_env(params)
         self._prepare_scratch()
+        argv = self.session.argv
+        cached = await asyncio.to_thread(cached_argv, argv)  # npx/uvx of a prefetched package
         await self._emit(
             ("sandbox", "start", "Creating temporary sandbox", {"work_dir": str(self.scratch)}),
-            ("mcp_start", "start", "Starting MCP server", None),
+            (
+                "mcp_start",
+                "start",
+                "Starting MCP server",
+                {"from_cache": cached} if cached else None,
+            ),
         )
-        await self._launch(params, env)
+        await self._launch(params, env, cached or argv)
         drive = getattr(self.handler, "drive", None)
         if drive is not None:  # agent.run: its handler uses the ready session, then it ends
             return Ending(JobStatus.COMPLETE, result=await drive(self, params))
@@ -225,11 +233,11 @@ class LiveSession:
         except OSError as exc:
             raise SessionFailed("sandbox", f"create sandbox dir: {exc}") from exc
 
-    async def _launch(self, params: McpServerParams, env: dict[str, str]) -> None:
+    async def _launch(self, params: McpServerParams, env: dict[str, str], argv: list[str]) -> None:
         """Spawn the server isolated, set up MCP, list the tools, store them: ready."""
         assert self.session is not None
         spec = SandboxSpec(
-            argv=self.session.argv,
+            argv=argv,
             scratch_dir=self.scratch,
             env=env,
             allow_network=params.allow_network,
