@@ -28,7 +28,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
     SafetensorsParsingError,
 )
-from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.hf_api import ModelInfo, RepoFile
+from huggingface_hub.utils import get_session, hf_raise_for_status
 
 from accounts.models import Workspace
 from accounts.services.providers import provider_secret_read
@@ -37,6 +38,7 @@ from models_registry.sources import SAFETENSORS_DTYPES, ModelRef
 
 logger = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 30.0
+SEARCH_TIMEOUT_SECONDS = 10.0
 SEARCH_DEFAULT_LIMIT = 16
 SEARCH_MAX_LIMIT = 50
 SAFETENSORS_PARALLEL = 8
@@ -127,16 +129,31 @@ class HubClient:
         return _metadata_from_info(ref, info)
 
     def search(self, query: str, task: str, limit: int) -> list[dict[str, Any]]:
-        """Models matching ``query`` (and ``task``), most downloaded first."""
-        pipeline_tag = None if task in ("", "any") else task
+        """Models matching ``query`` (and ``task``), most downloaded first.
+
+        One request without retries (``HfApi.list_models`` retries for ~23 s): a search
+        box must answer at once, with ``live: false`` when the hub is away.
+        """
+        params: dict[str, Any] = {"sort": "downloads", "direction": -1, "limit": limit}
+        if query.strip():
+            params["search"] = query.strip()
+        if task not in ("", "any"):
+            params["pipeline_tag"] = task
         with hub_errors(None):
-            found = self.api.list_models(
-                search=query.strip() or None,
-                pipeline_tag=pipeline_tag,
-                sort="downloads",
-                limit=limit,
+            response = get_session().get(
+                f"{self.endpoint}/api/models",
+                params=params,
+                headers=self.headers(),
+                timeout=SEARCH_TIMEOUT_SECONDS,
             )
-            return [_search_item(info) for info in found]
+            hf_raise_for_status(response)
+            found = response.json()
+            if not isinstance(found, list):
+                raise ValueError("the search answer is not a list")
+            items = [item for item in found if isinstance(item, dict)]
+            for item in items:
+                item.setdefault("id", item.get("modelId", ""))
+            return [_search_item(ModelInfo(**item)) for item in items]
 
     def files(self, ref: ModelRef, commit: str) -> list[HubFile]:
         """Every file of the repo at ``commit``, with sizes and checksums."""

@@ -126,11 +126,11 @@ class ModelProfileAttachView(APIView):
         responses={202: ModelAttachAcceptedSerializer, **error_responses(400, 401, 404, 422)},
     )
     def post(self, request: Request, id: str) -> Response:
-        actor = actor_for(request)
-        profile = profile_get(workspace=actor.workspace, profile_id=id)
         serializer = ModelAttachSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        actor = actor_for(request)
+        profile = profile_get(workspace=actor.workspace, profile_id=id)
         installation, job = profile_attach(
             actor=actor,
             profile=profile,
