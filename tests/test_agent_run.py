@@ -19,8 +19,10 @@ from accounts.models import AuditEvent, UsageEvent
 from accounts.services import local_workspace
 from accounts.services.providers import provider_upsert
 from jobs.models import Job
+from models_registry.models import ModelInstallation, ModelProfile
 from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
 from sandbox.models import ToolCall
+from tests.factories import signup
 from tests.fake_llm import MODEL, Reply, fake_llm
 from tests.sandbox_processes import (
     Host,
@@ -169,6 +171,43 @@ def test_a_tool_the_server_lacks_is_reported_to_the_model(api: Any) -> None:
     )
     assert ("tool_call", "error", "Tool no_such_tool not called: there is no tool named "
             "'no_such_tool'") in agent_events(job.pk)  # fmt: skip
+
+
+def installation(workspace: Any, endpoint_url: str, status: str = "ready") -> ModelInstallation:
+    profile = ModelProfile.objects.create(
+        workspace=workspace, source_type="url", external_id=MODEL, display_name="Fake"
+    )
+    return ModelInstallation.objects.create(
+        workspace=workspace,
+        profile=profile,
+        runtime_id="local",
+        install_mode="external_endpoint",
+        status=status,
+        endpoint_url=endpoint_url,
+    )
+
+
+def test_an_attached_models_endpoint_serves_the_run(api: Any) -> None:
+    with fake_llm([Reply(content="from the installation")]) as llm:
+        attached = installation(local_workspace(), llm.base_url.removesuffix("/v1"))
+        job = terminal(start(api, prompt="hi", installation_id=attached.pk), 30)
+    assert job.status == "complete", job.error
+    assert job.result["output"] == "from the installation"
+    assert llm.requests[0]["body"]["model"] == MODEL  # the profile's model
+    assert "Authorization" not in llm.requests[0]["headers"]
+
+
+def test_another_workspaces_or_an_unready_installation_is_refused(api: Any) -> None:
+    _, other, _ = signup("Oscar Outsider", "oscar@agent.test", "Globex")
+    theirs = installation(other, "http://127.0.0.1:9/v1")
+    job = terminal(start(api, prompt="hi", installation_id=theirs.pk), 30)
+    assert job.error == f"agent.run has no model endpoint: model installation {theirs.pk} not found"
+    failed = installation(local_workspace(), "http://127.0.0.1:9/v1", status="failed")
+    job = terminal(start(api, prompt="hi", installation_id=failed.pk), 30)
+    assert job.error == (
+        f"agent.run has no model endpoint: model installation {failed.pk} serves no endpoint "
+        "(status failed; attach it as an external endpoint, or serve it)"
+    )
 
 
 # --- limits ----------------------------------------------------------------------------------

@@ -107,6 +107,8 @@ def _model(model: str) -> str:
 
 
 def _installation_endpoint(workspace_id: str, installation_id: str, model: str) -> ChatEndpoint:
+    from models_registry.choices import InstallationStatus
+    from models_registry.engines import openai_base
     from models_registry.models import ModelInstallation
 
     installation = (
@@ -116,14 +118,15 @@ def _installation_endpoint(workspace_id: str, installation_id: str, model: str) 
     )
     if installation is None:
         raise EndpointUnavailable(f"model installation {installation_id} not found")
-    if not installation.endpoint_url:
+    if installation.status != InstallationStatus.READY or not installation.endpoint_url:
         raise EndpointUnavailable(
-            f"model installation {installation_id} has no endpoint_url (attach it as an "
-            "external endpoint, or serve it)"
+            f"model installation {installation_id} serves no endpoint (status "
+            f"{installation.status}; attach it as an external endpoint, or serve it)"
         )
-    served = model or getattr(installation.profile, "external_id", "") or ""
+    external_id = installation.profile.external_id if installation.profile else ""
+    served = model or external_id.removeprefix("hf:")
     return ChatEndpoint(
-        base_url=installation.endpoint_url,
+        base_url=openai_base(installation.endpoint_url),
         model=_model(served),
         source=f"installation {installation_id}",
     )
