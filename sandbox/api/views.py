@@ -1,8 +1,8 @@
-"""Views of ``/v1/sandbox/sessions`` (an alias over mcp.test jobs) and ``/v1/matrixshell``.
+"""Views of ``/v1/sandbox/sessions`` (an alias over mcp.test jobs).
 
 Sandbox views are thin: input serializer, the actor, one selector or service. Another
-workspace's session is a 404 (``sandbox session not found``) everywhere. MatrixShell
-endpoints are still stubs (a later change).
+workspace's session is a 404 (``sandbox session not found``) everywhere. MatrixShell's
+views are in sandbox/api/matrixshell.py.
 """
 
 from __future__ import annotations
@@ -27,15 +27,10 @@ from jobs.streams import job_stream_response
 from matrixcloud.api.exceptions import error_payload
 from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
-from matrixcloud.api.stubs import PendingView
 from matrixcloud.errors import BadRequest
 from matrixcloud.lib import sse
 from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, run_in_lane
 from sandbox.api.serializers import (
-    MatrixShellExecResultSerializer,
-    MatrixShellExecSerializer,
-    MatrixShellInstallSerializer,
-    MatrixShellStatusSerializer,
     SandboxCreateSerializer,
     SandboxResponseSerializer,
     SandboxSessionSerializer,
@@ -62,7 +57,6 @@ SESSION_ID = OpenApiParameter(
     description="A sandbox session id (sbx_…).",
 )
 NOT_READY = (409, "The sandbox is not ready yet, or has already ended")
-SHELL_DISABLED = (403, "MatrixShell disabled")
 
 
 class SandboxCollectionView(APIView):
@@ -213,53 +207,3 @@ async def _complete_call(call: PreparedCall, response: DeferredResponse) -> None
     error = await run_in_lane(tool_call_failure, call, reply)
     response.status_code = error.http_status
     response.content = JSONRenderer().render(error_payload(error.message, error.http_status))
-
-
-class MatrixShellStatusView(PendingView):
-    """Whether MatrixShell is installed in its sandbox, and which version."""
-
-    capability = "MatrixShell"
-
-    @extend_schema(
-        operation_id="matrixshell_status",
-        summary="MatrixShell install status (403 when disabled)",
-        responses={200: MatrixShellStatusSerializer, **error_responses(401, SHELL_DISABLED)},
-    )
-    def get(self, request: Request) -> Response:
-        self.pending(request)
-
-
-class MatrixShellInstallView(PendingView):
-    """Install MatrixShell into its sandbox as a matrixshell.install job."""
-
-    capability = "MatrixShell"
-
-    @extend_schema(
-        operation_id="matrixshell_install",
-        summary="Install MatrixShell into the local sandbox (job)",
-        request=None,
-        responses={
-            202: MatrixShellInstallSerializer,
-            **error_responses(401, SHELL_DISABLED, 422),
-        },
-    )
-    def post(self, request: Request) -> Response:
-        self.pending(request)
-
-
-class MatrixShellExecView(PendingView):
-    """Run one command in the MatrixShell sandbox (denylisted commands are refused)."""
-
-    capability = "MatrixShell"
-
-    @extend_schema(
-        operation_id="matrixshell_exec",
-        summary="Run a command in the MatrixShell sandbox (denylisted)",
-        request=MatrixShellExecSerializer,
-        responses={
-            200: MatrixShellExecResultSerializer,
-            **error_responses(400, 401, (403, "Disabled or blocked by denylist"), 422),
-        },
-    )
-    def post(self, request: Request) -> Response:
-        self.pending(request, MatrixShellExecSerializer)
