@@ -491,3 +491,19 @@ def test_matrixshell_page_install_and_refusals(
     job = Job.objects.get(type="matrixshell.install")
     assert installing["Location"] == f"/console/jobs/{job.pk}"
     assert job.workspace == cast.workspace
+
+
+def test_the_audit_log_pages_back(owner: Client, cast: factories.Cast) -> None:
+    from accounts.audit import audit_record
+
+    for n in range(120):
+        audit_record(action="test.filler", actor="test", workspace=cast.workspace, target=f"n{n}")
+    first = owner.get("/console/audit").content.decode()
+    assert ">n119<" in first
+    assert ">n0<" not in first
+    cursor = re.search(r'href="\?cursor=(\d+)"', first)
+    assert cursor is not None
+    older = owner.get(f"/console/audit?cursor={cursor[1]}").content.decode()
+    assert ">n0<" in older
+    assert ">n119<" not in older
+    assert owner.get("/console/audit?cursor=abc").status_code == 400

@@ -27,6 +27,7 @@ from tests.test_jobs_worker import wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 READY_TIMEOUT_MS = 30_000
+PAGE_BUDGET = 100 * 1024  # bytes of HTML, before images
 # The joining installation is another one: its own data dir and database.
 JOINER_DROPPED = ("DATABASE_URL", "MATRIX_RUNTIME_DB_PATH", "MATRIX_RUNTIME_DATA_DIR")
 
@@ -71,6 +72,8 @@ def test_a_new_user_launches_calls_and_stops_a_sandbox(console: Console) -> None
     result = page.locator('article[data-tool="echo"] .tool-result')
     expect(result).to_contain_text("Echo: hello from the console")
     shot(page, "03-sandbox-session")
+    for url in (page.url, f"{console.url}/console/catalog"):  # the heaviest pages
+        assert len(page.request.get(url).body()) < PAGE_BUDGET, url
     call = wait_for(lambda: ToolCall.objects.filter(tool="echo").first(), 10, "the call row")
     assert call.outcome == "ok"
     assert call.session_id == session_id

@@ -9,15 +9,17 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.principals import Actor
 from accounts.ratelimit import client_ip
-from accounts.selectors import audit_events_recent, invitations_pending, members_of
+from accounts.selectors import audit_page, invitations_pending, members_of
 from accounts.services import invitation_create
-from matrixcloud.console.access import manager_view, workspace_view
+from matrixcloud.console.access import error_page, manager_view, workspace_view
 from matrixcloud.console.forms import InviteForm, LaunchForm
 from matrixcloud.console.selectors import job_counts, live_sessions_count
 from matrixcloud.errors import ApplicationError
 from matrixcloud.lib.readiness import readiness_report
 from models_registry.catalog import catalog_items
 from runtimes.selectors import capabilities_describe
+
+AUDIT_PAGE_SIZE = 100
 
 
 def _counts(actor: Actor) -> dict[str, int]:
@@ -83,5 +85,10 @@ def members(request: HttpRequest, actor: Actor) -> HttpResponse:
 @require_GET
 @manager_view("read the audit log")
 def audit(request: HttpRequest, actor: Actor) -> HttpResponse:
-    events = audit_events_recent(workspace=actor.workspace)
-    return render(request, "console/audit.html", {"events": events})
+    try:
+        page = audit_page(
+            workspace=actor.workspace, limit=AUDIT_PAGE_SIZE, cursor=request.GET.get("cursor", "")
+        )
+    except ApplicationError as exc:
+        return error_page(request, exc.message, exc.http_status)
+    return render(request, "console/audit.html", {"page": page})
