@@ -115,6 +115,9 @@ def test_signup_creates_the_workspace_and_signs_in(
     overview = client.get("/console/")
     assert overview.status_code == 200
     assert "Your email is not verified yet" in overview.content.decode()
+    form = client.get("/signup").content.decode()  # help texts are tied to their fields
+    assert 'aria-describedby="id_workspace_helptext"' in form
+    assert '<small id="id_workspace_helptext">' in form
     # The emailed link lands on the console's verify page; opening it changes nothing.
     secret = token_in(outbox[0].body, "mxev")
     page = client.get(f"/verify?token={secret}")
