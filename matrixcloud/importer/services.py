@@ -1,0 +1,111 @@
+"""``original_import``: one source read in full, planned, then written in one transaction.
+
+Read-only on the source. Everything that can refuse the import (the schema, the key, a
+provider secret it does not open, an account whose email another account of ours holds)
+is checked before the first write, and the writes share one transaction, so a failure
+leaves our database as it was. Audit rows are appended to our hash chain in the
+original's order with their ids, times and content; a summary row records the import
+itself when it created anything.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from accounts.audit import audit_record, chain_hash
+from accounts.models import AuditChainHead, AuditEvent
+from matrixcloud.importer.mapping import TABLES, Mapper
+from matrixcloud.importer.plan import Action, ImportReport, Planned, plan
+from matrixcloud.importer.secretbox import SourceKey
+from matrixcloud.importer.source import TABLES as SOURCE_TABLES
+from matrixcloud.importer.source import Source
+
+CARRIED = (
+    "passwords: users sign in with their original password (re-hashed with Argon2id at "
+    "their first sign-in)",
+    "join tokens and runtime tokens: carried as the same SHA-256 hashes; unused join "
+    "secrets still register, runtimes keep heart-beating with their tokens",
+)
+SESSIONS_CARRIED = "sessions: carried (SHA-256 of the same token); users stay signed in"
+SESSIONS_DROPPED = "sessions: not imported (--skip-sessions); every user must sign in again"
+ACTOR = "operator"
+
+
+def original_import(
+    source: Source,
+    *,
+    key: SourceKey | None,
+    missing_key: str,
+    dry_run: bool = False,
+    carry_sessions: bool = True,
+) -> ImportReport:
+    """Import ``source`` into our database (or only report what would change)."""
+    data = {table: source.rows(table) for table in SOURCE_TABLES}
+    report = ImportReport(source=source.label, dry_run=dry_run, tables=TABLES)
+    with transaction.atomic():
+        mapper = Mapper(
+            data,
+            key=key,
+            missing_key=missing_key,
+            now=timezone.now(),
+            carry_sessions=carry_sessions,
+        )
+        planned = plan(mapper.targets(), report.notes)
+        report.notes.extend(mapper.notes)
+        report.notes.extend([*CARRIED, SESSIONS_CARRIED if carry_sessions else SESSIONS_DROPPED])
+        for item in planned:
+            report.counts.setdefault(item.target.table, Counter())[item.action.value] += 1
+        if not dry_run:
+            _write(planned)
+            if report.created:
+                _audit_import(report)
+    return report
+
+
+def _write(planned: list[Planned]) -> None:
+    for item in planned:
+        if item.action is not Action.CREATE:
+            continue
+        if item.target.model is AuditEvent:
+            _append_audit(item.target.fields)
+        else:
+            _create(item.target.model, item.target.fields)
+
+
+def _create(model: type[models.Model], fields: dict[str, Any]) -> None:
+    row = model(**fields)
+    row.save(force_insert=True)
+    # auto_now_add fields ignore the value given; the original's time is put back.
+    stamped = {
+        field.attname: fields[field.attname]
+        for field in model._meta.concrete_fields
+        if getattr(field, "auto_now_add", False) and field.attname in fields
+    }
+    if stamped:
+        model._default_manager.filter(pk=row.pk).update(**stamped)
+
+
+def _append_audit(fields: dict[str, Any]) -> None:
+    """Append one original audit row to our chain, as ``audit_record`` does, but with the
+    original's id and time."""
+    head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
+    event = AuditEvent(**fields, prev_hash=head.last_hash)
+    event.hash = chain_hash(head.last_hash, event)
+    event.save(force_insert=True)
+    AuditChainHead.objects.filter(pk=1).update(last_hash=event.hash, count=head.count + 1)
+
+
+def _audit_import(report: ImportReport) -> None:
+    audit_record(
+        action="original.imported",
+        actor=ACTOR,
+        target=report.source[:300],
+        meta={
+            "created": {table: report.count(table, Action.CREATE) for table in report.tables},
+            "kept": {table: report.count(table, Action.KEPT) for table in report.tables},
+        },
+    )

@@ -1,0 +1,426 @@
+"""``manage.py import_original``: a team moves from the original Go runtime.
+
+The source is a database in the original's schema built by ``tests/original_db.py``
+(a SQLite file here; the same rows in a PostgreSQL schema in
+``test_import_original_postgres.py``). After importing it twice, its users sign in with
+their original passwords and find their workspace's models, runtimes, tokens and keys,
+and nothing of the other workspace; the audit chain still verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import sqlite3
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.audit import audit_verify
+from accounts.models import (
+    AuditEvent,
+    Membership,
+    ProviderCredential,
+    SessionToken,
+    UsageEvent,
+    User,
+    Workspace,
+)
+from accounts.services.providers import provider_secret_read
+from matrixcloud.importer.secretbox import key_from_value
+from models_registry.models import ModelInstallation, ModelProfile
+from runtimes.models import JoinToken, Runtime
+from tests import original_db
+from tests.factories import bearer, signup
+from tests.original_db import ACME, GLOBEX, KEY_HEX, LEE, MAYA, OSCAR, Original
+
+pytestmark = pytest.mark.django_db
+
+MODELS = [
+    Workspace,
+    User,
+    Membership,
+    SessionToken,
+    ModelProfile,
+    ModelInstallation,
+    Runtime,
+    JoinToken,
+    ProviderCredential,
+    UsageEvent,
+    AuditEvent,
+]
+RAW_KEY = bytes(range(200, 232))  # has + / and - _ in its two base64 forms
+KEY_VARIABLES = ("MATRIXCLOUD_ORIGINAL_SECRET_KEY", "MATRIXCLOUD_SECRET_KEY")
+
+
+@pytest.fixture(autouse=True)
+def no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in KEY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> tuple[Path, Original]:
+    """The original's data dir: its matrixcloud.db and, beside it, its secret.key."""
+    path = tmp_path / "matrixcloud.db"
+    original = original_db.build_sqlite(path)
+    (tmp_path / "secret.key").write_text(KEY_HEX + "\n")
+    return path, original
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command("import_original", *args, stdout=out)
+    return out.getvalue()
+
+
+def counts() -> dict[str, int]:
+    return {model.__name__: model._default_manager.count() for model in MODELS}
+
+
+def table_line(output: str, table: str) -> str:
+    """The report's line for ``table``, its columns joined by single spaces."""
+    line = next(line for line in output.splitlines() if line.strip().startswith(table + " "))
+    return " ".join(line.split())
+
+
+def login(api: Any, email: str, password: str) -> str:
+    response = api.post("/v1/auth/login", {"email": email, "password": password})
+    assert response.status_code == 200, response.content
+    return str(response.json()["token"])
+
+
+def test_import_twice_creates_each_row_once(source):
+    path, original = source
+    first = run("--sqlite", str(path))
+
+    assert table_line(first, "users") == "users 3 created, 0 unchanged, 0 kept, 0 skipped"
+    assert table_line(first, "sessions").startswith(
+        "sessions 2 created"
+    )  # the expired one is left behind
+    assert "1 sessions expired or unusable (not imported)" in first
+    assert "1 password-reset links not carried (ask again)" in first
+    after_first = counts()
+    assert after_first == {
+        "Workspace": 2,
+        "User": 3,
+        "Membership": 3,
+        "SessionToken": 2,
+        "ModelProfile": 3,
+        "ModelInstallation": 3,
+        "Runtime": 2,
+        "JoinToken": 3,
+        "ProviderCredential": 3,
+        "UsageEvent": 4,
+        "AuditEvent": original.counts["audit_events"] + 1,  # and the import's own record
+    }
+
+    second = run("--sqlite", str(path))
+
+    assert counts() == after_first
+    for table in ("workspaces", "users", "memberships", "sessions", "model profiles"):
+        assert " 0 created, " in table_line(second, table)
+        assert table_line(second, table).endswith(" 0 kept, 0 skipped")
+    assert table_line(second, "audit events") == (
+        f"audit events 0 created, {original.counts['audit_events']} unchanged, 0 kept, 0 skipped"
+    )
+    assert audit_verify().ok
+
+
+def test_a_user_signs_in_with_the_original_password_and_sees_only_their_workspace(api, source):
+    path, original = source
+    run("--sqlite", str(path))
+    run("--sqlite", str(path))
+    assert User.objects.get(pk=MAYA).password.startswith("pbkdf2$120000$")
+
+    token = login(api, "maya@acme.io", original.passwords["maya@acme.io"])
+
+    assert User.objects.get(pk=MAYA).password.startswith("argon2")  # upgraded on sign-in
+    me = api.get("/v1/auth/me", **bearer(token)).json()["user"]
+    assert (me["id"], me["workspace_id"], me["workspace"], me["role"]) == (
+        MAYA,
+        ACME,
+        "Acme",
+        "Owner",
+    )
+    profiles = api.get("/v1/model-profiles", **bearer(token)).json()["profiles"]
+    assert {p["id"]: p["status"] for p in profiles} == {
+        "mp_00000000000qwen": "ready",
+        "mp_0000000000llama": "failed",  # its attach job lived in the original's memory
+    }
+    qwen = next(p for p in profiles if p["id"] == "mp_00000000000qwen")
+    assert qwen["tags"] == ["text-generation", "chat"]
+    assert qwen["metadata"] == {"downloads": 12345, "gated": False}
+    installations = api.get("/v1/model-installations", **bearer(token)).json()["installations"]
+    assert {(i["id"], i["status"], i["progress"]) for i in installations} == {
+        ("mi_00000000000qwen", "ready", 100),
+        ("mi_0000000000llama", "failed", 43),
+    }
+    runtimes = api.get("/v1/cloud/runtimes", **bearer(token)).json()["runtimes"]
+    assert [(r["id"], r["name"], r["caps"]) for r in runtimes] == [
+        ("rt_00000000000acme", "acme-gpu-1", ["mcp.test", "model.attach"])
+    ]
+    tokens = api.get("/v1/cloud/join-tokens?all=true", **bearer(token)).json()["join_tokens"]
+    assert {t["id"] for t in tokens} == {"jt_000000000000new", "jt_00000000000used"}
+    providers = api.get("/v1/cloud/providers", **bearer(token)).json()["providers"]
+    assert {(p["id"], p["provider"], p["label"], p["hint"]) for p in providers} == {
+        ("pc_000000000000ahf", "huggingface", "default", "••••7890"),
+        ("pc_0000000000aopen", "openai", "work", "••••cdef"),
+    }
+    for (workspace, provider, label), secret in original.provider_secrets.items():
+        read = provider_secret_read(
+            workspace=workspace, provider=provider, label=label, purpose="test"
+        )
+        assert read == secret
+    assert audit_verify().ok
+
+
+def test_another_workspaces_rows_stay_invisible(api, source):
+    path, original = source
+    run("--sqlite", str(path))
+    token = login(api, "lee@acme.io", original.passwords["lee@acme.io"])
+    assert api.get("/v1/auth/me", **bearer(token)).json()["user"]["role"] == "Member"
+
+    listed = [
+        api.get(url, **bearer(token)).json()
+        for url in ("/v1/model-profiles", "/v1/model-installations", "/v1/cloud/runtimes")
+    ]
+    assert "globe" not in str(listed)  # no Globex id anywhere
+    assert api.get("/v1/cloud/runtimes/rt_0000000000globe", **bearer(token)).status_code == 404
+    attach = api.post(
+        "/v1/model-profiles/mp_00000000globexm/attach",
+        {"runtimeId": "rt_local"},
+        **bearer(token),
+    )
+    assert attach.status_code == 404
+    owner = login(api, "maya@acme.io", original.passwords["maya@acme.io"])
+    audit = api.get("/v1/cloud/audit", **bearer(owner)).json()["events"]
+    assert "au_00000000000001" in {e["id"] for e in audit}  # an imported row
+    assert {e["workspace_id"] for e in audit} == {ACME}
+    outsider = login(api, "oscar@globex.io", original.passwords["oscar@globex.io"])
+    providers = api.get("/v1/cloud/providers", **bearer(outsider)).json()["providers"]
+    assert [p["id"] for p in providers] == ["pc_000000000000ghf"]
+
+
+def test_carried_tokens_keep_working(api, source):
+    path, original = source
+    run("--sqlite", str(path))
+
+    me = api.get("/v1/auth/me", **bearer(original.session_token))
+    assert me.status_code == 200
+    assert me.json()["user"]["id"] == MAYA
+    assert api.get("/v1/auth/me", **bearer(original.expired_session_token)).status_code == 401
+    beat = api.post(
+        "/v1/cloud/runtimes/heartbeat", {"status": "idle"}, **bearer(original.runtime_token)
+    )
+    assert beat.status_code == 200, beat.content
+    assert beat.json()["runtime"]["id"] == "rt_00000000000acme"
+    registered = api.post(
+        "/v1/cloud/runtimes/register",
+        {"join_token": original.join_secret, "name": "spare", "kind": "self-hosted"},
+    )
+    assert registered.status_code == 201, registered.content
+    assert registered.json()["runtime"]["workspace_id"] == ACME
+    assert JoinToken.objects.get(pk="jt_000000000000new").uses == 1
+    assert not SessionToken.objects.filter(token_hash=original.session_token).exists()
+
+
+def test_audit_history_is_appended_in_the_original_order(source):
+    path, original = source
+    before = AuditEvent.objects.count()
+    run("--sqlite", str(path))
+
+    imported = list(AuditEvent.objects.order_by("seq")[before:])
+    assert [e.id for e in imported[:-1]] == original.audit_ids
+    assert imported[-1].action == "original.imported"
+    assert imported[-1].meta["created"]["users"] == 3
+    failed = AuditEvent.objects.get(pk__isnull=False, id="au_0000000000000a")
+    assert (failed.workspace_id, failed.actor, failed.status) == (None, "lee@acme.io", "failure")
+    created = [e.created_at for e in imported[:-1]]
+    assert created == sorted(created)
+    report = audit_verify()
+    assert report.ok and report.checked == AuditEvent.objects.count()
+
+
+def test_other_fields_arrive_as_the_original_had_them(source):
+    path, _ = source
+    run("--sqlite", str(path))
+
+    maya = User.objects.get(pk=MAYA)
+    assert maya.email_verified_at is not None  # her verification link was used
+    assert User.objects.get(pk=LEE).email_verified_at is None
+    assert Membership.objects.get(user_id=OSCAR).workspace_id == GLOBEX
+    assert Workspace.objects.get(pk=ACME).created_at < maya.created_at.replace(year=3000)
+    spare = JoinToken.objects.get(pk="jt_000000000000new")
+    assert (spare.label, spare.max_uses, spare.uses, spare.revoked) == ("spare gpu", 2, 0, False)
+    assert spare.expires_at.year == 2999  # the original's "never"
+    assert spare.created_by_id == MAYA
+    openai = ProviderCredential.objects.get(pk="pc_0000000000aopen")
+    assert openai.meta == {"org": "research"}
+    assert UsageEvent.objects.get(pk="ue_00000000000003").quantity == 1834
+
+
+def test_secrets_are_stored_encrypted_under_our_key_ring(source):
+    path, original = source
+    run("--sqlite", str(path))
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret FROM accounts_providercredential")
+        stored = [row[0] for row in cursor.fetchall()]
+    assert len(stored) == 3
+    assert all(value.startswith("mxe1:") for value in stored)
+    for secret in original.provider_secrets.values():
+        assert not any(secret in value for value in stored)
+
+
+def test_dry_run_reports_and_writes_nothing(source):
+    path, _ = source
+    before = counts()
+    output = run("--sqlite", str(path), "--dry-run")
+
+    assert counts() == before
+    assert output.startswith(f"would import from {path}:")
+    assert table_line(output, "users") == "users 3 created, 0 unchanged, 0 kept, 0 skipped"
+    assert output.rstrip().endswith("dry run: nothing was written")
+
+
+def test_rows_already_here_are_kept_not_overwritten(source):
+    path, _ = source
+    run("--sqlite", str(path))
+    User.objects.filter(pk=LEE).update(name="Lee P. (renamed here)")
+
+    output = run("--sqlite", str(path))
+
+    assert table_line(output, "users") == "users 0 created, 2 unchanged, 1 kept, 0 skipped"
+    assert User.objects.get(pk=LEE).name == "Lee P. (renamed here)"
+
+
+def test_an_email_taken_here_by_another_account_refuses_the_import(source):
+    path, _ = source
+    signup("Maya Elsewhere", "MAYA@acme.io", "Elsewhere", password="a long enough password 1")
+    before = counts()
+
+    with pytest.raises(CommandError, match=r"user usr_00000000000maya \(maya@acme.io\)"):
+        run("--sqlite", str(path))
+
+    assert counts() == before
+
+
+def test_a_wrong_key_fails_before_anything_is_written(source, tmp_path):
+    path, _ = source
+    (tmp_path / "secret.key").write_text("11" * 32)
+    before = counts()
+
+    with pytest.raises(CommandError) as failure:
+        run("--sqlite", str(path))
+
+    assert f"the key from the key file {tmp_path / 'secret.key'} does not open" in str(
+        failure.value
+    )
+    assert counts() == before
+
+
+def test_a_wrong_key_in_the_environment_is_named(source, monkeypatch):
+    path, _ = source
+    monkeypatch.setenv("MATRIXCLOUD_ORIGINAL_SECRET_KEY", "not the passphrase")
+    before = counts()
+
+    with pytest.raises(CommandError, match="environment variable MATRIXCLOUD_ORIGINAL_SECRET_KEY"):
+        run("--sqlite", str(path))
+    assert counts() == before
+
+
+def test_the_key_can_come_from_the_environment_or_a_key_file(source, tmp_path, monkeypatch):
+    path, original = source
+    elsewhere = tmp_path / "kept-safe.key"
+    (tmp_path / "secret.key").rename(elsewhere)
+    run("--sqlite", str(path), "--dry-run", "--key-file", str(elsewhere))
+    monkeypatch.setenv("MATRIXCLOUD_SECRET_KEY", KEY_HEX)  # the original's own variable
+    run("--sqlite", str(path))
+    assert ProviderCredential.objects.count() == len(original.provider_secrets)
+
+
+def test_a_missing_key_names_the_variable_and_the_file(source, tmp_path):
+    path, _ = source
+    (tmp_path / "secret.key").unlink()
+
+    with pytest.raises(CommandError) as failure:
+        run("--sqlite", str(path))
+
+    message = str(failure.value)
+    assert "MATRIXCLOUD_ORIGINAL_SECRET_KEY" in message
+    assert "--key-file" in message
+    assert str(tmp_path / "secret.key") in message
+    assert User.objects.count() == 0
+
+
+def test_sessions_can_be_left_behind(source):
+    path, _ = source
+    output = run("--sqlite", str(path), "--skip-sessions")
+    assert SessionToken.objects.count() == 0
+    assert "every user must sign in again" in output
+
+
+def test_a_file_that_is_not_the_originals_database_is_refused(tmp_path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE users (id TEXT, email TEXT)")
+    with pytest.raises(CommandError, match="is not the original's database: it has no table"):
+        run("--sqlite", str(other))
+
+    text = tmp_path / "notes.db"
+    text.write_text("just some notes, not a database at all " * 50)
+    with pytest.raises(CommandError, match="is not a SQLite database"):
+        run("--sqlite", str(text))
+
+    with pytest.raises(CommandError, match="no SQLite database at"):
+        run("--sqlite", str(tmp_path / "absent.db"))
+    assert User.objects.count() == 0
+
+
+def test_a_missing_column_is_named(tmp_path):
+    path = tmp_path / "matrixcloud.db"
+    original_db.build_sqlite(path)
+    with sqlite3.connect(path) as connection:
+        connection.execute("ALTER TABLE runtimes DROP COLUMN caps_json")
+    with pytest.raises(CommandError, match="table runtimes has no column caps_json"):
+        run("--sqlite", str(path))
+
+
+def test_an_unreachable_postgres_is_a_clear_error_without_the_password():
+    url = "postgresql://migrator:hunter2secret@127.0.0.1:1/original"
+    with pytest.raises(CommandError) as failure:
+        run("--postgres", url)
+    message = str(failure.value)
+    assert "cannot connect to PostgreSQL at postgresql://migrator:***@127.0.0.1:1/original" in (
+        message
+    )
+    assert "hunter2secret" not in message
+
+
+def test_the_source_file_is_not_changed(source):
+    path, _ = source
+    before = path.read_bytes()
+    run("--sqlite", str(path))
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (KEY_HEX, bytes.fromhex(KEY_HEX)),
+        ("  " + KEY_HEX.upper() + "\n", bytes.fromhex(KEY_HEX)),
+        (base64.b64encode(RAW_KEY).decode(), RAW_KEY),  # standard base64
+        (base64.b64encode(RAW_KEY).decode().rstrip("="), RAW_KEY),  # raw standard
+        (base64.urlsafe_b64encode(RAW_KEY).decode(), RAW_KEY),  # URL
+        (base64.urlsafe_b64encode(RAW_KEY).decode().rstrip("="), RAW_KEY),  # raw URL
+        ("a passphrase", hashlib.sha256(b"a passphrase").digest()),
+        (base64.b64encode(b"short").decode(), hashlib.sha256(b"c2hvcnQ=").digest()),
+    ],
+)
+def test_the_originals_key_resolution(value, expected):
+    assert key_from_value(value) == expected
