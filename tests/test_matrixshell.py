@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 WORKSPACE_ID = "ws_matrixshelltest01"
 WORKSPACE_SLUG = "shell-test"
 OTHER_ID = "ws_matrixshelltest02"
+WHEEL_ID = "ws_matrixshelltest03"
 CANARY = "MXC_SHELL_CANARY_SECRET"
 DATA_FILES = ("matrixcloud.sqlite3", "secret.key", "django-secret.key")
 STATUS, INSTALL, EXEC = "/v1/matrixshell/status", "/v1/matrixshell/install", "/v1/matrixshell/exec"
@@ -249,6 +252,39 @@ def test_install_builds_the_local_package_offline_and_streams_pips_lines(install
     # Made by the sandbox user, inside the workspace's own dir.
     assert paths.console_script.exists()
     assert paths.root.stat().st_uid == (SANDBOX_UID if os.geteuid() == 0 else os.geteuid())
+
+
+def test_a_local_wheel_installs_offline_too(api, installed, settings, tmp_path):
+    """The spec may be a wheel file: built here by the package's own backend."""
+    package = Path(settings.MATRIX_MATRIXSHELL_SPEC)
+    sys.path.insert(0, str(package / "backend"))
+    try:
+        import mxbackend  # the test package's build backend
+
+        wheels = tmp_path / "wheels"
+        wheels.mkdir()
+        name = mxbackend.build_wheel(str(wheels))
+    finally:
+        sys.path.remove(str(package / "backend"))
+    wheels.chmod(0o755)
+    (wheels / name).chmod(0o644)
+    settings.MATRIX_MATRIXSHELL_SPEC = str(wheels / name)
+    Workspace.objects.create(pk=WHEEL_ID, slug="shell-wheel", name="Wheel")
+    try:
+        job_id = api.post(INSTALL, **as_workspace("shell-wheel")).json()["job_id"]
+        run_job(job_id)
+        job = Job.objects.get(pk=job_id)
+        assert job.status == "complete", job.error
+        assert job.result["version"] == "0.1.0"
+        lines = JobEvent.objects.filter(job_id=job_id, step="install").values_list(
+            "message", flat=True
+        )
+        assert f"installing MatrixShell ({wheels / name}) — this is a real pip install" in lines
+        assert "Successfully installed matrixsh-0.1.0" in lines
+        helped = run(api, "matrixsh --help", slug="shell-wheel").json()
+        assert helped["exit_code"] == 0
+    finally:
+        shutil.rmtree(ShellPaths.for_workspace(WHEEL_ID).root, ignore_errors=True)
 
 
 def test_status_reports_the_workspaces_install(api, installed, settings):
