@@ -190,9 +190,11 @@ class RuntimeHeartbeatView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        # The token first: an unauthenticated caller learns nothing about the body.
+        # Malformed JSON is a 400 like everywhere; then the token, before the fields, so
+        # an unauthenticated caller learns nothing about what a body should hold.
+        data = request.data
         runtime = runtime_authenticate(bearer_token(request._request))
-        serializer = RuntimeHeartbeatSerializer(data=request.data)
+        serializer = RuntimeHeartbeatSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         runtime = runtime_heartbeat(
             runtime=runtime, **serializer.validated_data, ip=client_ip(request._request)
