@@ -94,7 +94,7 @@ def test_the_model_calls_two_tools_then_answers(api: Any) -> None:
     usage = {"prompt_tokens": 450, "completion_tokens": 24, "total_tokens": 474}
     assert job.result == {"output": ANSWER, "steps": 3, "usage": usage}
     assert agent_events(job_id) == [
-        ("agent", "start", f"Agent started: model {MODEL} with 13 tools, at most 8 steps"),
+        ("agent_run", "start", f"Agent started: model {MODEL} with 13 tools, at most 8 steps"),
         ("agent_step", "running", "Step 1: the model asked for 1 tool call"),
         ("tool_call", "start", "Calling tool echo"),
         ("tool_call", "ok", "Tool echo answered"),
@@ -102,7 +102,7 @@ def test_the_model_calls_two_tools_then_answers(api: Any) -> None:
         ("tool_call", "start", "Calling tool get-sum"),
         ("tool_call", "ok", "Tool get-sum answered"),
         ("agent_step", "ok", "Step 3: the model answered"),
-        ("agent", "ok", "Agent finished in 3 steps (474 tokens)"),
+        ("agent_run", "ok", "Agent finished in 3 steps (474 tokens)"),
         ("complete", "complete", "Job complete"),
     ]
     by_step = [e for e in events(job_id) if e.step == "agent_step"]
@@ -223,7 +223,7 @@ def test_the_step_limit_stops_a_looping_model(api: Any) -> None:
     )
     assert (job.status, job.error) == ("error", message)
     assert len(llm.requests) == 3
-    assert steps(job.pk)[-2:] == [("agent", "error"), ("error", "error")]
+    assert steps(job.pk)[-2:] == [("agent_run", "error"), ("error", "error")]
     assert [s for s, _, _ in agent_events(job.pk)].count("agent_step") == 3
     assert wait_for(lambda: ToolCall.objects.count() == 2, 5, "two calls recorded")
     assert tokens(job.pk) == 3 * 25  # every turn the model was paid for
