@@ -10,6 +10,7 @@ unexpected to an ``error`` with the traceback in the job's events.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -24,6 +25,12 @@ from jobs.events import job_event_emit
 from jobs.models import Job
 
 KILL_GRACE_SECONDS = 2.0
+PR_SET_PDEATHSIG = 1
+try:  # prctl is Linux's; elsewhere a handler's subprocess may outlive a killed worker
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+    _LIBC.prctl  # noqa: B018
+except (OSError, AttributeError):
+    _LIBC = None
 
 
 class JobFailed(Exception):
@@ -91,6 +98,8 @@ class JobContext:
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start a subprocess in its own process group, killed with the job."""
         self.check()
+        if _LIBC is not None:
+            kwargs.setdefault("preexec_fn", _killed_with_worker(os.getpid()))
         proc: subprocess.Popen[Any] = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
         with self._lock:
             self._procs.add(proc)
@@ -109,6 +118,19 @@ class JobContext:
             self._procs.clear()
         for proc in procs:
             kill_process_group(proc)
+
+
+def _killed_with_worker(worker_pid: int) -> Any:
+    """A ``preexec_fn``: the child gets SIGKILL when the worker that started it dies, so a
+    SIGKILLed worker (its own group killed, this child is in another) leaves no orphan."""
+
+    def arm() -> None:
+        assert _LIBC is not None
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != worker_pid:  # the worker died before the prctl took effect
+            os._exit(1)
+
+    return arm
 
 
 def kill_process_group(proc: subprocess.Popen[Any], grace: float = KILL_GRACE_SECONDS) -> None:
