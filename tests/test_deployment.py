@@ -89,7 +89,7 @@ def blocks(port: int, path: str, until: str, headers: dict[str, str] | None = No
             if block.data is None:
                 continue
             seen.append((block.id, block.data))
-            if block.data.get("step") == until or block.data.get("terminal"):
+            if block.data.get("step") == until:
                 break
     return seen
 
