@@ -517,7 +517,7 @@ def build_postgres(url: str, schema: str, now: datetime | None = None) -> Origin
         connection.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         with connection.transaction():
             for statement in DDL:
-                connection.execute(statement)  # type: ignore[arg-type]
+                connection.execute(statement)
             _insert_all(connection.execute, tables, "%s")
     return original
 

@@ -166,7 +166,7 @@ def _existing(targets: list[Target]) -> list[models.Model | None]:
 
 def _bulk(model: type[models.Model], name: str, targets: list[Target]) -> dict[Any, models.Model]:
     values = [t.key[name] for t in targets if t.model is model and list(t.key) == [name]]
-    field_name = model._meta.pk.name if name == "pk" else name  # type: ignore[union-attr]
+    field_name = model._meta.pk.name if name == "pk" else name
     rows: dict[Any, models.Model] = {}
     for start in range(0, len(values), 500):
         rows.update(

@@ -38,9 +38,9 @@ def key_from_value(value: str) -> bytes:
     except ValueError:
         pass
     for decode in (_b64_std, _b64_url):
-        raw = decode(text)
-        if raw is not None and len(raw) == 32:
-            return raw
+        decoded = decode(text)
+        if decoded is not None and len(decoded) == 32:
+            return decoded
     return hashlib.sha256(text.encode()).digest()
 
 

@@ -159,7 +159,8 @@ class PostgresSource:
         self.label = label
 
     def rows(self, table: str) -> list[Row]:
-        order = ORDER.get(table, "id").format(tiebreak="id")
+        # No rowid here: the first column (the primary key) keeps the order stable.
+        order = ORDER.get(table, TABLES[table][0]).format(tiebreak="id")
         query = sql.SQL("SELECT {columns} FROM {table} ORDER BY {order}").format(
             columns=sql.SQL(", ").join(sql.Identifier(column) for column in TABLES[table]),
             table=sql.Identifier(self.schema, table),
