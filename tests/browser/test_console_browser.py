@@ -28,6 +28,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 READY_TIMEOUT_MS = 30_000
 PAGE_BUDGET = 100 * 1024  # bytes of HTML, before images
+PHONE = {"width": 390, "height": 844}
+PHONE_PAGES = [
+    "/console/", "/console/catalog", "/console/sandboxes", "/console/jobs", "/console/models",
+    "/console/runtimes", "/console/providers", "/console/members", "/console/audit",
+]  # fmt: skip
+DESKTOP = {"width": 1280, "height": 900}
+NO_SIDEWAYS_SCROLL = "document.documentElement.scrollWidth <= window.innerWidth"
+# The elements that stick out to the right, for the failure message.
+WIDER_THAN_SCREEN = """Array.from(document.querySelectorAll("body *"))
+  .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+  .map(e => e.tagName + "." + e.className + " " + Math.round(e.getBoundingClientRect().right))
+  .slice(0, 12)"""
 # The joining installation is another one: its own data dir and database.
 JOINER_DROPPED = ("DATABASE_URL", "MATRIX_RUNTIME_DB_PATH", "MATRIX_RUNTIME_DATA_DIR")
 
@@ -74,6 +86,10 @@ def test_a_new_user_launches_calls_and_stops_a_sandbox(console: Console) -> None
     shot(page, "03-sandbox-session")
     for url in (page.url, f"{console.url}/console/catalog"):  # the heaviest pages
         assert len(page.request.get(url).body()) < PAGE_BUDGET, url
+    page.set_viewport_size(PHONE)  # one column, nothing wider than the screen
+    assert page.evaluate(NO_SIDEWAYS_SCROLL), page.evaluate(WIDER_THAN_SCREEN)
+    shot(page, "03b-sandbox-session-phone")
+    page.set_viewport_size(DESKTOP)
     call = wait_for(lambda: ToolCall.objects.filter(tool="echo").first(), 10, "the call row")
     assert call.outcome == "ok"
     assert call.session_id == session_id
@@ -100,6 +116,13 @@ def test_a_new_user_launches_calls_and_stops_a_sandbox(console: Console) -> None
     expect(page.get_by_role("cell", name="sandbox.created")).to_be_visible()
     shot(page, "08-audit")
 
+    page.set_viewport_size(PHONE)
+    for path in [*PHONE_PAGES, f"/console/jobs/{session.job_id}"]:
+        page.goto(f"{console.url}{path}")
+        assert page.evaluate(NO_SIDEWAYS_SCROLL), (path, page.evaluate(WIDER_THAN_SCREEN))
+    shot(page, "08b-audit-phone")
+    page.set_viewport_size(DESKTOP)
+
     # Another person, signed in at the same time, sees none of it.
     other = sign_up(console, "Grace Hopper", "grace@console.test")
     for path in (f"/console/sandboxes/{session_id}", f"/console/jobs/{session.job_id}"):
@@ -120,6 +143,10 @@ def test_sign_in_page_and_a_wrong_password(console: Console) -> None:
     page.goto(f"{console.url}/console/jobs")
     expect(page).to_have_url(f"{console.url}/login?next=/console/jobs")
     shot(page, "00-sign-in")
+    page.keyboard.press("Tab")  # the first stop skips the navigation
+    expect(page.locator(":focus")).to_have_text("Skip to content")
+    page.keyboard.press("Enter")
+    expect(page.locator(":focus")).to_have_id("main")
     page.get_by_label("Email").fill("nobody@console.test")
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Sign in").click()
