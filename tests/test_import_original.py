@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import sqlite3
+from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -255,7 +256,12 @@ def test_other_fields_arrive_as_the_original_had_them(source):
     assert maya.email_verified_at is not None  # her verification link was used
     assert User.objects.get(pk=LEE).email_verified_at is None
     assert Membership.objects.get(user_id=OSCAR).workspace_id == GLOBEX
-    assert Workspace.objects.get(pk=ACME).created_at < maya.created_at.replace(year=3000)
+    with sqlite3.connect(path) as source_db:
+        created = dict(source_db.execute("SELECT id, created_at FROM users"))
+    assert maya.created_at.strftime("%Y-%m-%dT%H:%M:%SZ") == created[MAYA]
+    membership = Membership.objects.get(user_id=MAYA)
+    assert (membership.role, membership.created_at) == ("Owner", maya.created_at)
+    assert Workspace.objects.get(pk=ACME).created_at < maya.created_at + timedelta(seconds=1)
     spare = JoinToken.objects.get(pk="jt_000000000000new")
     assert (spare.label, spare.max_uses, spare.uses, spare.revoked) == ("spare gpu", 2, 0, False)
     assert spare.expires_at.year == 2999  # the original's "never"
@@ -425,3 +431,55 @@ def test_the_source_file_is_not_changed(source):
 )
 def test_the_originals_key_resolution(value, expected):
     assert key_from_value(value) == expected
+
+
+def test_a_workspace_slug_taken_here_gets_a_fresh_one(api, source):
+    path, original = source
+    signup("Someone Else", "someone@else.test", "Acme", password="a long enough password 1")
+    output = run("--sqlite", str(path))
+
+    assert Workspace.objects.get(pk=ACME).slug == "acme-1"
+    assert f"workspace {ACME}: slug 'acme' is taken; given 'acme-1'" in output
+    token = login(api, "maya@acme.io", original.passwords["maya@acme.io"])
+    assert api.get("/v1/auth/me", **bearer(token)).json()["user"]["workspace_slug"] == "acme-1"
+
+
+def test_values_ours_does_not_allow_are_normalised_and_reported(source):
+    path, _ = source
+    with sqlite3.connect(path) as connection:
+        connection.executescript(
+            """
+            UPDATE provider_credentials SET provider = 'Hugging Face', label = 'team key'
+                WHERE id = 'pc_000000000000ahf';
+            UPDATE runtimes SET status = 'pending' WHERE id = 'rt_00000000000acme';
+            UPDATE runtimes SET token_hash = '' WHERE id = 'rt_0000000000globe';
+            UPDATE runtime_join_tokens SET uses = 3 WHERE id = 'jt_00000000000used';
+            UPDATE users SET password_hash = 'bcrypt$whatever' WHERE id = 'usr_000000000000lee';
+            UPDATE users SET role = 'superuser' WHERE id = 'usr_000000000000lee';
+            UPDATE audit_events SET meta_json = 'not json', created_at = '2026-01-02T03:04:05+02:00'
+                WHERE id = 'au_00000000000001';
+            """
+        )
+    output = run("--sqlite", str(path))
+
+    hf = ProviderCredential.objects.get(pk="pc_000000000000ahf")
+    assert (hf.provider, hf.label) == ("hugging-face", "team-key")
+    assert "'Hugging Face'/'team key' stored as hugging-face/team-key" in output
+    assert Runtime.objects.get(pk="rt_00000000000acme").status == "offline"
+    assert "1 runtimes with the status 'pending' (now offline)" in output
+    globex = Runtime.objects.get(pk="rt_0000000000globe")
+    assert globex.token_revoked
+    assert "1 runtimes without a token (rotate it or register again)" in output
+    used = JoinToken.objects.get(pk="jt_00000000000used")
+    assert (used.uses, used.max_uses) == (1, 1)
+    lee = User.objects.get(pk=LEE)
+    assert not lee.has_usable_password()
+    assert "1 users whose password hash is unusable (they must reset it)" in output
+    assert Membership.objects.get(user_id=LEE).role == "Member"
+    event = AuditEvent.objects.get(id="au_00000000000001")
+    assert event.meta == {}
+    assert event.created_at.isoformat() == "2026-01-02T01:04:05+00:00"
+    assert audit_verify().ok
+    again = run("--sqlite", str(path))
+    assert table_line(again, "runtimes") == "runtimes 0 created, 2 unchanged, 0 kept, 0 skipped"
+    assert table_line(again, "users") == "users 0 created, 3 unchanged, 0 kept, 0 skipped"

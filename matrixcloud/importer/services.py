@@ -33,6 +33,7 @@ CARRIED = (
 SESSIONS_CARRIED = "sessions: carried (SHA-256 of the same token); users stay signed in"
 SESSIONS_DROPPED = "sessions: not imported (--skip-sessions); every user must sign in again"
 ACTOR = "operator"
+BATCH = 500
 
 
 def original_import(
@@ -67,36 +68,43 @@ def original_import(
 
 
 def _write(planned: list[Planned]) -> None:
+    """Insert every planned row, table by table in the mapping's order (references
+    first), in batches."""
+    batches: dict[type[models.Model], list[dict[str, Any]]] = {}
     for item in planned:
-        if item.action is not Action.CREATE:
-            continue
-        if item.target.model is AuditEvent:
-            _append_audit(item.target.fields)
+        if item.action is Action.CREATE:
+            batches.setdefault(item.target.model, []).append(item.target.fields)
+    for model, rows in batches.items():
+        if model is AuditEvent:
+            _append_audit(rows)
         else:
-            _create(item.target.model, item.target.fields)
+            _create(model, rows)
 
 
-def _create(model: type[models.Model], fields: dict[str, Any]) -> None:
-    row = model(**fields)
-    row.save(force_insert=True)
+def _create(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
+    created = model._default_manager.bulk_create([model(**fields) for fields in rows], BATCH)
     # auto_now_add fields ignore the value given; the original's time is put back.
-    stamped = {
-        field.attname: fields[field.attname]
+    stamped = [
+        field.attname
         for field in model._meta.concrete_fields
-        if getattr(field, "auto_now_add", False) and field.attname in fields
-    }
-    if stamped:
-        model._default_manager.filter(pk=row.pk).update(**stamped)
+        if getattr(field, "auto_now_add", False)
+    ]
+    for row, fields in zip(created, rows, strict=True):
+        if stamped:
+            model._default_manager.filter(pk=row.pk).update(**{f: fields[f] for f in stamped})
 
 
-def _append_audit(fields: dict[str, Any]) -> None:
-    """Append one original audit row to our chain, as ``audit_record`` does, but with the
-    original's id and time."""
+def _append_audit(rows: list[dict[str, Any]]) -> None:
+    """Append the original's audit rows to our chain in their order, with their ids and
+    times, hashed as ``accounts.audit.audit_record`` hashes (one lock on the head)."""
     head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
-    event = AuditEvent(**fields, prev_hash=head.last_hash)
-    event.hash = chain_hash(head.last_hash, event)
-    event.save(force_insert=True)
-    AuditChainHead.objects.filter(pk=1).update(last_hash=event.hash, count=head.count + 1)
+    previous, events = head.last_hash, []
+    for fields in rows:
+        event = AuditEvent(**fields, prev_hash=previous)
+        event.hash = previous = chain_hash(previous, event)
+        events.append(event)
+    AuditEvent.objects.bulk_create(events, BATCH)  # seq follows the list's order
+    AuditChainHead.objects.filter(pk=1).update(last_hash=previous, count=head.count + len(events))
 
 
 def _audit_import(report: ImportReport) -> None:

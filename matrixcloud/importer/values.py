@@ -23,7 +23,8 @@ def parse_time(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", text).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    # In UTC, as the database gives it back (the audit chain hashes the ISO text).
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def time_or(value: Any, default: datetime) -> datetime:
