@@ -510,3 +510,13 @@ def test_the_audit_log_pages_back(owner: Client, cast: factories.Cast) -> None:
     assert ">n0<" in older
     assert ">n119<" not in older
     assert owner.get("/console/audit?cursor=abc").status_code == 400
+
+
+def test_ending_the_session_elsewhere_ends_the_console_session(cast: factories.Cast) -> None:
+    client = signed_in(cast.admin)
+    assert client.get("/console/jobs").status_code == 200
+    token = SessionToken.objects.filter(user=cast.admin).latest("created_at")
+    SessionToken.objects.filter(pk=token.pk).update(revoked_at=token.created_at)  # logout-all
+    response = client.get("/console/jobs")
+    assert response["Location"] == "/login?next=/console/jobs"
+    assert client.get("/console/").status_code == 302  # the cookie session is gone too

@@ -9,14 +9,21 @@ become pages: another workspace's object is a 404 (never a 403, never a leak).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec
 
+from django.conf import settings
+from django.contrib.auth import logout as django_logout
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from rest_framework.request import ForcedAuthentication, Request
 
+from accounts.authentication import TOUCH_EVERY
+from accounts.models import SessionToken
 from accounts.principals import Actor, actor_for
 from matrixcloud.errors import Forbidden, NotFound, Unauthorized
 
@@ -32,6 +39,29 @@ def console_actor(request: HttpRequest) -> Actor:
     return actor_for(api_request)
 
 
+def console_session_live(request: HttpRequest) -> bool:
+    """Whether the session the console's sign-in started is still usable.
+
+    Signing in through the console issues a bearer session (``SessionToken``) next to
+    the cookie; when it ends (``/v1/auth/logout?all=true``, a password reset, an
+    operator's revoke, its expiry) the console session ends too. It is kept alive with
+    the same idle rule as a bearer token in use.
+    """
+    token_id = request.session.get(SESSION_TOKEN_KEY)
+    if not token_id:
+        return True  # signed in some other way (Django admin): Django's session decides
+    now = timezone.now()
+    token = SessionToken.objects.usable(now).filter(pk=token_id, user_id=request.user.pk).first()
+    if token is None:
+        return False
+    if now - token.last_used_at > TOUCH_EVERY:
+        idle_until = now + timedelta(hours=settings.SESSION_TOKEN_IDLE_HOURS)
+        SessionToken.objects.filter(pk=token.pk).update(
+            last_used_at=now, idle_expires_at=idle_until
+        )
+    return True
+
+
 def error_page(request: HttpRequest, message: str, status: int) -> HttpResponse:
     return render(request, "console/error.html", {"message": message}, status=status)
 
@@ -43,6 +73,9 @@ def workspace_view(
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+        if not console_session_live(request):
+            django_logout(request)
+            return redirect_to_login(request.get_full_path())
         try:
             return view(request, console_actor(request), *args, **kwargs)
         except NotFound as exc:
