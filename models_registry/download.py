@@ -119,6 +119,7 @@ class SnapshotDownload:
         self.fetched = 0
         self.resumed = 0
         self._count_lock = threading.Lock()
+        self._abort = threading.Event()
         self.files: list[HubFile] = []
         self.progress = Progress(total=0)
 
@@ -174,6 +175,9 @@ class SnapshotDownload:
                 on_tick()
                 for future in done:
                     future.result()
+        except BaseException:
+            self._abort.set()  # the other files stop at their next chunk
+            raise
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -246,7 +250,7 @@ class SnapshotDownload:
                 self.resumed += have
             with partial.open("ab" if have else "wb") as out:
                 for chunk in response.iter_raw(CHUNK_BYTES):
-                    if self.stopped():
+                    if self._abort.is_set() or self.stopped():
                         raise DownloadStopped(hub_file.path)
                     out.write(chunk)
                     digest.update(chunk)

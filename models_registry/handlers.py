@@ -101,12 +101,14 @@ def run_download(
     report(high[0], download.progress.total, "")
     try:
         download.wait(download.start(), tick)
+        ctx.check()
+        tick()
+        return download.finish()
     except DownloadStopped:
         ctx.check()
         raise
-    ctx.check()
-    tick()
-    return download.finish()
+    except OSError as exc:  # the cache's disk, not the network (those are HubErrors)
+        raise JobFailed(f"writing the model cache failed: {exc}") from exc
 
 
 @register("model.pull")

@@ -293,7 +293,7 @@ def hub_errors(ref: ModelRef | None) -> Iterator[None]:
         raise HubError(f'hugging face returned status {status} for "{repo}"') from exc
     except SafetensorsParsingError as exc:
         raise HubError(f"could not read safetensors metadata: {_first_line(exc)}") from exc
-    except (httpx2.HTTPError, OfflineModeIsEnabled, OSError) as exc:
+    except (httpx2.HTTPError, OfflineModeIsEnabled) as exc:
         raise HubUnreachable(
             f"hugging face request failed (no network or DNS?): {_first_line(exc)}"
         ) from exc

@@ -16,7 +16,7 @@ from accounts.services.usage import usage_record
 from jobs.choices import JobStatus
 from jobs.models import Job
 from jobs.services import job_enqueue
-from matrixcloud.errors import UpstreamError
+from matrixcloud.errors import ApplicationError, UpstreamError
 from models_registry.choices import InstallationStatus, InstallMode, ProfileStatus
 from models_registry.hf import SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT, HubClient, HubError
 from models_registry.models import ModelInstallation, ModelProfile
@@ -62,11 +62,8 @@ def source_resolve(*, workspace: Workspace, data: dict[str, Any]) -> dict[str, A
     try:
         ref = parse_model_id(strip_hf_prefix(raw), data.get("branch") or "")
         meta = HubClient.for_workspace(workspace, purpose="model resolve").metadata(ref)
-    except (HubError, UpstreamError) as exc:
+    except ApplicationError as exc:  # a bad id, a hub failure: the preview says why
         raise UpstreamError(f"could not resolve model: {exc.message}") from exc
-    except Exception as exc:
-        message = getattr(exc, "message", str(exc))
-        raise UpstreamError(f"could not resolve model: {message}") from exc
     from models_registry.inspection import parameters_estimate
 
     parameters = parameters_estimate(meta, {})
