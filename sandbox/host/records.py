@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django import db
 from django.db import transaction
 from django.utils import timezone
 
@@ -77,9 +78,19 @@ async def run(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     it started: a host once hung there until shutdown). Writes stay in order: there is
     one database thread.
     """
-    task = asyncio.ensure_future(sync_to_async(fn)(*args, **kwargs))
+    task = asyncio.ensure_future(sync_to_async(_reconnecting)(fn, *args, **kwargs))
     task.add_done_callback(_retrieved)
     return await asyncio.shield(task)
+
+
+def _reconnecting(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn`` on the database thread; a connection the database dropped (a restart) is
+    closed on the way out, so the next call connects again instead of failing forever."""
+    try:
+        return fn(*args, **kwargs)
+    except (db.OperationalError, db.InterfaceError):
+        db.connection.close()
+        raise
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:

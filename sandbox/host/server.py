@@ -288,8 +288,11 @@ class SandboxHost:
         meta = meta or {"reply_channel": self.reply_channel, "capacity": self.capacity}
         meta["sessions"] = len(self.sessions)
         try:
-            await sync_to_async(process_heartbeat_beat)(
-                instance=self.instance, role=ProcessRole.SANDBOX_HOST, meta=meta
+            await records.run(
+                process_heartbeat_beat,
+                instance=self.instance,
+                role=ProcessRole.SANDBOX_HOST,
+                meta=meta,
             )
         except Exception:  # a missed beat is logged; the next one may well succeed
             logger.exception("heartbeat of %s failed", self.instance)
