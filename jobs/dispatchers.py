@@ -29,8 +29,11 @@ def dispatch(job_id: str, kind: str) -> None:
         # close_old_connections(), which (CONN_MAX_AGE=0) drops this request's connection
         # and opens another just for the insert: ~1 extra connect per job, costly on
         # PostgreSQL (a backend process each). A no-op for the Redis broker.
-        with transaction.atomic():
-            async_task("jobs.tasks.run_job", job_id, task_name=f"job:{job_id}")
+        try:
+            with transaction.atomic():
+                async_task("jobs.tasks.run_job", job_id, task_name=f"job:{job_id}")
+        except Exception:  # the broker is down: the row is committed, the janitor re-dispatches
+            logger.warning("could not queue job %s", job_id, exc_info=True)
         return
     _bus_send(SESSION_START_CHANNEL, {"type": "sandbox.start", "job_id": job_id})
 
