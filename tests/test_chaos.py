@@ -51,7 +51,7 @@ from tests.deployment import (
 from tests.sandbox_processes import HOST_SETTINGS, python_server
 from tests.sse_client import Stream
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 SESSIONS = "/v1/sandbox/sessions"
 TINY = python_server("tiny_server.py")
@@ -184,6 +184,7 @@ class Load:
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     session: str = ""
+    phase: str = "steady"
 
     def start(self) -> Load:
         for target in (self._jobs, self._jobs, self._calls):
@@ -203,7 +204,7 @@ class Load:
                 try:
                     target()
                 except (OSError, ValueError, KeyError, TypeError):
-                    self.outcomes["connection error"] += 1
+                    self.outcomes[f"{self.phase}: connection error"] += 1
                     self.stop.wait(0.2)
 
         return run
@@ -211,7 +212,7 @@ class Load:
     def _jobs(self) -> None:
         body = {"type": "test.echo", "payload": {"message": "load"}}
         status, reply = self.api.post("/v1/jobs", body, timeout=15)
-        self.outcomes[f"job {status}"] += 1
+        self.outcomes[f"{self.phase}: job {status}"] += 1
         if status == 202:
             self.jobs.append(reply["job_id"])
         self.stop.wait(0.3)
@@ -219,7 +220,7 @@ class Load:
     def _calls(self) -> None:
         if not self.session:
             status, reply = self.api.post(SESSIONS, {"start_command": TINY}, timeout=15)
-            self.outcomes[f"session {status}"] += 1
+            self.outcomes[f"{self.phase}: session {status}"] += 1
             if status == 202:
                 self.session = reply["session_id"]
             self.stop.wait(0.5)
@@ -227,7 +228,7 @@ class Load:
         body = {"name": "echo", "arguments": {"message": "load"}}
         path = f"{SESSIONS}/{self.session}/tools/call"
         status, reply = self.api.post(path, body, timeout=15)
-        self.outcomes[f"call {status}"] += 1
+        self.outcomes[f"{self.phase}: call {status}"] += 1
         if status == 409 and "ended" in str(reply):
             self.session = ""  # its host died: a new session
         self.stop.wait(0.2)
@@ -395,11 +396,13 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
                     lambda: job_completes(lb) and session_answers(lb, sessions),
                 )
             )
-        for fault in faults:
+        only = os.environ.get("MATRIX_CHAOS_ONLY")  # reproduce one fault: its name
+        for fault in [f for f in faults if not only or f.name == only]:
             bounded(lambda: job_completes(lb), 60, f"service before killing {fault.name}")
             witness = Witness(lb, deployment.proxy.port, spawn=fault.spawn)
             bounded(lambda w=witness: len(w.seen) >= 4, 30, f"the witness before {fault.name}")
             before = list(witness.seen)
+            load.phase = fault.name
             fault.kill()
             time.sleep(DOWN_SECONDS)
             restarted = time.monotonic()
@@ -422,6 +425,7 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
             assert [event_id for event_id, _ in replay] == list(range(1, len(replay) + 1))
             _, job = lb.get(f"/v1/jobs/{witness.job_id}")
             assert replay[-1][1]["status"] == job["status"], (fault.name, replay[-1], job)
+            load.phase = f"after {fault.name}"
             print(f"  witness {job['status']}: {len(before)} events seen before the kill, replayed")
             last_seen = before[-1][0]
             assert last_seen is not None
@@ -441,8 +445,17 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
         outcome = Counter(job_done(lb, job_id) for job_id in load.jobs)
         print(f"load: {dict(load.outcomes)}; {len(load.jobs)} jobs ended {dict(outcome)}")
         assert outcome["complete"] > 0
+        # Losing a process or the bus is no server error (a job whose queueing failed is
+        # accepted all the same: the janitor queues it again). Without its database the
+        # API answers 500 for writes, printed above.
+        failed = [k for k in load.outcomes if " 5" in k and not k.startswith("database")]
+        assert not failed, {k: load.outcomes[k] for k in failed}
         for session_id in sessions + ([load.session] if load.session else []):
             lb.delete(f"{SESSIONS}/{session_id}")
+    except BaseException:
+        for role in deployment.roles.values():  # what each role said, for the failure
+            print(f"--- {role.name} (last 4000 characters) ---\n{role.output()[-4000:]}")
+        raise
     finally:
         if load is not None:
             load.close()

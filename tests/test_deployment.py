@@ -25,7 +25,7 @@ from tests.deployment import ROLE_SETTINGS, TOKEN, Api, Deployment, bounded
 from tests.sandbox_processes import host_env, python_server, session_pids
 from tests.sse_client import Stream
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.django_db(transaction=True)]
 
 SESSIONS = "/v1/sandbox/sessions"
 TINY = python_server("tiny_server.py")
