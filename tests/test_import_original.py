@@ -483,3 +483,33 @@ def test_values_ours_does_not_allow_are_normalised_and_reported(source):
     again = run("--sqlite", str(path))
     assert table_line(again, "runtimes") == "runtimes 0 created, 2 unchanged, 0 kept, 0 skipped"
     assert table_line(again, "users") == "users 0 created, 3 unchanged, 0 kept, 0 skipped"
+
+
+REFUSE_USAGE = {
+    "sqlite": [
+        """CREATE TRIGGER refuse_usage BEFORE INSERT ON accounts_usageevent
+           BEGIN SELECT RAISE(ABORT, 'usage refused by a test trigger'); END""",
+    ],
+    "postgresql": [
+        """CREATE FUNCTION refuse_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'usage refused by a test trigger'
+           USING ERRCODE = 'check_violation'; END $$""",
+        """CREATE TRIGGER refuse_usage BEFORE INSERT ON accounts_usageevent
+           FOR EACH ROW EXECUTE FUNCTION refuse_usage()""",
+    ],
+}
+
+
+def test_a_row_refused_late_rolls_back_everything_written_before_it(source):
+    path, _ = source
+    with connection.cursor() as cursor:
+        for statement in REFUSE_USAGE[connection.vendor]:
+            cursor.execute(statement)
+    before = counts()
+
+    refused = r"refused a row \(usage refused by a test trigger.*nothing was imported"
+    with pytest.raises(CommandError, match=refused):
+        run("--sqlite", str(path))
+
+    assert counts() == before  # workspaces, users... were inserted before usage events
+    assert audit_verify().ok

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from accounts.audit import audit_record, chain_hash
 from accounts.models import AuditChainHead, AuditEvent
+from matrixcloud.importer.errors import ImportFailed
 from matrixcloud.importer.mapping import TABLES, Mapper
 from matrixcloud.importer.plan import Action, ImportReport, Planned, plan
 from matrixcloud.importer.secretbox import SourceKey
@@ -61,7 +62,13 @@ def original_import(
         for item in planned:
             report.counts.setdefault(item.target.table, Counter())[item.action.value] += 1
         if not dry_run:
-            _write(planned)
+            try:
+                _write(planned)
+            except IntegrityError as exc:  # raised out of the block: everything rolls back
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ImportFailed(
+                    f"our database refused a row ({reason}); nothing was imported"
+                ) from exc
             if report.created:
                 _audit_import(report)
     return report
