@@ -12,7 +12,13 @@ Runs on both stacks (a file-backed SQLite database or PostgreSQL; the test bus).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +26,22 @@ from typing import Any
 import pytest
 
 from jobs.models import Job
+from matrixcloud.lib.bus import free_port
 from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
-from tests.deployment import ROLE_SETTINGS, TOKEN, Api, Deployment, bounded
+from tests.deployment import (
+    REPO,
+    ROLE_SETTINGS,
+    TAG_VARIABLE,
+    TOKEN,
+    Api,
+    Deployment,
+    bounded,
+    describe,
+    tagged_pids,
+)
 from tests.sandbox_processes import host_env, python_server, session_pids
 from tests.sse_client import Stream
+from tests.test_serve import child_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.django_db(transaction=True)]
 
@@ -179,3 +197,34 @@ def test_two_of_each_role_behind_a_round_robin_proxy(deployment: Deployment) -> 
     assert echoes(web_a, fresh["session_id"], "fresh")
     for session in [*theirs, fresh]:
         assert lb.delete(f"{SESSIONS}/{session['session_id']}")[0] == 200
+
+
+def test_a_sigkilled_serve_leaves_no_role_running(tmp_path: Path) -> None:
+    """``serve`` is SIGKILLed (the OOM killer, ``kill -9``): every role it started is in
+    a session of its own, out of reach of a group kill, yet none may run on orphaned."""
+    tag = uuid.uuid4().hex
+    port = free_port()
+    env = child_env(tmp_path / "data", **{TAG_VARIABLE: tag})
+    with (tmp_path / "serve.log").open("wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        bounded(Api(port).healthy, 90, "serve to answer")
+        roles = bounded(lambda: len(tagged_pids(tag)) >= 5 and tagged_pids(tag), 30, "its roles")
+        serve.kill()
+        serve.wait(timeout=10)
+        with contextlib.suppress(AssertionError):
+            bounded(lambda: not tagged_pids(tag), 30, "the roles to stop", 0.2)
+        assert not tagged_pids(tag), (describe(roles), describe(tagged_pids(tag)))
+    finally:
+        serve.kill()
+        serve.wait(timeout=10)
+        for pid in tagged_pids(tag):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
