@@ -257,3 +257,33 @@ def test_the_matrixshell_terminal_answers_in_place(console: Console) -> None:
     expect(command).to_have_value("echo hi")
     assert page.url.endswith("/console/shell")  # no navigation: the script answered
     shot(page, "12-shell")
+
+
+def test_without_javascript_the_pages_still_work(console: Console) -> None:
+    """Progressive enhancement: with scripts off, sign up, launch, reload until ready,
+    call echo through the plain form (JSON arguments) and stop."""
+    context = console.browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{console.url}/signup")
+    page.get_by_label("Your name").fill("Plain Page")
+    page.get_by_label("Email").fill("plain@console.test")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    page.goto(f"{console.url}/console/catalog")
+    page.get_by_role("button", name="Launch Everything MCP Server in a sandbox").click()
+    session_id = page.url.rsplit("/", 1)[1]
+    wait_for(
+        lambda: SandboxSession.objects.filter(pk=session_id, ready_at__isnull=False).exists(),
+        30,
+        "the session to be ready",
+    )
+    page.reload()
+    expect(page.locator("#status")).to_have_text("ready")
+    echo = page.locator("article.tool", has=page.get_by_role("heading", name="echo", exact=True))
+    echo.get_by_label("Arguments (JSON object)").fill('{"message": "no script needed"}')
+    echo.get_by_role("button", name="Call echo").click()
+    expect(page.locator(".result")).to_contain_text("Echo: no script needed")
+    page.get_by_role("button", name="Stop sandbox").click()
+    expect(page.locator("#status")).to_have_text("cancelled")
+    context.close()
