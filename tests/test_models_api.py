@@ -288,3 +288,37 @@ def test_an_attach_cancelled_while_queued_fails_its_installation(api: Any, cast:
     profile_now = api.get("/v1/model-profiles", **headers).json()["profiles"][0]
     assert profile_now["status"] == "failed"
     assert "cancelled" in profile_now["error"]
+
+
+# --- the fake hub itself -------------------------------------------------------------------
+def test_huggingface_hubs_own_calls_work_against_the_fake(hub: FakeHub, tmp_path: Any) -> None:
+    """The fake is faithful enough for ``huggingface_hub`` itself: snapshots, single files,
+    paths-info, and the errors it maps (EntryNotFound, RevisionNotFound, GatedRepo)."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        RemoteEntryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo = hub.repos["acme/tiny-llama-1B"]
+    folder = snapshot_download(
+        "acme/tiny-llama-1B", revision="dev", cache_dir=tmp_path, endpoint=hub.url, token=False
+    )
+    files = repo.commits[repo.revisions["dev"]]
+    for name, entry in files.items():
+        assert (tmp_path / folder / name).read_bytes() == entry.data
+    api = HfApi(endpoint=hub.url, token=False)
+    infos = api.get_paths_info("acme/tiny-llama-1B", ["model.safetensors", "config.json"])
+    by_path = {info.path: info for info in infos}
+    main = repo.commits[repo.revisions["main"]]
+    assert by_path["model.safetensors"].lfs.sha256 == main["model.safetensors"].sha256
+    assert by_path["config.json"].blob_id == main["config.json"].blob_id
+    with pytest.raises(RemoteEntryNotFoundError):
+        hf_hub_download("acme/tiny-llama-1B", "nope.bin", cache_dir=tmp_path, endpoint=hub.url)
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info("acme/tiny-llama-1B", revision="nope")
+    with pytest.raises(GatedRepoError):
+        hf_hub_download(
+            "acme/gated-7B", "config.json", cache_dir=tmp_path, endpoint=hub.url, token=False
+        )

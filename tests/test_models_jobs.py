@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import AuditEvent, UsageEvent, Workspace
 from accounts.services.providers import provider_upsert
@@ -403,6 +405,75 @@ def test_attach_failures_mark_installation_and_profile_failed(api: Any, owner: A
     job = attach(api, token, tiny, runtimeId=offline.id)
     assert job.error == f"runtime {offline.id} is offline"
     assert installation(job).status == "failed"
+
+
+def test_a_runtime_short_of_disk_fails_the_attach_before_downloading(
+    api: Any, owner: Any, hub: FakeHub
+) -> None:
+    workspace, token = owner
+    runtime = Runtime.objects.create(
+        workspace=workspace,
+        name="tiny-disk",
+        token_hash="d" * 64,
+        resources={"free_disk_bytes": 1000, "gpu_memory_mb": 24576},
+    )
+    profile = profile_of(api, token, provider="Hugging Face", external_id="acme/big-model-2B")
+    job = attach(api, token, profile, runtimeId=runtime.id)
+    assert job.status == "error"
+    assert job.error.startswith("not enough free disk: ")
+    assert ("checking_disk", "error") in [(e.step, e.status) for e in events(job)]
+    assert installation(job).status == "failed"
+    # only the safetensors header was read (a Range GET), never the weights
+    assert all(h.get("Range", "").startswith("bytes=0-") for h in hub.gets_of(BIG_FILE))
+
+    roomy = Runtime.objects.create(
+        workspace=workspace,
+        name="gpu-box",
+        token_hash="9" * 64,
+        resources={"free_disk_bytes": 10**12, "gpu_memory_mb": 24576},
+    )
+    tiny = profile_of(api, token, provider="Hugging Face", external_id="acme/tiny-llama-1B")
+    done = attach(api, token, tiny, runtimeId=roomy.id)
+    assert done.status == "complete", done.error
+    gpu = events(done, "checking_gpu")[0]
+    assert gpu.message.endswith("runtime has 24576 MB: fits (advisory)")
+    assert gpu.data["fits"] is True
+
+
+def test_an_attach_that_expires_mid_download_fails_the_installation(
+    api: Any, owner: Any, hub: FakeHub
+) -> None:
+    _, token = owner
+    hub.rate = 500_000  # about 4 s for the big file: longer than the TTL below
+    profile = profile_of(api, token, provider="Hugging Face", external_id="acme/big-model-2B")
+    body = api.post(
+        f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"}, **bearer(token)
+    ).json()
+    Job.objects.filter(pk=body["job_id"]).update(expires_at=timezone.now() + timedelta(seconds=2))
+    run_job(body["job_id"])
+    assert Job.objects.get(pk=body["job_id"]).status == "expired"
+    row = ModelInstallation.objects.get(pk=body["installation_id"])
+    assert (row.status, row.error) == ("failed", "the model.attach job was expired")
+    assert ModelProfile.objects.get(pk=profile["id"]).status == "failed"
+
+
+def test_an_attach_job_cannot_touch_another_workspaces_installation(api: Any, owner: Any) -> None:
+    _, token = owner
+    profile = profile_of(api, token, provider="Hugging Face", external_id="acme/tiny-llama-1B")
+    body = api.post(
+        f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"}, **bearer(token)
+    ).json()
+    *_, other_token = factories.signup("Nina Neighbour", "nina@models.test", "Neighbour")
+    payload = {"installation_id": body["installation_id"], "runtime_id": "local", "model": TINY}
+    created = api.post(
+        "/v1/jobs", {"type": "model.attach", "payload": payload}, **bearer(other_token)
+    )
+    assert created.status_code == 202
+    run_job(created.json()["job_id"])
+    job = Job.objects.get(pk=created.json()["job_id"])
+    assert (job.status, job.error) == ("error", f"installation {body['installation_id']} not found")
+    row = ModelInstallation.objects.get(pk=body["installation_id"])
+    assert (row.status, row.progress, row.error) == ("queued", 0, "")
 
 
 def test_cancelling_an_attach_mid_download_fails_the_installation(
