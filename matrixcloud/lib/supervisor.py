@@ -27,11 +27,19 @@ PUMP_JOIN = 1.0
 POLL = 0.05
 MAX_LINE = 64 * 1024
 PR_SET_PDEATHSIG = 1
-try:  # Linux: a role learns of the supervisor's death (see _orphan_signal)
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-    _LIBC.prctl  # noqa: B018
-except (OSError, AttributeError):
-    _LIBC = None
+
+
+def _libc_with_prctl() -> ctypes.CDLL | None:
+    # Linux: a role learns of the supervisor's death (see _orphan_signal)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _libc_with_prctl()
 
 
 class CrashLoop(RuntimeError):
