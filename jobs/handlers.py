@@ -26,11 +26,19 @@ from jobs.models import Job
 
 KILL_GRACE_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1
-try:  # prctl is Linux's; elsewhere a handler's subprocess may outlive a killed worker
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-    _LIBC.prctl  # noqa: B018
-except (OSError, AttributeError):
-    _LIBC = None
+
+
+def _libc_with_prctl() -> ctypes.CDLL | None:
+    # prctl is Linux's; elsewhere a handler's subprocess may outlive a killed worker
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _libc_with_prctl()
 
 
 class JobFailed(Exception):
