@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ class PrivatePostgres:
 
     def __init__(self) -> None:
         assert PG_BIN is not None
+        self.bin = PG_BIN
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mxc-chaos-pg-"))
         self.dir.chmod(0o755)
@@ -107,7 +109,7 @@ class PrivatePostgres:
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/chaos"
 
     def _run(self, *argv: str, timeout: float = 120) -> None:
-        command = ["runuser", "-u", "postgres", "--", str(PG_BIN / argv[0]), *argv[1:]]
+        command = ["runuser", "-u", "postgres", "--", str(self.bin / argv[0]), *argv[1:]]
         done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
         assert done.returncode == 0, done.stderr.decode(errors="replace")
 
@@ -122,6 +124,16 @@ class PrivatePostgres:
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "-t", "60", "start"
         )
+
+    def connections(self) -> int:
+        """Client connections to the database now, this one left out."""
+        import psycopg
+
+        with psycopg.connect(self.url, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT count(*) - 1 FROM pg_stat_activity WHERE datname = 'chaos'"
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def crash(self) -> None:
         """Stop at once, without a checkpoint: every connection dies, as in a crash."""
@@ -299,6 +311,9 @@ class Witness:
                     if block.data is not None:  # the stream closes after the terminal event
                         self.seen.append((block.id, block.data))
 
+    def has_seen(self, count: int) -> bool:
+        return len(self.seen) >= count
+
     def replay(self, last_event_id: int | None = None) -> list[tuple[int | None, Any]]:
         headers = dict(AUTH)
         if last_event_id is not None:
@@ -339,7 +354,7 @@ def orphans(deployment: Deployment) -> list[int]:
 class Fault:
     name: str
     kill: Callable[[], None]
-    restart: Callable[[], None]
+    restart: Callable[[], object]
     ready: Callable[[], bool]
     spawn: bool = False
 
@@ -373,6 +388,9 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
         lb = deployment.api()
         assert deployment.proxy is not None
         load = Load(lb).start()
+        if stack.database is not None:  # docs/DEPLOY.md sizes max_connections with this
+            time.sleep(5)
+            print(f"\nPostgreSQL connections under load: {stack.database.connections()}")
         web, worker, host = (deployment.roles[n] for n in ("web-1", "worker-1", "host-1"))
         faults = [
             role_fault(deployment, web, lambda: job_completes(deployment.api("web-1"))),
@@ -400,7 +418,7 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
         for fault in [f for f in faults if not only or f.name == only]:
             bounded(lambda: job_completes(lb), 60, f"service before killing {fault.name}")
             witness = Witness(lb, deployment.proxy.port, spawn=fault.spawn)
-            bounded(lambda w=witness: len(w.seen) >= 4, 30, f"the witness before {fault.name}")
+            bounded(partial(witness.has_seen, 4), 30, f"the witness before {fault.name}")
             before = list(witness.seen)
             load.phase = fault.name
             fault.kill()
@@ -419,7 +437,7 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
             if collateral:
                 print(f"  also restarted (died with it): {collateral}")
 
-            bounded(lambda w=witness: job_done(lb, w.job_id), 90, f"the {fault.name} witness end")
+            bounded(partial(job_done, lb, witness.job_id), 90, f"the {fault.name} witness end")
             replay = witness.replay()
             assert replay[: len(before)] == before, (fault.name, before, replay)
             assert [event_id for event_id, _ in replay] == list(range(1, len(replay) + 1))

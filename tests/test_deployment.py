@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,18 @@ def create_job(api: Api, message: str) -> str:
     status, body = api.post("/v1/jobs", {"type": "test.echo", "payload": {"message": message}})
     assert status == 202, body
     return str(body["job_id"])
+
+
+def has_status(api: Api, job_id: str, status: str) -> bool:
+    return job_status(api, job_id) == status
+
+
+def no_pids(job_id: str) -> bool:
+    return not session_pids(job_id)
+
+
+def tools_refused(api: Api, session_id: str) -> bool:
+    return api.get(f"{SESSIONS}/{session_id}/tools")[0] == 409
 
 
 def job_status(api: Api, job_id: str) -> str:
@@ -118,7 +131,7 @@ def test_two_of_each_role_behind_a_round_robin_proxy(deployment: Deployment) -> 
     # Jobs: created through the balancer, run by either worker, read through either web.
     job_ids = [create_job(lb, f"job {n}") for n in range(6)]
     for job_id in job_ids:
-        bounded(lambda j=job_id: job_status(lb, j) == "complete", 60, f"{job_id} to complete")
+        bounded(partial(has_status, lb, job_id, "complete"), 60, f"{job_id} to complete")
     assert deployment.proxy is not None
     assert set(deployment.proxy.connections) == {
         ("127.0.0.1", r.port) for r in deployment.named("web-")
@@ -140,7 +153,7 @@ def test_two_of_each_role_behind_a_round_robin_proxy(deployment: Deployment) -> 
     for _ in range(8):
         sessions.append(create_session(web_a))
         for session in sessions:
-            bounded(lambda s=session: session_ready(web_b, s["session_id"]), 90, "a session")
+            bounded(partial(session_ready, web_b, session["session_id"]), 90, "a session")
             runner = Job.objects.get(pk=session["job_id"]).runner
             hosts[session["session_id"]] = deployment.host_of(runner).name
         if len(set(hosts.values())) == 2:
@@ -163,7 +176,7 @@ def test_two_of_each_role_behind_a_round_robin_proxy(deployment: Deployment) -> 
     victim.kill()
     killed = time.monotonic()
     for session in mine:
-        bounded(lambda s=session: not session_pids(s["job_id"]), 10, "the host's servers to die")
+        bounded(partial(no_pids, session["job_id"]), 10, "the host's servers to die")
     while time.monotonic() - killed < 60:
         for session in theirs:  # the survivor serves while the janitor is still waiting
             assert echoes(lb, session["session_id"], "still here")
@@ -175,7 +188,7 @@ def test_two_of_each_role_behind_a_round_robin_proxy(deployment: Deployment) -> 
     ended_after = time.monotonic() - killed
     print(f"\nthe janitor ended the dead host's sessions {ended_after:.1f} s after the kill")
     for session in mine:
-        bounded(lambda s=session: lb.get(f"{SESSIONS}/{s['session_id']}/tools")[0] == 409, 30, "")
+        bounded(partial(tools_refused, lb, session["session_id"]), 30, "the session to end")
         status, body = lb.get(f"{SESSIONS}/{session['session_id']}/tools")
         assert (status, body) == (
             409,
@@ -216,7 +229,7 @@ def test_a_sigkilled_serve_leaves_no_role_running(tmp_path: Path) -> None:
         )
     try:
         bounded(Api(port).healthy, 90, "serve to answer")
-        roles = bounded(lambda: len(tagged_pids(tag)) >= 5 and tagged_pids(tag), 30, "its roles")
+        roles = bounded(lambda: pids if len(pids := tagged_pids(tag)) >= 5 else [], 30, "roles")
         serve.kill()
         serve.wait(timeout=10)
         with contextlib.suppress(AssertionError):
