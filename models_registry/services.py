@@ -238,20 +238,24 @@ def installation_fail(*, installation_id: str, reason: str) -> bool:
 def installations_reconcile(*, workspace: Workspace) -> int:
     """Fail installations whose job ended without finishing them (cancelled or expired
     while queued, or its worker died): the job's end is the reason."""
-    stale = ModelInstallation.objects.for_workspace(workspace).filter(
-        status__in=InstallationStatus.active()
+    stale = list(
+        ModelInstallation.objects.for_workspace(workspace)
+        .filter(status__in=InstallationStatus.active())
+        .exclude(job_id="")
+        .values_list("pk", "job_id")
     )
-    ended = dict(
-        Job.objects.filter(
-            pk__in=[i.job_id for i in stale if i.job_id], status__in=JobStatus.terminal()
-        ).values_list("pk", "status")
-    )
+    if not stale:
+        return 0
+    ended = {
+        pk: (status, error)
+        for pk, status, error in Job.objects.filter(
+            pk__in=[job_id for _, job_id in stale], status__in=JobStatus.terminal()
+        ).values_list("pk", "status", "error")
+    }
     count = 0
-    for installation in stale:
-        status = ended.get(installation.job_id)
-        if status is None:
-            continue
-        job = Job.objects.only("error", "status").get(pk=installation.job_id)
-        reason = job.error or f"the model.attach job ended {status}"
-        count += installation_fail(installation_id=installation.id, reason=reason)
+    for installation_id, job_id in stale:
+        if job_id in ended:
+            status, error = ended[job_id]
+            reason = error or f"the model.attach job ended {status}"
+            count += installation_fail(installation_id=installation_id, reason=reason)
     return count

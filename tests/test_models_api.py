@@ -322,3 +322,22 @@ def test_huggingface_hubs_own_calls_work_against_the_fake(hub: FakeHub, tmp_path
         hf_hub_download(
             "acme/gated-7B", "config.json", cache_dir=tmp_path, endpoint=hub.url, token=False
         )
+
+
+def test_lists_cost_the_same_queries_for_one_row_or_ten(api: Any, cast: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    headers = auth(cast)
+
+    def cost(path: str) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get(path, **headers).status_code == 200
+        return len(queries)
+
+    profile = imported(api, headers, provider="Hugging Face", external_id="acme/tiny-llama-1B")
+    api.post(f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"}, **headers)
+    one = (cost("/v1/model-profiles"), cost("/v1/model-installations"))
+    for _ in range(9):
+        api.post(f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"}, **headers)
+    assert (cost("/v1/model-profiles"), cost("/v1/model-installations")) == one
