@@ -28,6 +28,12 @@ class Action(StrEnum):
     SKIPPED = "skipped"
 
 
+LEGEND = (
+    "  (unchanged: already here and the same; kept: already here but different, left as "
+    "ours is; skipped: see the notes)"
+)
+
+
 class OnConflict(StrEnum):
     """What a unique key held by another row of ours means for a target."""
 
@@ -89,6 +95,7 @@ class ImportReport:
             counts = self.counts.get(table, Counter())
             parts = ", ".join(f"{counts[a.value]} {a.value}" for a in Action)
             lines.append(f"  {table:<{width}}  {parts}")
+        lines.append(LEGEND)
         lines.extend(f"- {note}" for note in self.notes)
         if self.dry_run:
             lines.append("dry run: nothing was written")

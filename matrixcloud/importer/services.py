@@ -19,7 +19,7 @@ from django.utils import timezone
 from accounts.audit import audit_record, chain_hash
 from accounts.models import AuditChainHead, AuditEvent
 from matrixcloud.importer.errors import ImportFailed
-from matrixcloud.importer.mapping import TABLES, Mapper
+from matrixcloud.importer.mapping import TABLES, Context, targets
 from matrixcloud.importer.plan import Action, ImportReport, Planned, plan
 from matrixcloud.importer.secretbox import SourceKey
 from matrixcloud.importer.source import TABLES as SOURCE_TABLES
@@ -49,15 +49,15 @@ def original_import(
     data = {table: source.rows(table) for table in SOURCE_TABLES}
     report = ImportReport(source=source.label, dry_run=dry_run, tables=TABLES)
     with transaction.atomic():
-        mapper = Mapper(
+        context = Context(
             data,
             key=key,
             missing_key=missing_key,
             now=timezone.now(),
             carry_sessions=carry_sessions,
         )
-        planned = plan(mapper.targets(), report.notes)
-        report.notes.extend(mapper.notes)
+        planned = plan(targets(context), report.notes)
+        report.notes.extend(context.notes)
         report.notes.extend([*CARRIED, SESSIONS_CARRIED if carry_sessions else SESSIONS_DROPPED])
         for item in planned:
             report.counts.setdefault(item.target.table, Counter())[item.action.value] += 1
