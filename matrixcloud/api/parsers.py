@@ -2,12 +2,16 @@
 
 Unknown keys are ignored by the serializers; here ``null`` values are dropped (treated
 as absent), malformed JSON or a body that is not one JSON value is a 400
-``invalid JSON body: ...``, and an oversized body is a 413.
+``invalid JSON body: ...``, and an oversized body is a 413. So is JSON that parses but
+that no store can hold: nesting deeper than the parser's recursion limit, a NUL
+(``\u0000``, which PostgreSQL text and jsonb refuse) or a lone surrogate (``\ud800``,
+not encodable as UTF-8) in any string or key; before this they were 500s.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -15,6 +19,30 @@ from django.core.exceptions import RequestDataTooBig
 from rest_framework.parsers import BaseParser
 
 from matrixcloud.errors import BadRequest, PayloadTooLarge
+
+# Escapes that decode to a NUL or to half of a surrogate pair: only a body holding one
+# of these is walked for strings that cannot be stored.
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why a parsed JSON value cannot be stored as text, or None. Iterative (no depth limit)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "strings may not contain NUL (\\u0000)"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "strings may not contain a lone surrogate (\\ud800-\\udfff)"
+    return None
 
 
 class LenientJSONParser(BaseParser):
@@ -35,9 +63,16 @@ class LenientJSONParser(BaseParser):
         if not raw or not raw.strip():
             return {}
         try:
-            data = json.loads(raw)
+            # Strict UTF-8 (RFC 8259); json.loads of bytes would let encoded lone
+            # surrogates through ('surrogatepass') and guess other encodings.
+            text = raw.decode("utf-8-sig")
+            data = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"invalid JSON body: {exc}") from exc
+        except RecursionError as exc:
+            raise BadRequest("invalid JSON body: nested too deeply") from exc
+        if _SUSPECT_ESCAPE.search(text) and (reason := _unstorable(data)):
+            raise BadRequest(f"invalid JSON body: {reason}")
         if data is None:
             return {}
         if not isinstance(data, dict):
