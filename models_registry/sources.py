@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
 from matrixcloud.errors import UnprocessableEntity
 
 HF_PREFIXES = ("hf:", "huggingface:")
@@ -88,8 +91,16 @@ def parse_model_id(raw: str, revision: str = "") -> ModelRef:
     parts = repo.split("/")
     if len(parts) != 2 or not all(part.strip() for part in parts):
         raise ModelIdInvalid(f'invalid model id "{raw}" (want namespace/name)')
+    namespace, name = parts[0].strip(), parts[1].strip()
+    try:  # the Hub's own rule, so junk is refused here and not by the client later (a 502)
+        validate_repo_id(f"{namespace}/{name}")
+    except HFValidationError as exc:
+        raise ModelIdInvalid(
+            f'invalid model id "{raw}" (letters, digits, "-", "_" and "." only, no "--" or '
+            '"..", at most 96 characters a part)'
+        ) from exc
     chosen = (revision or "").strip() or embedded.strip() or DEFAULT_REVISION
-    return ModelRef(namespace=parts[0].strip(), name=parts[1].strip(), revision=chosen)
+    return ModelRef(namespace=namespace, name=name, revision=chosen)
 
 
 def parameters_from_name(name: str) -> int:
