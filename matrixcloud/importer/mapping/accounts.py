@@ -9,7 +9,6 @@ the same token the original kept in plaintext.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.hashers import make_password
@@ -51,7 +50,7 @@ def user(ctx: Context, row: Row) -> Target:
         "email": email[:254],
         "name": text(row["name"], 200),
         "password": row["password_hash"],
-        "email_verified_at": _verified_at(ctx, row["id"]),
+        "email_verified_at": ctx.verified_at.get(row["id"]),
         "is_active": True,
         "created_at": time_or(row["created_at"], EPOCH),
     }
@@ -70,15 +69,6 @@ def user(ctx: Context, row: Row) -> Target:
         unique=({"email__iexact": email},),
         on_conflict=OnConflict.FAIL,
     )
-
-
-def _verified_at(ctx: Context, user_id: str) -> datetime | None:
-    used = [
-        t
-        for v in ctx.data["email_verifications"]
-        if v["user_id"] == user_id and (t := parse_time(v["used_at"])) is not None
-    ]
-    return min(used, default=None)
 
 
 def membership(ctx: Context, row: Row) -> Target | None:

@@ -9,6 +9,7 @@ from typing import Any
 from accounts.models import User, Workspace
 from matrixcloud.importer.secretbox import SourceKey
 from matrixcloud.importer.source import Row
+from matrixcloud.importer.values import parse_time
 from models_registry.models import ModelProfile
 
 
@@ -41,6 +42,7 @@ class Context:
             Workspace, {w["id"] for w in data["workspaces"]}, _refs(data, "workspace_id")
         )
         self.users = _known(User, set(self.workspace_of), _refs(data, "user_id", "created_by"))
+        self.verified_at = _first_verifications(data["email_verifications"])
         self.profiles = _known(
             ModelProfile,
             {p["id"] for p in data["model_profiles"]},
@@ -66,6 +68,16 @@ def _known(model: Any, in_source: set[str], referenced: set[str]) -> set[str]:
     outside = sorted(referenced - in_source - {"", None})
     ours = set(model._default_manager.filter(pk__in=outside).values_list("pk", flat=True))
     return in_source | ours
+
+
+def _first_verifications(rows: list[Row]) -> dict[str, datetime]:
+    """When each user first used an email-verification link (our ``email_verified_at``)."""
+    first: dict[str, datetime] = {}
+    for row in rows:
+        used = parse_time(row["used_at"])
+        if used is not None and (row["user_id"] not in first or used < first[row["user_id"]]):
+            first[row["user_id"]] = used
+    return first
 
 
 def _refs(data: dict[str, list[Row]], *columns: str) -> set[str]:
