@@ -85,6 +85,12 @@ class AttachHandler(BaseHandler):
             raise JobFailed(f"installation {params.installation_id} not found")
         return found
 
+    def client(self) -> HubClient:
+        """One client (one audited read of the workspace's credential) per job."""
+        if getattr(self, "_client", None) is None:
+            self._client = HubClient.for_workspace(self.ctx.job.workspace, purpose="model.attach")
+        return self._client
+
     def _fail(self, reason: str) -> None:
         if self.installation is not None:
             installation_fail(installation_id=self.installation.id, reason=reason)
@@ -146,9 +152,8 @@ class AttachHandler(BaseHandler):
         if not params.model.startswith("hf:"):
             return None
         ref = parse_model_id(params.model)
-        client = HubClient.for_workspace(self.ctx.job.workspace, purpose="model.attach")
         try:
-            return inspect_model(client, ref)
+            return inspect_model(self.client(), ref)
         except ApplicationError as exc:
             if mode == InstallMode.PULL_FROM_SOURCE:
                 raise  # nothing to download without it
@@ -214,7 +219,6 @@ class AttachHandler(BaseHandler):
                 "can be downloaded; use mount_volume or external_endpoint"
             )
         self._advance(InstallationStatus.DOWNLOADING, 0)
-        client = HubClient.for_workspace(self.ctx.job.workspace, purpose="model.attach")
 
         def report(done: int, total: int, file: str) -> None:
             percent = int(done * 100 / total) if total else 100
@@ -226,7 +230,7 @@ class AttachHandler(BaseHandler):
                 {"progress": percent, "downloaded_bytes": done, "total_bytes": total, "file": file},
             )
 
-        result = run_download(self.ctx, client, inspection.meta, report)
+        result = run_download(self.ctx, self.client(), inspection.meta, report)
         self.files_verified = len(result.files)
         usage_note(
             workspace=self.ctx.job.workspace_id,
