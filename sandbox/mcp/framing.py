@@ -99,5 +99,11 @@ def is_jsonrpc(item: Any) -> bool:
 
 def encode_message(message: dict[str, Any]) -> bytes:
     """One message as a line. ``json.dumps`` escapes control characters, so the only
-    newline is the terminator."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    newline is the terminator. A lone surrogate (a ``\\ud800`` escape decodes into one)
+    has no UTF-8 form: such a message is written with every non-ASCII character escaped,
+    which carries the same value."""
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        text = json.dumps(message, separators=(",", ":")).encode()
+    return text + b"\n"
