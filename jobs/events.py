@@ -2,7 +2,10 @@
 
 ``job_event_emit`` is the only way events are made. The per-job sequence comes from
 an increment of ``Job.last_seq`` inside the same transaction as the insert, so
-sequence numbers are dense and ordered even with several emitters.
+sequence numbers are dense and ordered even with several emitters. Event text often
+comes from programs we do not control (a server's stderr, a tool's answer), so a NUL
+or a lone surrogate in the message or data, which PostgreSQL cannot store, is replaced
+by U+FFFD instead of failing the insert.
 """
 
 from __future__ import annotations
@@ -18,6 +21,25 @@ from django.db.models import F
 from jobs.models import Job, JobEvent
 
 logger = logging.getLogger(__name__)
+REPLACEMENT = "\ufffd"
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every NUL and lone surrogate in its strings (keys too) replaced."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", REPLACEMENT)
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                value = "".join(REPLACEMENT if "\ud800" <= c <= "\udfff" else c for c in value)
+        return value
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
 
 
 def job_group(job_id: str) -> str:
@@ -59,8 +81,8 @@ def job_event_emit(
             seq=seq,
             step=step,
             status=status,
-            message=message[:10_000],
-            data=data or None,
+            message=storable(message[:10_000]),
+            data=storable(data) if data else None,
             terminal=terminal,
         )
         transaction.on_commit(lambda: publish(event_message(event)))
