@@ -40,7 +40,8 @@ PIP_OPTIONS = ("--no-input", "--progress-bar", "off", "--no-cache-dir", "--upgra
 
 class MatrixShellInstallParams(JobParams):
     """No parameters (the spec is the operator's); refused while MatrixShell is off, so
-    ``POST /v1/jobs`` cannot go around the endpoints' gate."""
+    ``POST /v1/jobs`` cannot go around the endpoints' gate (a job queued before it was
+    turned off fails when a worker validates it again)."""
 
     @model_validator(mode="after")
     def _enabled(self) -> MatrixShellInstallParams:
@@ -56,8 +57,6 @@ class MatrixShellInstallHandler(BaseHandler):
     Params = MatrixShellInstallParams
 
     def run(self) -> dict[str, Any]:
-        if not settings.MATRIX_MATRIXSHELL_ENABLED:  # turned off since the job was queued
-            raise JobFailed(DISABLED)
         paths = ShellPaths.for_workspace(self.ctx.job.workspace_id)
         self.ctx.emit("queue", "ok", "Preparing MatrixShell sandbox")
         with self._locked(paths):
