@@ -47,6 +47,40 @@ def error_responses(*codes: int | tuple[int, str]) -> dict[int, OpenApiResponse]
     return responses
 
 
+# What the API guard (``matrixcloud/middleware.py``) answers before any view runs, so
+# every operation can answer it: a malformed URL or Content-Length for any request; a
+# foreign Origin, an oversized or non-JSON body and the per-IP write limit for writes.
+GUARD_RESPONSES = {
+    "400": "Malformed request (a NUL in the URL, an invalid Content-Length)",
+}
+GUARD_WRITE_RESPONSES = {
+    "403": "Cross-origin request refused",
+    "413": "Request body too large",
+    "415": "Request body must be application/json",
+    "429": "Too many writes from this address (Retry-After says when to retry)",
+}
+SAFE_METHODS = ("get", "head", "options")
+
+
+def add_guard_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: document the guard's answers everywhere."""
+    for path, item in result.get("paths", {}).items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            extra = dict(GUARD_RESPONSES)
+            if method not in SAFE_METHODS:
+                extra.update(GUARD_WRITE_RESPONSES)
+            for code, description in extra.items():
+                error = {"schema": {"$ref": "#/components/schemas/Error"}}
+                operation["responses"].setdefault(
+                    code, {"description": description, "content": {"application/json": error}}
+                )
+    return result
+
+
 class DeclaredSecuritySchema(AutoSchema):
     """An operation's ``security`` as declared here, not as inferred from the view.
 
