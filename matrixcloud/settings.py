@@ -380,6 +380,10 @@ SPECTACULAR_SETTINGS = {
     },
     "SECURITY": [{"bearerAuth": []}, {}],
     "AUTHENTICATION_WHITELIST": [],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "matrixcloud.api.schema.add_guard_responses",
+    ],
 }
 
 LOGGING = {
