@@ -3,7 +3,8 @@
 A loopback API is still reachable from any page the user's browser visits (MCP
 Inspector's CVE-2025-49596), so writes from a foreign ``Origin`` are refused and a
 write with a body must be ``application/json`` (no simple-request CSRF). Oversized
-bodies are refused by their declared length before anything reads them.
+bodies are refused by their declared length before anything reads them, and a URL
+holding a NUL (``%00``) is refused before any view looks it up.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def check_api_request(request: HttpRequest) -> HttpResponse | None:
     """The refusal for ``request``, or None when it may proceed."""
     if not request.path.startswith("/v1/"):
         return None
+    if "\x00" in request.path or any(
+        "\x00" in key or any("\x00" in value for value in values)
+        for key, values in request.GET.lists()
+    ):  # no id, filter or cursor holds one, and PostgreSQL refuses it in a query (a 500)
+        return json_error("invalid URL: NUL character (%00) in the path or query", 400)
     length = request.META.get("CONTENT_LENGTH") or "0"
     try:
         declared = int(length)
