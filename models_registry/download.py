@@ -214,6 +214,10 @@ class SnapshotDownload:
                 if attempt == RETRIES or self.stopped():
                     raise
                 time.sleep(RETRY_PAUSE_SECONDS)
+            except DownloadStopped:
+                if partial.exists() and partial.stat().st_size == 0:
+                    partial.unlink()  # nothing to resume from
+                raise
         self._verify(hub_file, partial, digest.hexdigest())
         partial.replace(self.blob(hub_file))
 

@@ -214,8 +214,11 @@ def test_a_checksum_mismatch_fails_the_pull_and_keeps_nothing(
     assert job.status == "error"
     assert f"checksum mismatch for {BIG_FILE}: expected sha256" in job.error
     cache = Path(settings.MATRIX_HF_CACHE_DIR)
-    assert not list(cache.glob("**/*.incomplete"))  # a bad copy is never resumed from
+    repo = hub.repos["acme/big-model-2B"]
+    bad = repo.commits[repo.revisions["main"]][BIG_FILE].sha256
+    assert not list(cache.glob(f"**/blobs/{bad}*"))  # a bad copy is never resumed from
     assert not list(cache.glob("**/snapshots/*"))
+    assert all(p.stat().st_size > 0 for p in cache.glob("**/*.incomplete"))
 
 
 def test_pull_of_a_gated_model_needs_a_token_with_access(
