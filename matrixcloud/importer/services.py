@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 
 from accounts.audit import audit_record, chain_hash
@@ -64,7 +64,7 @@ def original_import(
         if not dry_run:
             try:
                 _write(planned)
-            except IntegrityError as exc:  # raised out of the block: everything rolls back
+            except DatabaseError as exc:  # raised out of the block: everything rolls back
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise ImportFailed(
                     f"our database refused a row ({reason}); nothing was imported"

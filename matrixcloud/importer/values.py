@@ -41,7 +41,9 @@ def parse_json(value: Any, default: Any) -> Any:
 
 
 def text(value: Any, limit: int) -> str:
-    return str(value or "")[:limit]
+    """The column as text of at most ``limit`` characters; NUL (which PostgreSQL refuses)
+    becomes U+FFFD."""
+    return str(value or "").replace("\x00", "\ufffd")[:limit]
 
 
 def integer(value: Any, default: int = 0) -> int:
