@@ -38,21 +38,48 @@ def runner_id() -> str:
 def runner_gone(runner: str) -> bool:
     """True when ``runner`` is a process of this host that no longer runs.
 
-    Lets the janitor end a dead local worker's job after a few missed heartbeats
-    instead of the full stale threshold. Anything it cannot tell (another host, a pid
-    now used by another process) counts as alive: the threshold then decides.
+    Lets the janitor end a dead local worker's (or sandbox host's) job after a few
+    missed heartbeats instead of the full stale threshold. Anything it cannot tell
+    (another host, a pid now used by another process) counts as alive: the threshold
+    then decides.
     """
     role, _, rest = runner.partition(":")
     host, _, pid = rest.rpartition(":")
-    if role != "worker" or host != socket.gethostname() or not pid.isdigit():
+    if role != "worker":
+        return _sandbox_host_gone(runner)
+    if host != socket.gethostname() or not pid.isdigit():
         return False
+    return _process_gone(int(pid))
+
+
+def _sandbox_host_gone(reply_channel: str) -> bool:
+    """A session job's runner is its host's reply channel, which the host's heartbeat
+    row records with its machine and pid: gone when that process no longer runs here."""
+    from runtimes.choices import ProcessRole
+    from runtimes.models import ProcessHeartbeat
+
+    if not reply_channel:
+        return False
+    row = (
+        ProcessHeartbeat.objects.filter(
+            role=ProcessRole.SANDBOX_HOST, meta__reply_channel=reply_channel
+        )
+        .values("hostname", "pid")
+        .first()
+    )
+    if row is None or row["hostname"] != socket.gethostname():
+        return False
+    return _process_gone(int(row["pid"]))
+
+
+def _process_gone(pid: int) -> bool:
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
-    return _zombie(int(pid))
+    return _zombie(pid)
 
 
 def _zombie(pid: int) -> bool:
