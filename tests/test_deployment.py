@@ -20,12 +20,15 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
+from jobs import janitor
 from jobs.models import Job
 from matrixcloud.lib.bus import free_port
 from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
@@ -40,7 +43,7 @@ from tests.deployment import (
     describe,
     tagged_pids,
 )
-from tests.sandbox_processes import host_env, python_server, session_pids
+from tests.sandbox_processes import host_env, python_server, session_pids, start_host, wait_step
 from tests.sse_client import Stream
 from tests.test_serve import child_env
 
@@ -241,3 +244,28 @@ def test_a_sigkilled_serve_leaves_no_role_running(tmp_path: Path) -> None:
         for pid in tagged_pids(tag):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_janitor_ends_a_dead_local_hosts_sessions_before_the_stale_threshold(
+    api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host on this machine whose process is gone needs only ``DEAD_RUNNER_AFTER`` of
+    silence (as a dead worker does), not the full ``STALE_AFTER``: its sessions end
+    within seconds instead of ~25 s (the deployment test above measures it)."""
+    host = start_host(tmp_path / "host.log").ready()
+    try:
+        response = api.post(SESSIONS, {"start_command": TINY})
+        assert response.status_code == 202, response.content
+        job_id = response.json()["job_id"]
+        wait_step(job_id, "ready")
+        os.killpg(host.proc.pid, signal.SIGKILL)
+        host.proc.wait(timeout=10)
+        later = timezone.now() + janitor.DEAD_RUNNER_AFTER + timedelta(seconds=1)
+        assert later - timezone.now() < janitor.STALE_AFTER
+        monkeypatch.setattr(janitor.timezone, "now", lambda: later)
+        assert janitor.janitor_sweep().orphaned == 1
+        job = Job.objects.get(pk=job_id)
+        assert job.status == "error"
+        assert f"({job.runner}) stopped heart-beating" in job.error
+    finally:
+        host.stop()
