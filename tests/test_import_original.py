@@ -459,6 +459,8 @@ def test_values_ours_does_not_allow_are_normalised_and_reported(source):
             UPDATE users SET role = 'superuser' WHERE id = 'usr_000000000000lee';
             UPDATE model_profiles SET display_name = 'Qwen' || char(0) || '2.5'
                 WHERE id = 'mp_00000000000qwen';
+            UPDATE usage_events SET meta_json = '{"note":"a\\u0000b"}'
+                WHERE id = 'ue_00000000000001';
             UPDATE audit_events SET meta_json = 'not json', created_at = '2026-01-02T03:04:05+02:00'
                 WHERE id = 'au_00000000000001';
             """
@@ -480,6 +482,7 @@ def test_values_ours_does_not_allow_are_normalised_and_reported(source):
     assert "1 users whose password hash is unusable (they must reset it)" in output
     assert Membership.objects.get(user_id=LEE).role == "Member"
     assert ModelProfile.objects.get(pk="mp_00000000000qwen").display_name == "Qwen\ufffd2.5"
+    assert UsageEvent.objects.get(pk="ue_00000000000001").meta == {"note": "a\ufffdb"}
     event = AuditEvent.objects.get(id="au_00000000000001")
     assert event.meta == {}
     assert event.created_at.isoformat() == "2026-01-02T01:04:05+00:00"

@@ -32,18 +32,29 @@ def time_or(value: Any, default: datetime) -> datetime:
 
 
 def parse_json(value: Any, default: Any) -> Any:
-    """The decoded ``*_json`` column, or ``default`` when empty, ``null`` or malformed."""
+    """The decoded ``*_json`` column (NUL in its strings as U+FFFD), or ``default`` when
+    empty, ``null`` or malformed."""
     try:
         decoded = json.loads(value) if value else None
     except (TypeError, ValueError):
         return default
-    return default if decoded is None else decoded
+    return default if decoded is None else _without_nul(decoded)
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
 
 
 def text(value: Any, limit: int) -> str:
     """The column as text of at most ``limit`` characters; NUL (which PostgreSQL refuses)
     becomes U+FFFD."""
-    return str(value or "").replace("\x00", "\ufffd")[:limit]
+    return _without_nul(str(value or ""))[:limit]
 
 
 def integer(value: Any, default: int = 0) -> int:
