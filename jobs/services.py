@@ -21,7 +21,7 @@ from accounts.audit import audit_record
 from accounts.models import Workspace
 from jobs import registry
 from jobs.choices import TERMINAL_EVENTS, JobKind, JobStatus
-from jobs.events import job_event_emit
+from jobs.events import job_event_emit, storable
 from jobs.models import Job, JobSlots
 from matrixcloud.errors import BadRequest, UnprocessableEntity
 
@@ -190,8 +190,10 @@ def _finish(
     ended = Job.objects.filter(pk=job.pk, status__in=JobStatus.active()).update(
         status=status,
         finished_at=now,
-        result=result if status == JobStatus.COMPLETE else None,
-        error=error,
+        # What a handler hands back may hold text PostgreSQL cannot store (a NUL in a
+        # tool's output): stored with U+FFFD, so the job still ends.
+        result=storable(result) if status == JobStatus.COMPLETE else None,
+        error=storable(error),
     )
     if ended != 1:
         return False

@@ -1,5 +1,6 @@
-"""Properties of job events (``jobs/events.py``): whatever text a program we do not
-control hands us (a server's stderr line, a tool's answer), the event is stored.
+"""Properties of job events and results (``jobs/events.py``, ``jobs/services.py``):
+whatever text a program we do not control hands us (a server's stderr line, a tool's
+answer), the event is stored and the job ends.
 
 Regression: a NUL (or a lone surrogate) in an event's message or data failed the insert
 on PostgreSQL (text and jsonb refuse ``\\u0000``), so the event was lost and the emitter
@@ -15,8 +16,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from jobs.choices import JobStatus
 from jobs.events import REPLACEMENT, job_event_emit, storable
-from jobs.models import JobEvent
+from jobs.models import Job, JobEvent
+from jobs.services import job_finish
 from tests.test_sse import make_job
 
 pytestmark = pytest.mark.django_db
@@ -68,3 +71,20 @@ def test_clean_text_is_untouched() -> None:
     data = {"a": ["x?", "é", 1, None, {"b": "\U0001f600"}]}
     assert storable(data) == data
     assert storable("what? \U0001f600") == "what? \U0001f600"
+
+
+@BOUNDED
+@given(DATA, TEXT)
+def test_any_result_or_error_ends_the_job(result: Any, error: str) -> None:
+    """Regression: a NUL in a handler's result failed the update on PostgreSQL, so the
+    job was never finished (left running until its TTL)."""
+    done, failed = make_job(), make_job()
+    assert job_finish(done.pk, JobStatus.COMPLETE, result=result)
+    assert job_finish(failed.pk, JobStatus.ERROR, error=error)
+    done.refresh_from_db()
+    failed.refresh_from_db()
+    assert done.status == JobStatus.COMPLETE
+    assert done.result == cleaned(result)
+    assert failed.status == JobStatus.ERROR
+    assert failed.error == (clean(error) or "Job failed")
+    assert Job.objects.filter(pk__in=[done.pk, failed.pk], finished_at__isnull=True).count() == 0
