@@ -158,6 +158,26 @@ def test_decode_never_raises(line: bytes) -> None:
         assert is_jsonrpc(message)
 
 
+SURROGATE_ESCAPES = st.sampled_from(["\\ud800", "\\uDFFF", "\\ud83d\\ude00", "\\ud83d", "x"])
+
+
+@BOUNDED
+@given(st.lists(SURROGATE_ESCAPES, max_size=6).map("".join), st.booleans())
+def test_decoded_messages_are_always_valid_unicode(escaped: str, as_key: bool) -> None:
+    """Regression: a server's ``"\\ud800"`` decoded to a lone surrogate, which no JSON
+    answer could encode (DRF's renderer raised: a 500 for the tool call)."""
+    inner = f'{{"{escaped}": 1}}' if as_key else f'"{escaped}"'
+    line = f'{{"jsonrpc": "2.0", "id": 7, "result": {{"content": [{inner}]}}}}'.encode()
+    (message,) = decode_messages(line)
+    json.dumps(message, ensure_ascii=False).encode("utf-8")  # would raise on a lone half
+    assert message["id"] == 7
+    expected = json.loads(line)["result"]["content"][0]
+    text = next(iter(expected)) if as_key else expected
+    clean = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+    got = message["result"]["content"][0]
+    assert (next(iter(got)) if as_key else got) == clean
+
+
 def test_decode_survives_absurd_nesting_and_huge_numbers() -> None:
     assert decode_messages(b"[" * 100_000 + b"]" * 100_000) == []
     assert decode_messages(b'{"jsonrpc": "2.0", "id": ' + b"9" * 10_000 + b', "result": 1}') == []

@@ -80,12 +80,34 @@ class LineFramer:
 
 
 def decode_messages(line: bytes) -> list[dict[str, Any]]:
-    """The JSON-RPC messages on one line: none for garbage, several for a batch."""
+    """The JSON-RPC messages on one line: none for garbage, several for a batch.
+
+    A ``\\ud800`` escape decodes to a lone surrogate, which has no UTF-8 form: nothing
+    downstream (a JSON answer, a stored event) could carry it, so it becomes U+FFFD here.
+    """
     try:
         value = json.loads(line)
     except (ValueError, RecursionError):  # not JSON, bad UTF-8, absurd nesting
         return []
+    if _SURROGATE_ESCAPE.search(line):
+        try:
+            value = _without_lone_surrogates(value)
+        except RecursionError:
+            return []
     return [item for item in (value if isinstance(value, list) else [value]) if is_jsonrpc(item)]
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    return value
 
 
 def is_jsonrpc(item: Any) -> bool:
