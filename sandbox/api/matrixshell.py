@@ -6,8 +6,13 @@ authentication gate. Thin: input serializer, the actor, one service.
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
+
+from django.http.response import HttpResponseBase
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,6 +20,7 @@ from rest_framework.views import APIView
 from accounts.principals import actor_for
 from accounts.ratelimit import client_ip
 from matrixcloud.api.schema import error_responses
+from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, run_in_lane
 from sandbox.api.serializers import (
     MatrixShellExecResultSerializer,
     MatrixShellExecSerializer,
@@ -22,7 +28,10 @@ from sandbox.api.serializers import (
     MatrixShellStatusSerializer,
 )
 from sandbox.matrixshell.services import (
-    matrixshell_exec,
+    PreparedExec,
+    matrixshell_exec_prepare,
+    matrixshell_exec_record,
+    matrixshell_exec_run,
     matrixshell_gate,
     matrixshell_install,
     matrixshell_status,
@@ -88,16 +97,27 @@ class MatrixShellExecView(APIView):
             **error_responses(400, 401, (403, "Disabled or blocked by denylist"), 422),
         },
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponseBase:
         serializer = MatrixShellExecSerializer(data=request.data)  # a bad body: 400 first
         serializer.is_valid(raise_exception=True)
         matrixshell_gate()
         actor = actor_for(request)
-        result = matrixshell_exec(
+        prepared = matrixshell_exec_prepare(
             workspace=actor.workspace,
             command=serializer.validated_data["command"],
             actor=actor.id,
             user=actor.user,
             ip=client_ip(request._request),
         )
-        return Response(result)
+        if request._request.META.get(DEFERRABLE):
+            # Served by the web lane: the command runs on the event loop, holding no thread.
+            return DeferredResponse(partial(_complete_exec, prepared))
+        run = asyncio.run(matrixshell_exec_run(prepared))
+        return Response(matrixshell_exec_record(prepared, run))
+
+
+async def _complete_exec(prepared: PreparedExec, response: DeferredResponse) -> None:
+    """The deferred exec response: run the command, then audit and meter it in a lane."""
+    outcome = await matrixshell_exec_run(prepared)
+    body = await run_in_lane(matrixshell_exec_record, prepared, outcome)
+    response.content = JSONRenderer().render(body)

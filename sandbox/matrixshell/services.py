@@ -10,7 +10,7 @@ metered (``matrixshell.exec``).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.conf import settings
@@ -103,25 +103,35 @@ def _audit_target(command: str) -> str:
     return command[:AUDIT_COMMAND_CHARS] + "…"
 
 
-def matrixshell_exec(
-    *, workspace: Workspace, command: str, actor: str, user: User | None = None, ip: str = ""
-) -> dict[str, Any]:
-    """Run ``command`` in the workspace's MatrixShell; what it printed and how it exited.
+@dataclass(frozen=True)
+class PreparedExec:
+    """An accepted command, about to run: who asked, where, and what to audit."""
 
-    422 for an empty command or a workspace without its venv, 403 for a denylisted one
-    (audited as a failure). What the command does is never an HTTP error: exit code -1
-    means it was killed (timeout, output cap) or could not start.
-    """
-    trimmed = command.strip()
-    if not trimmed:
+    workspace: Workspace
+    command: str
+    actor: str
+    user: User | None
+    ip: str
+    paths: ShellPaths
+
+    @property
+    def trimmed(self) -> str:
+        return self.command.strip()
+
+
+def matrixshell_exec_prepare(
+    *, workspace: Workspace, command: str, actor: str, user: User | None = None, ip: str = ""
+) -> PreparedExec:
+    """Check a command before it runs: 422 for an empty one or a workspace without its
+    venv, 403 for a denylisted one (audited as a failure)."""
+    if not command.strip():
         raise UnprocessableEntity("empty command")
-    target = _audit_target(command)
-    if command_denied(trimmed):
+    if command_denied(command):
         audit_record(
             action="matrixshell.exec",
             actor=actor,
             workspace=workspace,
-            target=target,
+            target=_audit_target(command),
             ip=ip,
             status=AuditStatus.FAILURE,
             meta={"reason": "denylist"},
@@ -130,25 +140,48 @@ def matrixshell_exec(
     paths = ShellPaths.for_workspace(workspace.pk)
     if not paths.python.exists():
         raise UnprocessableEntity("MatrixShell sandbox is not installed yet")
-    outcome = _run_command(paths, trimmed)
+    return PreparedExec(workspace, command, actor, user, ip, paths)
+
+
+async def matrixshell_exec_run(prepared: PreparedExec) -> RunOutcome:
+    """Run the command isolated (``bash -lc`` in the workspace's dir, no network), bounded
+    by the timeout and the output cap. Never raises for what the command did, nor for a
+    command that could not start: exit code -1 and stderr say so."""
+    timeout = settings.MATRIX_MATRIXSHELL_TIMEOUT
+    cap = settings.MATRIX_MATRIXSHELL_OUTPUT_BYTES
+    spec = shell_spec(prepared.paths, ["bash", "-lc", prepared.trimmed])
+    try:
+        outcome = await isolated_run(spec, timeout=timeout, output_cap=cap)
+    except (OSError, ValueError, SandboxStartError) as exc:
+        return RunOutcome(exit_code=-1, stderr=f"matrixshell: the command could not start: {exc}")
+    if outcome.timed_out:
+        outcome.stderr += f"\nmatrixshell: the command ran past {timeout:g} s and was killed\n"
+    elif outcome.truncated:
+        outcome.stderr += f"\nmatrixshell: output passed {cap} bytes; the command was killed\n"
+    return outcome
+
+
+def matrixshell_exec_record(prepared: PreparedExec, outcome: RunOutcome) -> dict[str, Any]:
+    """Audit and meter a command that ran; the contract's answer (plus why it was cut
+    short and how long it took)."""
     meta = {key: value for key, value in asdict(outcome).items() if key not in ("stdout", "stderr")}
     with transaction.atomic():
         audit_record(
             action="matrixshell.exec",
-            actor=actor,
-            workspace=workspace,
-            target=target,
-            ip=ip,
+            actor=prepared.actor,
+            workspace=prepared.workspace,
+            target=_audit_target(prepared.command),
+            ip=prepared.ip,
             meta=meta,
         )
         usage_record(
-            workspace=workspace,
+            workspace=prepared.workspace,
             kind="matrixshell.exec",
-            user=user,
+            user=prepared.user,
             meta={"exit_code": outcome.exit_code},
         )
     return {
-        "command": command,
+        "command": prepared.command,
         "stdout": outcome.stdout,
         "stderr": outcome.stderr,
         "exit_code": outcome.exit_code,
@@ -158,20 +191,11 @@ def matrixshell_exec(
     }
 
 
-def _run_command(paths: ShellPaths, command: str) -> RunOutcome:
-    timeout = settings.MATRIX_MATRIXSHELL_TIMEOUT
-    cap = settings.MATRIX_MATRIXSHELL_OUTPUT_BYTES
-    spec = shell_spec(paths, ["bash", "-lc", command])
-    try:
-        outcome = asyncio.run(isolated_run(spec, timeout=timeout, output_cap=cap))
-    except (
-        OSError,
-        ValueError,
-        SandboxStartError,
-    ) as exc:  # never an HTTP error: the answer says it
-        return RunOutcome(exit_code=-1, stderr=f"matrixshell: the command could not start: {exc}")
-    if outcome.timed_out:
-        outcome.stderr += f"\nmatrixshell: the command ran past {timeout:g} s and was killed\n"
-    elif outcome.truncated:
-        outcome.stderr += f"\nmatrixshell: output passed {cap} bytes; the command was killed\n"
-    return outcome
+def matrixshell_exec(
+    *, workspace: Workspace, command: str, actor: str, user: User | None = None, ip: str = ""
+) -> dict[str, Any]:
+    """Check, run, audit and meter one command, waiting for it in this thread."""
+    prepared = matrixshell_exec_prepare(
+        workspace=workspace, command=command, actor=actor, user=user, ip=ip
+    )
+    return matrixshell_exec_record(prepared, asyncio.run(matrixshell_exec_run(prepared)))

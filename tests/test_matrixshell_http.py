@@ -1,0 +1,125 @@
+"""MatrixShell exec over real HTTP: daphne serving through the web lane with ONE thread.
+
+A command is awaited on the event loop (a deferred response), so a long one holds no
+lane thread: with a single thread, another request is answered while the command still
+runs, and the command's answer, audit record and usage row still arrive. The venv is
+installed in this process by a real ``matrixshell.install`` job into the local-dev
+operator's workspace, on the database the server shares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from accounts.models import AuditEvent, UsageEvent
+from accounts.services import local_workspace
+from jobs.models import Job
+from jobs.tasks import run_job
+from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
+from tests.test_matrixshell import write_package
+from tests.test_sse import Server, shared_db, start_daphne
+
+__all__ = ["shared_db"]  # the fixture, imported for this module's tests
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+BOUND = 30
+
+
+@pytest.fixture(scope="module")
+def shell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The data dir and spec both this process and the server use."""
+    if isolation_tier() != TIER_BUBBLEWRAP:
+        pytest.fail("MatrixShell runs under bubblewrap, which is unavailable here")
+    root = tmp_path_factory.mktemp("shell-http")
+    (root / "data").mkdir()
+    env = {
+        "MATRIX_RUNTIME_DATA_DIR": str(root / "data"),
+        "MATRIX_RUNTIME_MATRIXSHELL_ENABLED": "1",
+        "MATRIX_RUNTIME_MATRIXSHELL_SPEC": str(write_package(root)),
+    }
+    with override_settings(
+        MATRIX_DATA_DIR=Path(env["MATRIX_RUNTIME_DATA_DIR"]),
+        MATRIX_MATRIXSHELL_ENABLED=True,
+        MATRIX_MATRIXSHELL_SPEC=env["MATRIX_RUNTIME_MATRIXSHELL_SPEC"],
+    ):
+        yield env
+
+
+@pytest.fixture(scope="module")
+def server(shared_db: dict[str, str], shell: dict[str, str]) -> Iterator[Server]:
+    env = {**shared_db, **shell, "MATRIX_RUNTIME_MODE": "local-dev"}
+    served = start_daphne({**env, "MATRIX_RUNTIME_WEB_THREADS": "1"})
+    try:
+        served.wait_ready()
+        yield served
+    finally:
+        served.stop()
+
+
+def request(server: Server, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=BOUND)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+    response = conn.getresponse()
+    return response.status, json.loads(response.read() or b"null")
+
+
+def test_a_long_command_holds_no_lane_thread(server: Server, api: Any) -> None:
+    job_id = api.post("/v1/matrixshell/install").json()["job_id"]
+    run_job(job_id)
+    assert Job.objects.get(pk=job_id).status == "complete", Job.objects.get(pk=job_id).error
+
+    answers: dict[str, Any] = {}
+    slow_started = threading.Event()
+
+    def slow() -> None:
+        slow_started.set()
+        command = {"command": "sleep 3; echo slow done"}
+        answers["exec"] = request(server, "POST", "/v1/matrixshell/exec", command)
+
+    runner = threading.Thread(target=slow)
+    runner.start()
+    slow_started.wait(BOUND)
+    deadline = time.monotonic() + BOUND
+    while not _exec_in_flight(server):
+        assert time.monotonic() < deadline, "the server never started the command"
+        time.sleep(0.02)
+    status, body = request(server, "GET", "/v1/jobs")
+    still_running = runner.is_alive()
+    runner.join(BOUND)
+    assert status == 200
+    assert [job["job_id"] for job in body["jobs"]] == [job_id]
+    assert still_running, "the plain request waited for the command: a lane thread was held"
+
+    status, answer = answers["exec"]
+    assert status == 200, answer
+    assert (answer["exit_code"], answer["stdout"], answer["timed_out"]) == (0, "slow done\n", False)
+    audit = AuditEvent.objects.get(action="matrixshell.exec")
+    assert (audit.target, audit.meta["exit_code"], audit.actor) == (
+        "sleep 3; echo slow done",
+        0,
+        "operator",
+    )
+    assert (
+        UsageEvent.objects.filter(kind="matrixshell.exec", workspace=local_workspace()).count() == 1
+    )
+
+
+def _exec_in_flight(server: Server) -> bool:
+    """Whether the server has started the command (a bwrap child of daphne runs it)."""
+    for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "children").read_text().split():
+                return True
+    return False
