@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import socket
 import struct
@@ -477,19 +476,6 @@ def tiny_model_files(
 
 def tiny_parameter_count(hidden: int = 64, layers: int = 2) -> int:
     return 256 * hidden + layers * (hidden * hidden + hidden * hidden * 4)
-
-
-def run_forever(port: int) -> None:  # pragma: no cover - for manual use
-    hub = FakeHub()
-    hub.add(FakeRepo("acme/tiny-llama-1B", downloads=10), tiny_model_files())
-    hub.start()
-    print(hub.url, flush=True)
-    while True:
-        time.sleep(3600)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    run_forever(int(os.environ.get("PORT", "0")))
 
 
 GATED_TOKEN = "hf_test_token_with_access"
