@@ -520,3 +520,25 @@ def test_ending_the_session_elsewhere_ends_the_console_session(cast: factories.C
     response = client.get("/console/jobs")
     assert response["Location"] == "/login?next=/console/jobs"
     assert client.get("/console/").status_code == 302  # the cookie session is gone too
+
+
+def test_switching_between_the_users_workspaces(cast: factories.Cast) -> None:
+    from accounts.services import invitation_accept, invitation_create
+
+    _, secret = invitation_create(
+        workspace=cast.workspace, inviter=cast.owner, actor="test", email=cast.outsider.email
+    )
+    invitation_accept(token=secret, password=PASSWORD)
+    session = session_of(cast.workspace)
+    client = signed_in(cast.outsider)  # acts in Globex, the older membership
+    page = client.get("/console/sandboxes").content.decode()
+    assert session.pk not in page
+    assert 'name="workspace_id"' in page
+    switched = client.post("/console/workspace", {"workspace_id": cast.workspace.pk})
+    assert switched["Location"] == "/console/"
+    assert session.pk in client.get("/console/sandboxes").content.decode()
+    assert client.get(f"/console/sandboxes/{session.pk}").status_code == 200
+    _, other, _ = factories.signup("Stan", "stan@else.test", "Elsewhere")
+    assert client.post("/console/workspace", {"workspace_id": other.pk}).status_code == 404
+    assert session.pk in client.get("/console/sandboxes").content.decode()
+    assert 'name="workspace_id"' not in signed_in(cast.member).get("/console/").content.decode()

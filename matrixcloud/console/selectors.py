@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.models import Count, QuerySet
 
-from accounts.models import Workspace
+from accounts.models import Membership, User, Workspace
 from jobs.choices import JobStatus
 from jobs.models import Job, JobEvent
 from models_registry.catalog import catalog_items
@@ -57,3 +57,10 @@ def job_events(job: Job) -> list[JobEvent]:
 def catalog_item(item_id: str) -> dict[str, Any] | None:
     """The catalog entry with this id, or None."""
     return next((item for item in catalog_items() if item["id"] == item_id), None)
+
+
+def memberships_of(user: User) -> list[Membership]:
+    """The workspaces ``user`` belongs to (the switcher lists them), oldest first."""
+    return list(
+        Membership.objects.select_related("workspace").filter(user=user).order_by("created_at")
+    )

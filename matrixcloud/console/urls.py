@@ -19,6 +19,7 @@ urlpatterns: list[URLPattern] = [
     path("verify/resend", auth.verify_resend, name="verify-resend"),
     path("invite", auth.invite, name="invite"),
     path("console/", workspace.overview, name="overview"),
+    path("console/workspace", workspace.switch_workspace, name="switch-workspace"),
     path("console/overview/counts", workspace.overview_counts, name="overview-counts"),
     path("console/catalog", workspace.catalog, name="catalog"),
     path("console/catalog/launch", sandboxes.sandbox_launch, name="catalog-launch"),

@@ -29,6 +29,13 @@ from tests.test_sse import Server, start_daphne
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("MATRIX_CONSOLE_SCREENSHOTS", REPO / "artifacts" / "screenshots"))
 STEP_TIMEOUT_MS = 20_000
+# The shared test host's bounds are short for its timeout tests; a browser walk on a
+# busy machine gets the defaults' room instead (node's start-up under load is slow).
+HOST_BOUNDS = {
+    "MATRIX_RUNTIME_SANDBOX_START_TIMEOUT": "45",
+    "MATRIX_RUNTIME_SANDBOX_CALL_TIMEOUT": "20",
+    "MATRIX_RUNTIME_SANDBOX_CALL_HARD_CAP": "30",
+}
 HUB_MODEL = "acme/tiny-llama-1B"
 # The fake hub sends each file whole after a delay of its size over this rate: four
 # 64 kB shards and the tiny model's weights take about 1.5 s, file by file, so the
@@ -150,7 +157,10 @@ def console(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         server.wait_ready()
         worker.ready()
-        with running_host(tmp / "host.log") as host, sync_playwright() as playwright:
+        with (
+            running_host(tmp / "host.log", **HOST_BOUNDS) as host,
+            sync_playwright() as playwright,
+        ):
             browser = playwright.chromium.launch(
                 executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
             )

@@ -26,7 +26,7 @@ from tests.test_jobs_worker import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-READY_TIMEOUT_MS = 30_000
+READY_TIMEOUT_MS = 50_000
 PAGE_BUDGET = 100 * 1024  # bytes of HTML, before images
 PHONE = {"width": 390, "height": 844}
 PHONE_PAGES = [
@@ -275,7 +275,7 @@ def test_without_javascript_the_pages_still_work(console: Console) -> None:
     session_id = page.url.rsplit("/", 1)[1]
     wait_for(
         lambda: SandboxSession.objects.filter(pk=session_id, ready_at__isnull=False).exists(),
-        30,
+        READY_TIMEOUT_MS / 1000,
         "the session to be ready",
     )
     page.reload()

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.models import User
 from accounts.principals import Actor
 from accounts.ratelimit import client_ip
 from accounts.selectors import audit_page, invitations_pending, members_of
 from accounts.services import invitation_create
-from matrixcloud.console.access import error_page, manager_view, workspace_view
+from matrixcloud.console.access import WORKSPACE_KEY, error_page, manager_view, workspace_view
 from matrixcloud.console.forms import InviteForm, LaunchForm
-from matrixcloud.console.selectors import job_counts, live_sessions_count
+from matrixcloud.console.selectors import job_counts, live_sessions_count, memberships_of
 from matrixcloud.errors import ApplicationError
 from matrixcloud.lib.readiness import readiness_report
 from models_registry.catalog import catalog_items
@@ -92,3 +94,18 @@ def audit(request: HttpRequest, actor: Actor) -> HttpResponse:
     except ApplicationError as exc:
         return error_page(request, exc.message, exc.http_status)
     return render(request, "console/audit.html", {"page": page})
+
+
+@require_POST
+@login_required
+def switch_workspace(request: HttpRequest) -> HttpResponse:
+    """Act in another workspace the user belongs to (any other choice is a 404)."""
+    wanted = request.POST.get("workspace_id", "")
+    assert isinstance(request.user, User)  # login_required
+    mine = memberships_of(request.user)
+    membership = next((m for m in mine if m.workspace_id == wanted), None)
+    if membership is None:
+        raise Http404("no such workspace")
+    request.session[WORKSPACE_KEY] = membership.workspace_id
+    messages.info(request, f"Now working in {membership.workspace.name}.")
+    return redirect("console:overview")
