@@ -64,7 +64,7 @@ def sandbox_list(request: HttpRequest, actor: Actor) -> HttpResponse:
 def sandbox_launch(request: HttpRequest, actor: Actor) -> HttpResponse:
     """Start a catalog entry's MCP server in a sandbox."""
     form = LaunchForm(request.POST)
-    item = catalog_item(form.data.get("item_id", "")) if form.is_valid() else None
+    item = catalog_item(form.cleaned_data["item_id"]) if form.is_valid() else None
     try:
         if item is None or not item.get("sandbox") or not item.get("start_command"):
             raise UnprocessableEntity("this catalog entry cannot run in a sandbox")
