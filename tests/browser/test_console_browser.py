@@ -3,7 +3,11 @@
 Sign up → launch ``server-everything`` from the catalog → watch ``ready`` arrive over
 the event stream (no reload) → call ``echo`` from the form built from its JSON schema
 and read the text → stop. Another user signed in next to them sees none of it: not the
-pages, not the list, not the event stream. Screenshots of the main pages are saved.
+pages, not the list, not the event stream. Then: a runtime joins with a minted token
+and appears on the open page; a model is imported from the fake hub, attached, and its
+progress bar climbs to ready; a job page follows its job live and cancels it; the
+MatrixShell terminal answers in place; and with JavaScript off the pages still work.
+Screenshots of the main pages are saved (``conftest.SCREENSHOTS``).
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from accounts.models import User
 from jobs.choices import JobStatus
+from jobs.models import Job
+from jobs.services import job_enqueue
 from sandbox.models import SandboxSession, ToolCall
+from tests import job_handlers  # noqa: F401  (registers test.sleep in this process too)
 from tests.browser.conftest import HUB_MODEL, Console, shot
 from tests.factories import PASSWORD
 from tests.sandbox_processes import REPO
@@ -287,3 +295,32 @@ def test_without_javascript_the_pages_still_work(console: Console) -> None:
     page.get_by_role("button", name="Stop sandbox").click()
     expect(page.locator("#status")).to_have_text("cancelled")
     context.close()
+
+
+def test_a_job_page_follows_its_job_live_and_cancels_it(console: Console) -> None:
+
+    page = sign_up(console, "Jo Jobs", "jo@console.test")
+    user = User.objects.get(email="jo@console.test")
+    job = job_enqueue(
+        workspace=user.memberships.get().workspace,  # type: ignore[attr-defined]
+        job_type="test.sleep",
+        payload={"seconds": 60, "ticks": 60},
+        ttl_seconds=120,
+        actor=user.pk,
+        user=user,
+    )
+    page.get_by_role("link", name="Jobs").click()
+    page.get_by_label("Status").select_option("running")
+    page.get_by_role("button", name="Filter").click()
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.RUNNING, 30, "a running job")
+    page.reload()
+    page.get_by_role("link", name=job.pk).click()
+    expect(page.locator("#status")).to_have_text("running")
+    ticks = page.locator("#events li[data-live]", has_text="tick")
+    expect(ticks.first).to_be_visible(timeout=10_000)
+    seen = ticks.count()
+    wait_for(lambda: ticks.count() > seen, 10, "more ticks on the open page")
+    shot(page, "06b-job-live")
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator("#status")).to_have_text("cancelled")
+    expect(page.locator("#events")).to_contain_text("Job cancelled")
