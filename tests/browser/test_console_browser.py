@@ -187,6 +187,7 @@ def test_a_runtime_appears_when_it_joins_with_a_minted_token(
     expect(row).to_be_visible(timeout=15_000)
     expect(row).to_contain_text("online")
     expect(page.locator("#minted")).to_be_visible()
+    expect(page.locator("#join-token-list")).to_contain_text("No active join token")  # used up
     shot(page, "10-runtimes-joined")
     page.goto(f"{console.url}/console/runtimes")
     expect(page.locator("#join-secret")).to_have_count(0)  # the secret is shown once
