@@ -361,6 +361,25 @@ class Fault:
     spawn: bool = False
 
 
+class Both:
+    """Jobs and sessions both work again; says when each of them first did."""
+
+    def __init__(self, jobs: Callable[[], bool], sessions: Callable[[], bool]) -> None:
+        self.checks = {"jobs": jobs, "sessions": sessions}
+        self.began = 0.0
+        self.back: dict[str, float] = {}
+
+    def __call__(self) -> bool:
+        self.began = self.began or time.monotonic()
+        for name, check in self.checks.items():
+            if name not in self.back and check():
+                self.back[name] = time.monotonic() - self.began
+        return len(self.back) == len(self.checks)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} after {took:.1f} s" for name, took in self.back.items())
+
+
 def revive(deployment: Deployment) -> list[str]:
     """Start again any role that died as a side effect (what systemd or serve does)."""
     revived = []
@@ -402,7 +421,7 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
                 "bus",
                 stack.bus.kill,
                 stack.bus.start,
-                lambda: job_completes(lb) and session_answers(lb, sessions),
+                Both(partial(job_completes, lb), partial(session_answers, lb, sessions)),
             ),
         ]
         faults[1].spawn = True  # the handler's own subprocess must not outlive its worker
@@ -413,7 +432,7 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
                     "database",
                     database.crash,
                     database.start,
-                    lambda: job_completes(lb) and session_answers(lb, sessions),
+                    Both(partial(job_completes, lb), partial(session_answers, lb, sessions)),
                 )
             )
         only = os.environ.get("MATRIX_CHAOS_ONLY")  # reproduce one fault: its name
@@ -436,6 +455,8 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
             bounded(recovered, RECOVERY_BOUND, f"service after restarting {fault.name}", 0.05)
             measured[fault.name] = time.monotonic() - restarted
             print(f"\n{fault.name}: service back {measured[fault.name]:.1f} s after its restart")
+            if isinstance(fault.ready, Both):
+                print(f"  {fault.ready}")
             if collateral:
                 print(f"  also restarted (died with it): {collateral}")
 
