@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from accounts.services.usage import Usage, usage_record_many
+from matrixcloud.errors import ApplicationError
 from sandbox.agent.endpoint import EndpointUnavailable, endpoint_resolve
 from sandbox.agent.llm import ChatEndpoint, LlmError, ModelTurn, ToolCall, chat_complete
 from sandbox.host import records
@@ -173,6 +174,8 @@ class AgentLoop:
             )
         except EndpointUnavailable as exc:
             raise SessionFailed(STEP, f"agent.run has no model endpoint: {exc}") from None
+        except ApplicationError as exc:  # a stored key this installation cannot decrypt
+            raise SessionFailed(STEP, f"agent.run: {exc.message}") from None
 
     def _opening(self) -> list[dict[str, Any]]:
         messages = [{"role": "system", "content": self.params.system}] if self.params.system else []
