@@ -9,16 +9,21 @@ holding a NUL (``%00``) is refused before any view looks it up.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
+from matrixcloud.api.exceptions import DATABASE_UNAVAILABLE
 from matrixcloud.api.fallback import json_error
 from matrixcloud.errors import RateLimited
+
+logger = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -77,6 +82,11 @@ def check_write_rate(request: HttpRequest) -> HttpResponse | None:
     except RateLimited as exc:
         response = json_error(exc.message, exc.http_status)
         response["Retry-After"] = str(exc.retry_after)
+        return response
+    except (OperationalError, InterfaceError):  # the counter's database is down
+        logger.warning("database unavailable for the write rate limit", exc_info=True)
+        response = json_error(DATABASE_UNAVAILABLE, 503)
+        response["Retry-After"] = "1"
         return response
     return None
 

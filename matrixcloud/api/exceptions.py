@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -13,6 +14,8 @@ from rest_framework.response import Response
 from matrixcloud.errors import ApplicationError, RateLimited
 
 logger = logging.getLogger(__name__)
+
+DATABASE_UNAVAILABLE = "database unavailable"
 
 
 def error_payload(message: str, status: int) -> dict[str, Any]:
@@ -58,5 +61,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if status == 401:
             response["WWW-Authenticate"] = 'Bearer realm="matrixcloud"'
         return response
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        logger.warning("database unavailable in %s: %s", context.get("view"), exc)
+        return database_unavailable()
     logger.exception("unhandled error in %s", context.get("view"))
     return Response(error_payload("internal server error", 500), status=500)
+
+
+def database_unavailable() -> Response:
+    """503: the database cannot be reached (restarting, or SQLite busy past its timeout);
+    nothing was done, and the client may retry."""
+    response = Response(error_payload(DATABASE_UNAVAILABLE, 503), status=503)
+    response["Retry-After"] = "1"
+    return response

@@ -1,0 +1,56 @@
+"""A database that cannot be reached is a 503 in the error shape (retryable), not a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connections
+
+from matrixcloud.lib.bus import free_port
+from tests.factories import bearer, signup
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+OUTAGE = {"error": "database unavailable", "status": 503}
+
+
+@pytest.fixture
+def database_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The default connection points nowhere (a closed port, or a SQLite file that
+    cannot be opened) until the test ends."""
+    conn = connections["default"]
+    conn.close()
+    if conn.vendor == "postgresql":
+        monkeypatch.setitem(conn.settings_dict, "PORT", str(free_port()))
+    else:
+        monkeypatch.setitem(conn.settings_dict, "NAME", "/nonexistent/matrixcloud.sqlite3")
+    try:
+        yield
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def token() -> str:
+    return signup("Outage", "outage@db.test")[2]
+
+
+def test_a_read_during_a_database_outage_is_a_503(
+    api: Any, token: str, database_down: None, settings: Any
+) -> None:
+    response = api.get("/v1/jobs", **bearer(token))
+    assert (response.status_code, response.json()) == (503, OUTAGE)
+    assert response["Retry-After"] == "1"
+
+
+def test_a_write_during_a_database_outage_is_a_503(
+    api: Any, token: str, database_down: None, settings: Any
+) -> None:
+    settings.MATRIX_RATE_LIMIT_RPM = 120  # the limiter's counter is the first write to fail
+    response = api.post("/v1/jobs", {"type": "test.echo"}, **bearer(token))
+    assert (response.status_code, response.json()) == (503, OUTAGE)
+    settings.MATRIX_RATE_LIMIT_RPM = 0  # past the limiter, authentication fails the same way
+    response = api.post("/v1/jobs", {"type": "test.echo"}, **bearer(token))
+    assert (response.status_code, response.json()) == (503, OUTAGE)
