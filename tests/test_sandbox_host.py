@@ -200,6 +200,16 @@ def test_python_sdk_server_calls_progress_and_tool_errors(api: Any) -> None:
     delete(api, created)
 
 
+def test_a_call_sent_the_moment_the_session_is_ready_is_answered(api: Any) -> None:
+    # The host commits `ready` from its database thread; its event loop must already
+    # treat the session as ready by then (it used to mark it after: 409 "not ready").
+    for n in range(5):
+        session_id = create(api, python_server("tiny_server.py"))["session_id"]
+        started = SandboxSession.objects.filter(pk=session_id, ready_at__isnull=False)
+        wait_for(started.exists, 20, "ready_at", every=0.002)
+        assert text(call(api, session_id, "echo", message=f"m{n}")) == f"m{n}"
+
+
 def test_concurrent_calls_on_one_session_are_all_answered(api: Any) -> None:
     created = ready(api, python_server("tiny_server.py"))
     answers: list[str] = []

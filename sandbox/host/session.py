@@ -293,6 +293,9 @@ class LiveSession:
             "protocol_version": server.protocol_version,
             "server": server.as_dict()["server"],
         }
+        # Ready here first: once the row says ready, a call may arrive at any moment (the
+        # web sends none before), and it must not find the session still starting.
+        self.ready.set()
         await records.run(
             records.session_ready,
             self.session.pk,
@@ -305,7 +308,6 @@ class LiveSession:
                 ("ready", "ok", "Sandbox ready", None),
             ],
         )
-        self.ready.set()
 
     async def _tools_changed(self, tools: list[McpTool]) -> None:
         assert self.session is not None
