@@ -51,8 +51,8 @@ def payload_validate(job_type: str, payload: dict[str, Any]) -> dict[str, Any]:
         handler.Params.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "payload"
-        raise UnprocessableEntity(f"payload.{field}: {first['msg']}") from exc
+        where = ".".join(["payload", *(str(part) for part in first["loc"])])
+        raise UnprocessableEntity(f"{where}: {first['msg']}") from exc
     return payload
 
 
