@@ -208,6 +208,11 @@ def npm_install(spec: PackageSpec, prefix: Path) -> Prefetched:
         raise PrefetchFailed("npm is not installed")
     prefix.mkdir(mode=0o755, parents=True, exist_ok=True)
     options = ["--prefix", str(prefix), "--no-audit", "--no-fund"]
+    # --prefix also moves npm's global config to <prefix>/etc/npmrc: keep the machine's
+    # (a proxy's cafile, a registry mirror live there).
+    machine_config = run_installer([npm, "config", "get", "globalconfig"]).strip()
+    if machine_config and Path(machine_config).is_file():
+        options += ["--globalconfig", machine_config]
     run_installer([npm, "install", *options, spec.install])
     package = prefix / "node_modules" / spec.name
     manifest = json.loads((package / "package.json").read_text())
