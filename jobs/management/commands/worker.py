@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 SENTINEL_POLL = 1.0
 JANITOR_SECONDS = 5.0
 WORKER_CONN_MAX_AGE = 300
+BROKER_RETRY_SECONDS = 1.0  # the pusher's wait after a broker error (django-q2: 10 s)
 
 
 class Periodic:
@@ -97,6 +99,7 @@ class Command(BaseCommand):
 
         settings.SECRET_KEY  # noqa: B018  (the cluster signs tasks with it, as qcluster checks)
         _persistent_connections()
+        _short_broker_backoff()
         cluster = Cluster()
         stopping = self._trap_signals(cluster)
         heartbeat = Heartbeat(
@@ -147,6 +150,18 @@ class Command(BaseCommand):
         sentinel = cluster.sentinel
         while sentinel is not None and sentinel.is_alive():
             sentinel.join(timeout=SENTINEL_POLL)
+
+
+def _short_broker_backoff() -> None:
+    """After a broker error django-q2's pusher sleeps 10 s, then exits for its sentinel to
+    start a new one: with the bus back after a restart, jobs waited those 10 s. Its
+    ``sleep`` is the module's own (inherited by the forked pusher): bound it."""
+    import django_q.pusher
+
+    def bounded(seconds: float) -> None:
+        time.sleep(min(seconds, BROKER_RETRY_SECONDS))
+
+    django_q.pusher.sleep = bounded
 
 
 def _persistent_connections() -> None:
