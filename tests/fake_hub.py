@@ -25,10 +25,12 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.loopback import LoopbackServer
 
 LFS_MIN_SIZE = 1024
 CHUNK = 1 << 20
@@ -198,7 +200,7 @@ class FakeRepo:
         }
 
 
-class FakeHub:
+class FakeHub(LoopbackServer):
     """The server and its state; use as a context manager or call ``start``/``stop``."""
 
     def __init__(self) -> None:
@@ -209,8 +211,6 @@ class FakeHub:
         self.rate: float = 0.0
         self.fail_search = False
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- setup -----------------------------------------------------------------
     def add(self, repo: FakeRepo, files: dict[str, bytes | Path] | None = None) -> FakeRepo:
@@ -219,35 +219,14 @@ class FakeHub:
         self.repos[repo.repo_id] = repo
         return repo
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
     def start(self) -> FakeHub:
         hub = self
 
         class Handler(HubRequestHandler):
             fake = hub
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def log(self, method: str, path: str, headers: dict[str, str]) -> None:
         with self._lock:
