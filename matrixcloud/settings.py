@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from matrixcloud.lib.bus import pool_options
 from matrixcloud.lib.env import (
     database_config,
     env_bool,
@@ -201,8 +202,9 @@ if REDIS_URL:
             "CONFIG": {
                 # redis-py times a socket out after 5 s by default, exactly the layer's
                 # blocking pop: an idle receive would then fail (and could lose the
-                # message it popped). Reads wait longer than any pop.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15.0}],
+                # message it popped). Reads wait longer than any pop. pool_options():
+                # a connection the bus closed is replaced, not used (matrixcloud/lib/bus.py).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15.0, **pool_options()}],
                 "prefix": MATRIX_BUS_PREFIX,
                 "capacity": 10_000,
                 "expiry": 60,

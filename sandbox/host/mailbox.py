@@ -14,6 +14,7 @@ from typing import Any
 import redis.asyncio as aredis
 from django.conf import settings
 
+from matrixcloud.lib.bus import pool_options
 from sandbox.rpc import KEY_TTL, REPLY_TYPE, mailbox_key
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Mailbox:
             socket_connect_timeout=2.0,
             socket_timeout=TAKE_TIMEOUT + 10.0,  # outwaits the blocking pop in take()
             health_check_interval=30,
+            **pool_options(),
         )
 
     async def take(self, timeout: float = TAKE_TIMEOUT) -> dict[str, Any] | None:
