@@ -272,25 +272,35 @@ def job_completes(api: Api) -> bool:
     return False
 
 
-def session_answers(api: Api, sessions: list[str]) -> bool:
-    """A new session gets ready within 30 s and answers ``echo``."""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+def session_answers(api: Api, sessions: list[str], misses: list[str]) -> bool:
+    """A new session gets ready within 30 s and answers ``echo``; why not, in ``misses``
+    (printed with the recovery time: what kept sessions from working)."""
+    began = time.monotonic()
+
+    def miss(why: str) -> bool:
+        misses.append(f"{why} ({time.monotonic() - began:.1f} s)")
+        return False
+
+    try:
         status, reply = api.post(SESSIONS, {"start_command": TINY}, timeout=10)
         if status != 202:
-            return False
+            return miss(f"create {status}")
         session_id = reply["session_id"]
         sessions.append(session_id)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             status, body = api.get(f"{SESSIONS}/{session_id}", timeout=10)
             if status == 200 and body["status"] not in ("queued", "running"):
-                return False
+                return miss(f"session {body['status']}")
             if status == 200 and body["ready"]:
                 call = {"name": "echo", "arguments": {"message": "probe"}}
                 status, body = api.post(f"{SESSIONS}/{session_id}/tools/call", call, timeout=10)
-                return status == 200
+                error = body.get("error") if isinstance(body, dict) else body
+                return status == 200 or miss(f"call {status} {error!r}")
             time.sleep(0.2)
-    return False
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return miss(f"{type(exc).__name__}: {exc}")
+    return miss("not ready within 30 s")
 
 
 class Witness:
@@ -405,6 +415,7 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
     deployment = Deployment(env=stack.env, logs=tmp_path, webs=2, workers=1, hosts=1)
     load: Load | None = None
     sessions: list[str] = []
+    misses: list[str] = []  # failed session probes of the current fault
     measured: dict[str, float] = {}
     try:
         deployment.start()
@@ -415,15 +426,16 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
             time.sleep(5)
             print(f"\nPostgreSQL connections under load: {stack.database.connections()}")
         web, worker, host = (deployment.roles[n] for n in ("web-1", "worker-1", "host-1"))
+        session_probe = partial(session_answers, lb, sessions, misses)
         faults = [
             role_fault(deployment, web, lambda: job_completes(deployment.api("web-1"))),
             role_fault(deployment, worker, lambda: job_completes(lb)),
-            role_fault(deployment, host, lambda: session_answers(lb, sessions)),
+            role_fault(deployment, host, session_probe),
             Fault(
                 "bus",
                 stack.bus.kill,
                 stack.bus.start,
-                Both(partial(job_completes, lb), partial(session_answers, lb, sessions)),
+                Both(partial(job_completes, lb), session_probe),
             ),
         ]
         faults[1].spawn = True  # the handler's own subprocess must not outlive its worker
@@ -434,7 +446,7 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
                     "database",
                     database.crash,
                     database.start,
-                    Both(partial(job_completes, lb), partial(session_answers, lb, sessions)),
+                    Both(partial(job_completes, lb), session_probe),
                 )
             )
         only = os.environ.get("MATRIX_CHAOS_ONLY")  # reproduce one fault: its name
@@ -444,6 +456,7 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
             bounded(partial(witness.has_seen, 4), 30, f"the witness before {fault.name}")
             before = list(witness.seen)
             load.phase = fault.name
+            misses.clear()
             fault.kill()
             time.sleep(DOWN_SECONDS)
             restarted = time.monotonic()
@@ -461,6 +474,8 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
                 print(f"  {fault.ready}")
             if collateral:
                 print(f"  also restarted (died with it): {collateral}")
+            if misses:
+                print(f"  session probes that failed first: {misses}")
 
             bounded(partial(job_done, lb, witness.job_id), 90, f"the {fault.name} witness end")
             _, job = lb.get(f"/v1/jobs/{witness.job_id}")
