@@ -37,6 +37,7 @@ from bench.common import (
     processes,
     summary,
     wait_until,
+    write_report,
 )
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -195,12 +196,15 @@ def main() -> None:
     parser.add_argument("--stack", choices=(*STACKS, "both"), default="both")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--json", type=Path, help="also write the results here (run_all)")
     args = parser.parse_args()
     levels = [int(n) for n in args.levels.split(",")]
+    reports = []
     for stack in STACKS if args.stack == "both" else (args.stack,):
-        report = measure(stack, args.seconds, levels)
-        print(json.dumps(report), flush=True)
-        print(table(report), flush=True)
+        reports.append(measure(stack, args.seconds, levels))
+        print(json.dumps(reports[-1]), flush=True)
+        print(table(reports[-1]), flush=True)
+    write_report(args.json, "api_throughput", reports)
 
 
 if __name__ == "__main__":

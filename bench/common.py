@@ -8,10 +8,13 @@ afterwards, and its Redis at 127.0.0.1:6379 under a prefix of its own).
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import os
 import platform
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -175,3 +178,63 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def query(env: dict[str, str], sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (``?`` placeholders) on the installation's database, either stack.
+    Datetimes come back as ``datetime`` and JSON columns as text on SQLite, as objects on
+    PostgreSQL: :func:`as_datetime` and :func:`as_json` even that out."""
+    url = env.get("DATABASE_URL")
+    if url:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            return list(conn.execute(sql.replace("?", "%s"), params).fetchall())  # type: ignore[arg-type]
+    db = sqlite3.connect(Path(env["MATRIX_RUNTIME_DATA_DIR"]) / "matrixcloud.sqlite3", timeout=30)
+    try:
+        return list(db.execute(sql, params).fetchall())
+    finally:
+        db.close()
+
+
+def as_datetime(value: Any) -> datetime.datetime:
+    return value if isinstance(value, datetime.datetime) else datetime.datetime.fromisoformat(value)
+
+
+def as_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def process_tree(root: int) -> list[int]:
+    """Every descendant of ``root`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def pss_kib(pids: list[int]) -> int:
+    """Proportional set size of ``pids`` together (shared pages split between sharers)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def write_report(path: Path | None, bench: str, results: Any) -> None:
+    """``results`` as JSON at ``path`` (``--json``), for ``bench/run_all.py``."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {"bench": bench, "machine": machine(), "results": results}
+    path.write_text(json.dumps(report, indent=1) + "\n")

@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REDIS_URL, REPO, embedded_bus, postgres_database
+from bench.common import REDIS_URL, REPO, embedded_bus, postgres_database, write_report
 
 ENV_DROPPED = ("DATABASE_URL", "MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "REDIS_URL")
 
@@ -277,6 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--only", action="append", help="configuration name(s) to run")
+    parser.add_argument("--json", type=Path, help="also write the results here (run_all)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -290,6 +291,7 @@ def main() -> None:
         print(json.dumps(results[-1]), flush=True)
     print(f"# load average after: {os.getloadavg()}")
     print(table(results))
+    write_report(args.json, "enqueue_latency", results)
 
 
 if __name__ == "__main__":

