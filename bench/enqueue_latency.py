@@ -84,7 +84,9 @@ def installation(config: Config, data_dir: Path) -> Iterator[dict[str, str]]:
         MATRIX_RUNTIME_EXTRA_JOB_MODULES="tests.job_handlers",
         MATRIX_RUNTIME_QUEUE_BROKER=config.broker,
         MATRIX_RUNTIME_QUEUE_POLL=str(config.poll),
-        MATRIX_RUNTIME_MAX_CONCURRENT_JOBS="100",
+        # 16 pool processes: a burst never waits for a free slot, and the worker's
+        # connections (2 per slot + 4, docs/DEPLOY.md) fit PostgreSQL's default 100.
+        MATRIX_RUNTIME_MAX_CONCURRENT_JOBS="16",
         MATRIX_RUNTIME_BUS_PREFIX=f"bench{os.getpid()}",
         MATRIX_RUNTIME_RATE_LIMIT_RPM="1000000",
     )
@@ -155,10 +157,16 @@ def measure(config: Config, jobs: int) -> dict[str, Any]:
                     [sys.executable, __file__, "--child", "--jobs", str(jobs)],
                     cwd=REPO,
                     env=env,
-                    check=True,
+                    check=False,
                     capture_output=True,
                     text=True,
                 )
+                if child.returncode:
+                    worker_log = (data_dir / "worker.log").read_text(errors="replace")
+                    raise RuntimeError(
+                        f"the child failed ({child.returncode}):\n{child.stderr[-4000:]}\n"
+                        f"--- worker log (end) ---\n{worker_log[-4000:]}"
+                    )
         result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
         result.update(config=config.name, idle_cpu_percent=round(idle, 1))
         return result

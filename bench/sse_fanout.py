@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -94,6 +95,9 @@ def daphne(
     env: dict[str, str], port: int, log: Path, app: str = "matrixcloud.asgi:application"
 ) -> Iterator[subprocess.Popen[bytes]]:
     argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0"]
+    probe = str(REPO / "bench" / "gc_probe")  # logs the collector's pauses (sitecustomize)
+    path = os.pathsep.join(filter(None, [probe, env.get("PYTHONPATH")]))
+    env = {**env, "PYTHONPATH": path, "MATRIX_BENCH_GC_LOG": str(gc_log(log))}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*argv, app],
@@ -113,6 +117,22 @@ def daphne(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def gc_log(log: Path) -> Path:
+    return log.with_suffix(".gc")
+
+
+def gc_pauses(logs: list[Path], since: float, until: float) -> dict[str, Any]:
+    """The web processes' full (oldest generation) collections while events flowed."""
+    full = []
+    for path in logs:
+        with contextlib.suppress(OSError):
+            for line in path.read_text().splitlines():
+                at, generation, pause, _ = line.split()
+                if int(generation) == 2 and since <= float(at) <= until:
+                    full.append(float(pause))
+    return {"web_full_gcs": len(full), "web_full_gc_max_ms": round(max(full, default=0.0), 1)}
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -210,13 +230,19 @@ def measure(stack: str, args: argparse.Namespace) -> dict[str, Any]:
                 for port in ports
             ]
             servers.callback(stop_children)  # before the servers and the database go
-            return run_phases(stack, args, env, ports, webs)
+            gc_logs = [gc_log(data_dir / f"daphne-{port}.log") for port in ports]
+            return run_phases(stack, args, env, ports, webs, gc_logs)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def run_phases(
-    stack: str, args: argparse.Namespace, env: dict[str, str], ports: list[int], webs: list[Any]
+    stack: str,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    ports: list[int],
+    webs: list[Any],
+    gc_logs: list[Path],
 ) -> dict[str, Any]:
     pace = ("--events", str(args.events), "--rate", str(args.rate), "--ports", str(ports[0]))
     emitter = child("raw-emitter" if stack == "baseline" else "emitter", env, *pace)
@@ -230,7 +256,7 @@ def run_phases(
                         "--subscribers", str(args.subscribers))  # fmt: skip
     connected = float(expect(subscribers, "READY "))
     pss_streams = pss_kib([web.pid for web in webs])
-    load_before, started = load_average(), time.monotonic()
+    load_before, started, wall_started = load_average(), time.monotonic(), time.time()
     cpu_before = sum(cpu_seconds(web.pid) for web in webs)
     assert emitter.stdin is not None
     emitter.stdin.write("go\n")
@@ -239,6 +265,7 @@ def run_phases(
     # While the events flowed (the terminal event and the streams' ends come after).
     web_cpu = sum(cpu_seconds(web.pid) for web in webs) - cpu_before
     elapsed = time.monotonic() - started
+    wall_ended = time.time()
     received = json.loads(expect(subscribers, "RESULT "))
     for proc in (emitter, subscribers):
         proc.wait(timeout=STREAM_BOUND)
@@ -259,6 +286,7 @@ def run_phases(
             "kib_per_stream": round((pss_streams - pss_before) / args.subscribers, 1),
             "load_before": load_before,
             "load_after": load_average(),
+            **gc_pauses(gc_logs, wall_started, wall_ended),
         },
     )
 
