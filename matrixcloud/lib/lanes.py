@@ -7,7 +7,10 @@ request that costs several milliseconds of pure overhead. This handler keeps Dja
 path for async views (the SSE streams) and serves every other request the way a WSGI
 server would: the request's signals, the sync middleware chain, the view and the
 response's close run in a fixed pool of threads that keep their database connections
-(``MATRIX_RUNTIME_WEB_CONN_MAX_AGE``, checked for health at the start of each request).
+(``MATRIX_RUNTIME_WEB_CONN_MAX_AGE``). A connection is checked for health (a ``SELECT
+1`` on PostgreSQL) at a request's first query unless it served a request of this thread
+without error in the last :data:`TRUSTED_FOR` seconds: under load that round trip would
+be paid by every request, and it proves nothing a second-old success does not.
 
 A view may return a :class:`DeferredResponse` when the request says it can take one
 (``request.META[DEFERRABLE]``): its status and body are completed on the event loop after
@@ -31,13 +34,18 @@ from django.conf import settings
 from django.core import signals
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.db.backends.signals import connection_created
 from django.http import FileResponse, HttpResponse, HttpResponseBase
 from django.urls import Resolver404, get_resolver, set_script_prefix
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Seconds a connection that just served a request without error is trusted to work
+# (no health check at the next request's first query). A database restarted meanwhile
+# fails that request with 503 "database unavailable"; the connection is then replaced.
+TRUSTED_FOR = 1.0
 
 # request.META key: this request is served by the lane and may get a DeferredResponse.
 DEFERRABLE = "matrixcloud.deferrable"
@@ -52,6 +60,23 @@ def in_lane() -> bool:
 
 def _mark_lane_thread() -> None:
     _lane.active = True
+
+
+def _trust_recent_connections() -> None:
+    """Skip the health check of this thread's connections that worked a moment ago."""
+    now = time.monotonic()
+    for conn in connections.all(initialized_only=True):
+        worked_at = getattr(conn, "worked_at", None)
+        if conn.connection is not None and worked_at is not None and now - worked_at < TRUSTED_FOR:
+            conn.health_check_done = True  # type: ignore[attr-defined]
+
+
+def _note_working_connections() -> None:
+    """Remember when this thread's connections last served a request without error."""
+    now = time.monotonic()
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and not conn.errors_occurred:
+            conn.worked_at = now  # type: ignore[attr-defined]
 
 
 def _keep_lane_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -157,12 +182,14 @@ class LanedASGIHandler(ASGIHandler):
         """The whole sync part of a request, in a lane thread (as a WSGI server does)."""
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
+        _trust_recent_connections()  # after the signal (which resets the check)
         request, error_response = self.create_request(scope, body_file)
         if request is None:
             assert error_response is not None
             return error_response
         request.META[DEFERRABLE] = True
         response = self._sync.get_response(request)
+        _note_working_connections()
         response._handler_class = self.__class__  # type: ignore[attr-defined]
         if isinstance(response, FileResponse):
             response.block_size = self.chunk_size
