@@ -204,6 +204,19 @@ def targets() -> list[str]:
         for r in (load("sse_3000") or {}).get("results", [])
     ]
     add("3,000 SSE subscribers, p99 delivery (ms)", sse3, None)
+    idle = [
+        (f"{stack} {server}", m["per_sandbox_pss_mib"])
+        for stack, report in sandbox.items()
+        for server, m in report.get("memory", {}).items()
+    ]
+    add("Memory per idle sandbox (MiB PSS)", idle, None)
+    per_stream = [
+        (f"{STACK_NAMES[r['stack']]}, {r['subscribers']:,}", r["kib_per_stream"])
+        for name in ("sse_1000", "sse_3000")
+        for r in (load(name) or {}).get("results", [])
+        if "kib_per_stream" in r
+    ]
+    add("Memory per SSE stream (KiB PSS of the web process)", per_stream, None)
     enqueue = [
         (r["config"], r["row_ms"]["median"]) for r in (load("enqueue") or {}).get("results", [])
     ]
@@ -270,6 +283,22 @@ def section_sandbox() -> list[str]:
                 f"{c['in_process_ms']['median']} | "
                 f"**{c['overhead_ms']:+g}** |"
             )
+    memory = [(stack, r["memory"]) for stack, r in report["results"].items() if "memory" in r]
+    if memory:
+        lines += [
+            "",
+            "Memory per idle sandbox (PSS of bubblewrap and the server, idle sessions of one "
+            "server at once, MiB):",
+            "",
+            "| stack | server | sessions | processes | per idle sandbox MiB |",
+            "|---|---|---|---|---|",
+        ]
+        for stack, servers in memory:
+            for server, m in servers.items():
+                lines.append(
+                    f"| {STACK_NAMES[stack]} | {server} | {m['sessions']} | {m['processes']} | "
+                    f"**{m['per_sandbox_pss_mib']}** |"
+                )
     lines += [
         "",
         "Live sandboxes on one host (the tiny fixture server; probe calls one at a time to random "

@@ -18,6 +18,9 @@ everything is driven over HTTP on loopback as the local-dev operator.
     ``--calls`` ``echo`` calls through the API (HTTP → web → bus → host → MCP → back, on
     one keep-alive connection) against the same number on a directly started server
     over stdio (``McpClient``), in alternating blocks. Overhead = the medians' difference.
+``memory``
+    ``--idle`` idle sessions of each server at once: the PSS of their process trees
+    (bubblewrap and the server) per session.
 ``capacity``
     Ramp the live sessions of one host (``--levels``, default 50, 100, 200) with the
     tiny fixture server; at each level, once all are ready, ``--probe`` calls to random
@@ -318,6 +321,34 @@ def child_calls(session_id: str, count: int) -> None:
     print(json.dumps(times))
 
 
+def measure_idle_memory(port: int, env: dict[str, str], count: int) -> dict[str, Any]:
+    """Per server: ``count`` idle sessions at once, and the PSS of their process trees
+    (bubblewrap and the server) divided by ``count``; then they are stopped."""
+    host_pid = host_pid_of(env)
+    out: dict[str, Any] = {}
+    for name, argv in SERVERS.items():
+        idle_tree = process_tree(host_pid)
+        before = pss_kib(idle_tree)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            live = list(pool.map(lambda _, argv=argv: Api(port).create(argv), range(count)))
+        wait_all_ready(env, count, timeout=300)
+        time.sleep(2)  # settled: start-up garbage collected, nothing running
+        tree = process_tree(host_pid)
+        out[name] = {
+            "sessions": count,
+            "processes": len(tree),
+            "per_sandbox_pss_mib": round((pss_kib(tree) - before) / 1024 / count, 2),
+        }
+        api = Api(port)
+        for session in live:
+            api.delete(session["session_id"])
+        wait_all_ready(env, 0, timeout=120, exactly=True)
+        idle = len(idle_tree)
+        wait_until(lambda: len(process_tree(host_pid)) <= idle, 60, "stopped sandboxes")  # noqa: B023
+        print(json.dumps({name: out[name]}), flush=True)
+    return out
+
+
 def measure_capacity(port: int, env: dict[str, str], levels: list[int], probe: int) -> list[Any]:
     host_pid = host_pid_of(env)
     live: list[dict[str, Any]] = []
@@ -356,7 +387,8 @@ def measure_capacity(port: int, env: dict[str, str], levels: list[int], probe: i
     return results
 
 
-def wait_all_ready(env: dict[str, str], count: int, timeout: float) -> int:
+def wait_all_ready(env: dict[str, str], count: int, timeout: float, exactly: bool = False) -> int:
+    """Wait until ``count`` sessions (or more; ``exactly``: no more) are ready and live."""
     deadline = time.monotonic() + timeout
     while True:
         ready = query(
@@ -369,7 +401,7 @@ def wait_all_ready(env: dict[str, str], count: int, timeout: float) -> int:
         )[0]
         if failed[0]:
             raise RuntimeError(f"{failed[0]} sessions failed: {failed[1]}")
-        if ready >= count:
+        if ready == count or (ready > count and not exactly):
             return int(ready)
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {ready} of {count} sessions ready after {timeout} s")
@@ -389,7 +421,8 @@ def host_pid_of(env: dict[str, str]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", choices=(*STACKS, "both"), default="sqlite")
-    parser.add_argument("--only", choices=("ready", "calls", "capacity"), action="append")
+    parser.add_argument("--only", choices=("ready", "calls", "memory", "capacity"), action="append")
+    parser.add_argument("--idle", type=int, default=10, help="sessions per server (memory)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--levels", default="50,100,200")
@@ -400,7 +433,7 @@ def main() -> None:
     if args.child_calls:
         child_calls(args.child_calls, args.calls)
         return
-    wanted = args.only or ["ready", "calls", "capacity"]
+    wanted = args.only or ["ready", "calls", "memory", "capacity"]
     print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, load average {os.getloadavg()}", flush=True)
     reports: dict[str, Any] = {}
     for stack in STACKS if args.stack == "both" else (args.stack,):
@@ -414,6 +447,8 @@ def main() -> None:
                 if "calls" in wanted:
                     report["calls"] = measure_calls(port, args.calls)
                     print(json.dumps({stack: {"calls": report["calls"]}}), flush=True)
+                if "memory" in wanted:
+                    report["memory"] = measure_idle_memory(port, env, args.idle)
                 if "capacity" in wanted:
                     levels = [int(level) for level in args.levels.split(",")]
                     report["capacity"] = measure_capacity(port, env, levels, args.probe)

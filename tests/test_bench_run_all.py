@@ -61,6 +61,9 @@ def test_targets_compare_every_stack_with_its_bound(results: Path) -> None:
     assert next(line for line in rows.splitlines() if "Sandbox ready" in line).endswith("| met |")
     assert next(line for line in rows.splitlines() if "200 concurrent" in line).endswith("| met |")
     assert next(line for line in rows.splitlines() if "1,000 SSE" in line).endswith("| met |")
+    stream_row = next(line for line in rows.splitlines() if "per SSE stream" in line)
+    assert "SQLite + embedded bus, 1,000: 61.5" in stream_row
+    assert stream_row.endswith("| no target |")  # measured and shown, not judged
     enqueue_row = next(line for line in rows.splitlines() if "enqueue" in line)
     assert enqueue_row.endswith("| — | not measured |")
 

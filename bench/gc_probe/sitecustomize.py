@@ -3,7 +3,9 @@ puts this folder first on the web process's ``PYTHONPATH``).
 
 With ``MATRIX_BENCH_GC_LOG`` set, every collection of the oldest generation, and any
 other taking 5 ms or more, is appended to that file as ``<wall clock> <generation>
-<milliseconds> <objects collected>``. Without it, this does nothing.
+<milliseconds> <objects collected>``. ``MATRIX_BENCH_GC_THRESHOLD=a,b,c`` also sets
+the collector's thresholds (``gc.set_threshold``), to compare tunings. Without either,
+this does nothing.
 """
 
 import gc
@@ -25,3 +27,6 @@ if _PATH:
             _log.write(f"{time.time():.3f} {info['generation']} {pause:.1f} {info['collected']}\n")
 
     gc.callbacks.append(_observe)
+
+if os.environ.get("MATRIX_BENCH_GC_THRESHOLD"):  # e.g. 50000,20,10 (CPython's: 700,10,10)
+    gc.set_threshold(*map(int, os.environ["MATRIX_BENCH_GC_THRESHOLD"].split(",")))
