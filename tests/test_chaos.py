@@ -59,6 +59,9 @@ TINY = python_server("tiny_server.py")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DOWN_SECONDS = 2.0
 RECOVERY_BOUND = 60.0  # generous: the 10 s target is measured and written down, not asserted
+# Longer than a host's sessions go unanswered without heartbeats (8 s) and than the
+# janitor waits before ending them (20 s).
+SURVIVAL_SECONDS = 30.0
 DROPPED = ("DATABASE_URL", "MATRIXCLOUD_DATABASE_URL", "MATRIX_RUNTIME_DB_URL", "REDIS_URL")
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 
@@ -524,3 +527,44 @@ def test_every_role_killed_in_turn_under_load(stack: Stack, tmp_path: Path) -> N
         )
     assert not stray, f"processes outlived their roles' stop: {stray}"
     assert not describe(deployment.leftovers())
+
+
+def test_live_sessions_outlive_a_database_restart(stack: Stack, tmp_path: Path) -> None:
+    """A database restart does not end the sandboxes that were serving: once it is back,
+    their host heart-beats them again and every call answers, for longer than the
+    janitor would wait. (A failed round of the host's session watch used to end the
+    watch for good: 8 s later calls were refused, "the sandbox host stopped answering",
+    and at 20 s the janitor ended every session of the host.)"""
+    if stack.database is None:
+        pytest.skip("SQLite is a file: there is no database server to restart")
+    database = stack.database
+    deployment = Deployment(env=stack.env, logs=tmp_path, webs=1, workers=1, hosts=1)
+    try:
+        api = deployment.start().api()
+        status, reply = api.post(SESSIONS, {"start_command": TINY}, timeout=10)
+        assert status == 202, reply
+        session_id = reply["session_id"]
+        path = f"{SESSIONS}/{session_id}/tools/call"
+        call = {"name": "echo", "arguments": {"message": "still there"}}
+        bounded(lambda: api.post(path, call, timeout=10)[0] == 200, 60, "the session to answer")
+        database.crash()
+        time.sleep(DOWN_SECONDS)
+        database.start()
+        bounded(lambda: api.post(path, call, timeout=10)[0] == 200, RECOVERY_BOUND, "a call")
+        refused: Counter[str] = Counter()
+        until = time.monotonic() + SURVIVAL_SECONDS
+        while time.monotonic() < until:
+            status, body = api.post(path, call, timeout=10)
+            if status != 200:
+                refused[f"{status} {body.get('error') if isinstance(body, dict) else body}"] += 1
+            time.sleep(0.5)
+        assert not refused, refused
+        status, session = api.get(f"{SESSIONS}/{session_id}", timeout=10)
+        assert (status, session["status"]) == (200, "running"), session
+    except BaseException:
+        for role in deployment.roles.values():
+            print(f"--- {role.name} (last 4000 characters) ---\n{role.output()[-4000:]}")
+        raise
+    finally:
+        stray = deployment.close()
+    assert not stray, f"processes outlived their roles' stop: {stray}"

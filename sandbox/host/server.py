@@ -250,12 +250,24 @@ class SandboxHost:
             delay = BUS_RETRY
 
     async def _every(self, seconds: float, action: Any, stop: asyncio.Event) -> None:
+        """``action`` every ``seconds`` until ``stop``; a round that fails is logged and
+        the next one runs (these loops live as long as the host)."""
         while not stop.is_set():
             await asyncio.sleep(seconds)
-            await action()
+            try:
+                await action()
+            except Exception:
+                logger.exception("%s failed; again in %s s", action.__name__, seconds)
 
     async def _watch(self, stop: asyncio.Event) -> None:
-        """Heart-beat the sessions' jobs; stop those cancelled or ended elsewhere."""
+        """Heart-beat the sessions' jobs; stop those cancelled or ended elsewhere.
+
+        It must outlive every failed round: without its heartbeats the sessions of this
+        host are refused calls after a few seconds and ended by the janitor after 20.
+        A database that went away fails a round; ``records.run`` has then dropped the
+        connection (on the database thread, the only one that may touch it), and the
+        next round connects again.
+        """
         last_beat = 0.0
         while not stop.is_set():
             await asyncio.sleep(WATCH_SECONDS)
@@ -264,7 +276,6 @@ class SandboxHost:
                 states = await records.run(records.sessions_watch, list(self.sessions), beat=beat)
             except Exception:  # a database hiccup: the next round tries again
                 logger.warning("session watch failed", exc_info=True)
-                await sync_to_async(db.connection.close)()
                 continue
             last_beat = time.monotonic() if beat else last_beat
             for job_id, should_stop in states.items():
