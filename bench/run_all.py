@@ -129,6 +129,7 @@ def run_step(step: Step, quick: bool, load_at_start: float) -> tuple[bool, float
         report = json.loads(fresh.read_text())
         report["command"] = f"python bench/{step.script} {' '.join(argv[2:])}".strip()
         report["load_at_start"] = load_at_start
+        report["commit"] = head_commit()
         report["seconds"] = round(elapsed)
         out.write_text(json.dumps(report, indent=1) + "\n")
     fresh.unlink(missing_ok=True)
@@ -141,10 +142,18 @@ def load(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def head_commit() -> str:
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    return subprocess.run(git, cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+
 def when(report: dict[str, Any]) -> str:
     m = report["machine"]
     start = report.get("load_at_start", "?")
-    return f"{m['date']}, load {start} → {m['load_average'][0]}, {report.get('seconds', '?')} s"
+    return (
+        f"{m['date']}, commit `{report.get('commit', '?')}`, load {start} → "
+        f"{m['load_average'][0]}, {report.get('seconds', '?')} s"
+    )
 
 
 def verdict(ok: bool | None, bound: bool = True) -> str:
@@ -232,11 +241,16 @@ def targets() -> list[str]:
     return lines
 
 
+def heading(title: str, report: dict[str, Any]) -> list[str]:
+    """A section's title with the run's date, load and duration, then its command."""
+    return [f"### {title} ({when(report)})", "", f"`{report['command']}`", ""]
+
+
 def section_mcp() -> list[str]:
     report = load("mcp_client")
     if not report:
         return []
-    lines = [f"### MCP client ({when(report)})", "", f"`{report['command']}`", ""]
+    lines = heading("MCP client", report)
     lines += ["| server | path | median ms | p95 ms | over direct |", "|---|---|---|---|---|"]
     for server, paths in report["results"]["calls"].items():
         for kind, r in paths.items():
@@ -250,7 +264,7 @@ def section_sandbox() -> list[str]:
     report = load("sandbox")
     if not report:
         return []
-    lines = [f"### Sandboxes ({when(report)})", "", f"`{report['command']}`", ""]
+    lines = heading("Sandboxes", report)
     lines += [
         "Start (ms, median; p95 in brackets): the server started directly, POST → `ready` on the "
         "stream, and the service's part (the job row's created → ready minus the sandboxed "
@@ -324,7 +338,7 @@ def section_enqueue() -> list[str]:
     report = load("enqueue")
     if not report:
         return []
-    lines = [f"### Enqueue → running ({when(report)})", "", f"`{report['command']}`", ""]
+    lines = heading("Enqueue → running", report)
     lines += [
         "| configuration | created → started median / p95 ms | POST → seen running median / p95 ms "
         "| burst wait median / p95 ms | burst jobs/s | idle worker CPU % |",
@@ -343,7 +357,7 @@ def section_api() -> list[str]:
     report = load("api")
     if not report:
         return []
-    lines = [f"### API throughput ({when(report)})", "", f"`{report['command']}`", ""]
+    lines = heading("API throughput", report)
     lines += [
         "| stack | request | clients | req/s | median ms | p95 ms | p99 ms | failed |",
         "|---|---|---|---|---|---|---|---|",
@@ -364,12 +378,7 @@ def section_sse(name: str) -> list[str]:
     if not report:
         return []
     count = report["results"][0]["subscribers"] if report["results"] else 0
-    lines = [
-        f"### SSE fan-out, {count:,} subscribers ({when(report)})",
-        "",
-        f"`{report['command']}`",
-        "",
-    ]
+    lines = heading(f"SSE fan-out, {count:,} subscribers", report)
     lines += [
         "| stack | deliveries | complete streams | median ms | p95 ms | p99 ms | max ms "
         "| connect s | web CPU µs / delivery | web RSS MiB | KiB per stream "
@@ -394,7 +403,7 @@ def section_hf() -> list[str]:
     if not report:
         return []
     r = report["results"]
-    lines = [f"### Model download ({when(report)})", "", f"`{report['command']}`", ""]
+    lines = heading("Model download", report)
     lines += [
         f"{r['size_mb']} MB in {r['shards']} shards, {r['rounds']} rounds, "
         "from a loopback fake hub.",
@@ -423,21 +432,14 @@ def machine_line() -> str:
 
 
 def render() -> None:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     block = [
         BEGIN,
         "<!-- written by bench/run_all.py; edit the text outside these markers -->",
         "",
-        f"Machine: {machine_line()}. Rendered at commit `{commit}`; each table gives its own "
-        "date (UTC), the 1-minute load average when it started, and how long it ran. "
-        "Command: `.venv/bin/python bench/run_all.py` (each step's own command is under its "
-        "table; raw output in `bench/results/`).",
+        f"Machine: {machine_line()}. Each table gives its own date (UTC), the commit "
+        "measured, the 1-minute load average at its start and end, and how long it ran. "
+        "Command: `.venv/bin/python bench/run_all.py` (each step's own command is under "
+        "its table; raw output in `bench/results/`).",
         "",
         "### Targets",
         "",
