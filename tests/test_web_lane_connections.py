@@ -1,7 +1,7 @@
-"""The web lane's connection trust (matrixcloud/lib/lanes.py): a connection that served a
-request without error less than ``TRUSTED_FOR`` seconds ago skips the next request's
-health check (a ``SELECT 1`` round trip on PostgreSQL); an older one, or one that saw a
-database error, is checked as Django checks it."""
+"""The web lane's connection trust (matrixcloud/lib/lanes.py): a connection whose last
+query succeeded less than ``TRUSTED_FOR`` seconds ago skips the next request's health
+check (a ``SELECT 1`` round trip on PostgreSQL); an older one, or one whose query
+failed, is checked as Django checks it."""
 
 from __future__ import annotations
 
@@ -22,10 +22,15 @@ def next_request() -> bool:
     return bool(connection.health_check_done)
 
 
+@pytest.fixture(autouse=True)
+def watched() -> None:
+    lanes.watch_queries(connection)  # as a lane thread's connection is
+    connection.worked_at = None
+
+
 def served_a_request() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    lanes._note_working_connections()
 
 
 def test_a_connection_that_just_worked_is_not_checked_again() -> None:
@@ -42,13 +47,14 @@ def test_a_connection_idle_longer_than_the_trust_is_checked(
     assert next_request() is False
 
 
-def test_a_connection_that_saw_a_database_error_is_not_trusted() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    connection.worked_at = None  # never served a request cleanly
+def test_a_failed_query_earns_no_trust() -> None:
     with pytest.raises(DatabaseError), connection.cursor() as cursor:
         cursor.execute("SELECT * FROM no_such_table_at_all")
-    assert connection.errors_occurred
-    lanes._note_working_connections()
     assert connection.worked_at is None
+    assert next_request() is False
+
+
+def test_a_connection_that_only_idled_is_not_trusted() -> None:
+    with connection.cursor():  # opened, no query run
+        pass
     assert next_request() is False

@@ -8,9 +8,9 @@ path for async views (the SSE streams) and serves every other request the way a 
 server would: the request's signals, the sync middleware chain, the view and the
 response's close run in a fixed pool of threads that keep their database connections
 (``MATRIX_RUNTIME_WEB_CONN_MAX_AGE``). A connection is checked for health (a ``SELECT
-1`` on PostgreSQL) at a request's first query unless it served a request of this thread
-without error in the last :data:`TRUSTED_FOR` seconds: under load that round trip would
-be paid by every request, and it proves nothing a second-old success does not.
+1`` on PostgreSQL) at a request's first query unless a query of it succeeded in the last
+:data:`TRUSTED_FOR` seconds: under load that round trip would be paid by every request,
+and it proves nothing a second-old success does not.
 
 A view may return a :class:`DeferredResponse` when the request says it can take one
 (``request.META[DEFERRABLE]``): its status and body are completed on the event loop after
@@ -42,9 +42,9 @@ from django.urls import Resolver404, get_resolver, set_script_prefix
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Seconds a connection that just served a request without error is trusted to work
-# (no health check at the next request's first query). A database restarted meanwhile
-# fails that request with 503 "database unavailable"; the connection is then replaced.
+# Seconds a connection whose last query succeeded is trusted to work (no health check
+# at the next request's first query). A database restarted meanwhile fails that request
+# with 503 "database unavailable"; the connection is then replaced.
 TRUSTED_FOR = 1.0
 
 # request.META key: this request is served by the lane and may get a DeferredResponse.
@@ -71,12 +71,17 @@ def _trust_recent_connections() -> None:
             conn.health_check_done = True  # type: ignore[attr-defined]
 
 
-def _note_working_connections() -> None:
-    """Remember when this thread's connections last served a request without error."""
-    now = time.monotonic()
-    for conn in connections.all(initialized_only=True):
-        if conn.connection is not None and not conn.errors_occurred:
-            conn.worked_at = now  # type: ignore[attr-defined]
+def _note_success(execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
+    """An execute wrapper: the time of the connection's last successful query."""
+    result = execute(sql, params, many, context)
+    context["connection"].worked_at = time.monotonic()
+    return result
+
+
+def watch_queries(connection: Any) -> None:
+    """Have ``connection`` note its successful queries (for :func:`_trust_recent_connections`)."""
+    if _note_success not in connection.execute_wrappers:
+        connection.execute_wrappers.append(_note_success)
 
 
 def _keep_lane_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -85,6 +90,7 @@ def _keep_lane_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
         max_age = settings.MATRIX_WEB_CONN_MAX_AGE
         connection.close_at = None if max_age is None else time.monotonic() + max_age
         connection.health_check_enabled = True
+        watch_queries(connection)
 
 
 connection_created.connect(_keep_lane_connection, dispatch_uid="matrixcloud.lanes.keep")
@@ -189,7 +195,6 @@ class LanedASGIHandler(ASGIHandler):
             return error_response
         request.META[DEFERRABLE] = True
         response = self._sync.get_response(request)
-        _note_working_connections()
         response._handler_class = self.__class__  # type: ignore[attr-defined]
         if isinstance(response, FileResponse):
             response.block_size = self.chunk_size
