@@ -281,6 +281,7 @@ def test_without_javascript_the_pages_still_work(console: Console) -> None:
     page.get_by_role("button", name="Create account").click()
     page.goto(f"{console.url}/console/catalog")
     page.get_by_role("button", name="Launch Everything MCP Server in a sandbox").click()
+    expect(page).to_have_url(re.compile(r"/console/sandboxes/sbx_\w+$"))
     session_id = page.url.rsplit("/", 1)[1]
     wait_for(
         lambda: SandboxSession.objects.filter(pk=session_id, ready_at__isnull=False).exists(),
@@ -313,6 +314,10 @@ def test_a_job_page_follows_its_job_live_and_cancels_it(console: Console) -> Non
     page.get_by_role("link", name="Jobs").click()
     page.get_by_label("Status").select_option("running")
     page.get_by_role("button", name="Filter").click()
+    # The filter is a GET form: let its navigation finish before reloading, or the
+    # reload can land on the page being replaced ("Not attached to an active page").
+    page.wait_for_url(re.compile(r"[?&]status=running"))
+    page.wait_for_load_state()
     wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.RUNNING, 30, "a running job")
     page.reload()
     page.get_by_role("link", name=job.pk).click()
