@@ -93,10 +93,3 @@ class ServiceUnavailable(ApplicationError):
 
     http_status = 503
     default_message = "service unavailable"
-
-
-class NotImplementedYet(ApplicationError):
-    """A routed endpoint whose capability has not landed yet."""
-
-    http_status = 501
-    default_message = "not implemented yet"

@@ -1,6 +1,6 @@
 """Every non-platform contract operation is routed and answers in the error shape.
 
-Until an endpoint's capability lands it validates its body (400) and answers 501. A
+Bad bodies are 400s before any work is done. A
 wrong method is a JSON 405, malformed JSON a 400, and in a production mode only the
 endpoints the contract leaves open answer anonymous callers.
 """
@@ -111,39 +111,6 @@ OPEN_PATHS = {
     "/v1/cloud/runtimes/heartbeat",
     "/v1/model-sources/huggingface/search",
 }
-# Landed capabilities: tested in their own modules (tests/test_auth.py, ...), not as 501s.
-IMPLEMENTED = {
-    "/v1/auth/signup",
-    "/v1/auth/login",
-    "/v1/auth/me",
-    "/v1/auth/logout",
-    "/v1/auth/forgot",
-    "/v1/auth/reset",
-    "/v1/auth/verify",
-    "/v1/cloud/audit",
-    "/v1/cloud/join-tokens",
-    "/v1/cloud/providers",
-    "/v1/cloud/runtimes",
-    "/v1/cloud/runtimes/heartbeat",
-    "/v1/cloud/runtimes/register",
-    "/v1/cloud/usage",
-    "/v1/jobs",
-    "/v1/jobs/{job_id}",
-    "/v1/jobs/{job_id}/events",
-    "/v1/matrixshell/exec",
-    "/v1/matrixshell/install",
-    "/v1/matrixshell/status",
-    "/v1/model-installations",
-    "/v1/model-profiles",
-    "/v1/model-profiles/{id}/attach",
-    "/v1/model-sources/huggingface/search",
-    "/v1/model-sources/resolve",
-    "/v1/sandbox/sessions",
-    "/v1/sandbox/sessions/{session_id}",
-    "/v1/sandbox/sessions/{session_id}/events",
-    "/v1/sandbox/sessions/{session_id}/tools",
-    "/v1/sandbox/sessions/{session_id}/tools/call",
-}
 # Endpoints that ignore their body, as in the original.
 BODYLESS_POSTS = {"/v1/auth/logout", "/v1/matrixshell/install"}
 
@@ -176,7 +143,6 @@ def _id(method: str, path: str) -> str:
 
 
 ALL = [pytest.param(m, p, b, id=_id(m, p)) for m, p, b, _ in SURFACE]
-PENDING = [pytest.param(m, p, b, id=_id(m, p)) for m, p, b, _ in SURFACE if p not in IMPLEMENTED]
 WITH_BODY = [
     pytest.param(m, p, id=_id(m, p))
     for m, p, _, _ in SURFACE
@@ -190,14 +156,6 @@ def test_surface_is_the_contract_without_platform_endpoints() -> None:
     expected = {(m, p) for p, m in OPERATIONS if p not in PLATFORM_PATHS}
     assert {(m, p) for m, p, _, _ in SURFACE} == expected
     assert len(SURFACE) == 36
-
-
-@pytest.mark.parametrize(("method", "path", "body"), PENDING)
-def test_routed_and_pending(api: APIClient, method: str, path: str, body: Any) -> None:
-    response = call(api, method, path, body)
-    payload = assert_error(response, 501)
-    assert payload["error"].startswith(f"{method.upper()} {url(path)} lands with ")
-    assert response.content.startswith(b'{"error":"')  # compact JSON
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -236,7 +194,7 @@ def test_missing_required_fields_are_a_400(
         ("post", "/v1/jobs", {"type": "no.such.type"}, 400),
     ],
 )
-def test_bodies_are_validated_before_the_501(
+def test_bad_bodies_are_400s(
     api: APIClient, method: str, path: str, body: dict[str, Any], status: int
 ) -> None:
     assert_error(call(api, method, path, body), status)
@@ -259,9 +217,7 @@ def test_production_mode_gate(
 ) -> None:
     settings.MATRIX_MODE = "cloud-worker"
     response = call(api, method, path, body)
-    if path in OPEN_PATHS and path in IMPLEMENTED:
+    if path in OPEN_PATHS:
         assert response.json().get("error") != "authentication required"
-    elif path in OPEN_PATHS:
-        assert_error(response, 501)
     else:
         assert assert_error(response, 401)["error"] == "authentication required"

@@ -1,7 +1,7 @@
 """Content negotiation for streaming endpoints.
 
 An SSE client sends ``Accept: text/event-stream``. The stream itself is a streaming
-response that bypasses renderers, but errors found before it starts (401, 404, 501)
+response that bypasses renderers, but errors found before it starts (401, 404, 405)
 are rendered: they must still be JSON in the error shape, not a 406.
 """
 
