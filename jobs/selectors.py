@@ -24,6 +24,22 @@ def rfc3339(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
 
 
+# What a snapshot reads: lists load only these (not the payload, which can be large, nor
+# the engine's bookkeeping); reading another field of a listed job costs a query.
+SNAPSHOT_FIELDS = (
+    "id",
+    "type",
+    "status",
+    "created_at",
+    "expires_at",
+    "started_at",
+    "finished_at",
+    "result",
+    "error",
+    "workspace_id",
+)
+
+
 def job_snapshot(job: Job) -> dict[str, Any]:
     snapshot: dict[str, Any] = {
         "job_id": job.pk,
@@ -95,7 +111,7 @@ def job_list(
     if cursor:
         created, job_id = _decode_cursor(cursor)
         jobs = jobs.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=job_id))
-    page = list(jobs.order_by("-created_at", "-pk")[: limit + 1])
+    page = list(jobs.only(*SNAPSHOT_FIELDS).order_by("-created_at", "-pk")[: limit + 1])
     more = len(page) > limit
     page = page[:limit]
     return JobPage(page, _encode_cursor(page[-1]) if more and page else None)

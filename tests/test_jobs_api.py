@@ -228,6 +228,18 @@ def test_list_costs_the_same_queries_for_one_job_or_twenty(api, cast):
     assert len(twenty) == len(one) <= 8
 
 
+def test_list_does_not_load_payloads(api, cast):
+    """A payload can be large and no list shows it: the page's query leaves it out."""
+    token = issue(cast.member)
+    make(cast.workspace)
+    with CaptureQueriesContext(connection) as queries:
+        assert len(api.get("/v1/jobs", **bearer(token)).json()["jobs"]) == 1
+    selects = [q["sql"] for q in queries if '"jobs_job"."type"' in q["sql"]]
+    assert len(selects) == 1
+    assert '"jobs_job"."status"' in selects[0]
+    assert '"jobs_job"."payload"' not in selects[0]
+
+
 def test_the_operator_lists_every_workspace_unless_it_names_one(api, cast, settings):
     settings.MATRIX_API_TOKEN = TOKEN
     ours, theirs = make(cast.workspace), make(cast.other_workspace)
