@@ -1,6 +1,6 @@
 """A scripted OpenAI-compatible chat-completions server on 127.0.0.1, for agent.run tests.
 
-A real HTTP server (``ThreadingHTTPServer`` in a thread) answering
+A real HTTP server (tests/loopback.py) answering
 ``POST /v1/chat/completions`` from a script: each request takes the next
 :class:`Reply` (tool calls, or a final text), or, with ``loop=True``, always asks for
 the same tool call (a model that never stops). Every request is kept (its JSON body
@@ -17,8 +17,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback import LoopbackServer
 
 MODEL = "fake-agent-model"
 
@@ -138,19 +140,20 @@ class FakeLlm:
         return self.script.requests
 
 
+class _Server(LoopbackServer):
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    def start(self) -> _Server:
+        self._serve(handler_for(self.script))
+        return self
+
+
 @contextmanager
 def fake_llm(
     replies: list[Reply] | None = None, *, loop: Reply | None = None, delay: float = 0.0
 ) -> Iterator[FakeLlm]:
     """Serve ``replies`` (or ``loop`` forever) on a free loopback port while in use."""
     script = Script(replies=list(replies or []), loop=loop, delay=delay)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(script))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="fake-llm", daemon=True)
-    thread.start()
-    try:
-        yield FakeLlm(f"http://127.0.0.1:{server.server_address[1]}/v1", script)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with _Server(script) as server:
+        yield FakeLlm(f"{server.url}/v1", script)
