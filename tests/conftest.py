@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management.base import CommandError
+from django.test.testcases import TransactionTestCase
 from rest_framework.test import APIClient
+
+FLUSH_TRIES = 5
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +32,26 @@ def api() -> APIClient:
     client = APIClient(REMOTE_ADDR="127.0.0.1")
     client.default_format = "json"
     return client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flush_outlasts_deadlocks() -> Iterator[None]:
+    """A transactional test's teardown TRUNCATEs every table while the processes it
+    started (sandbox hosts, workers) may still be writing their last rows; on
+    PostgreSQL the two can deadlock and the server aborts one, sometimes the TRUNCATE.
+    Retry the flush then (bounded): the aborted TRUNCATE changed nothing."""
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self: TransactionTestCase) -> None:
+        for attempt in range(1, FLUSH_TRIES + 1):
+            try:
+                original(self)  # type: ignore[no-untyped-call]
+                return
+            except CommandError as exc:
+                if attempt == FLUSH_TRIES or "deadlock detected" not in str(exc.__cause__):
+                    raise
+                time.sleep(0.2 * attempt)
+
+    TransactionTestCase._fixture_teardown = teardown  # type: ignore[method-assign]
+    yield
+    TransactionTestCase._fixture_teardown = original  # type: ignore[method-assign]

@@ -1,6 +1,7 @@
 """Join-token redemption is atomic: 20 registrations at once with a 5-use token give
 exactly 5 runtimes, through the service and through the HTTP view, on real threads
-(each with its own database connection; on PostgreSQL, real concurrent transactions)."""
+(each with its own database connection: real concurrent transactions on PostgreSQL,
+the file database's write lock on SQLite)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent
@@ -20,15 +21,7 @@ from matrixcloud.errors import Unauthorized
 from runtimes.models import JoinToken, Runtime
 from runtimes.services import join_token_issue, runtime_register
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    # pytest-django's SQLite test database is in memory with a shared cache, where a
-    # second writer fails at once ("table is locked") instead of waiting: the SQLite
-    # race runs against a real file database over HTTP in tests/test_join_e2e.py.
-    pytest.mark.skipif(
-        connection.vendor == "sqlite", reason="needs a real database (see test_join_e2e)"
-    ),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 CALLERS = 20
 USES = 5

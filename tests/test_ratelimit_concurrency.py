@@ -1,6 +1,7 @@
 """The write limiter's counter under real concurrency: one upsert statement per hit, so
-no hit is lost or counted twice and exactly ``limit`` pass (PostgreSQL, real concurrent
-statements on their own connections)."""
+no hit is lost or counted twice and exactly ``limit`` pass (threads on their own
+connections: real concurrent statements on PostgreSQL, the file database's lock on
+SQLite)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 
 from accounts import ratelimit
 from accounts.models import RateCounter
 from matrixcloud.errors import RateLimited
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    # pytest-django's in-memory SQLite fails a second writer at once ("table is locked")
-    # instead of waiting (see test_cloud_runtimes_concurrency); SQLite serializes writers.
-    pytest.mark.skipif(connection.vendor == "sqlite", reason="needs a real database"),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_concurrent_writes_each_count_once_and_the_limit_holds() -> None:
