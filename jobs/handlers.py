@@ -171,3 +171,9 @@ class BaseHandler:
 
     def run(self) -> Any:
         raise NotImplementedError
+
+    @classmethod
+    def ended(cls, job_id: str, status: str, error: str) -> None:
+        """Called in the transaction that ends a job of this type, however it ends: its
+        runner finished it, it was cancelled or expired while queued, or the janitor
+        ended it when its worker died. Settle what the job owns; by default, nothing."""

@@ -200,6 +200,9 @@ def _finish(
     step, template = TERMINAL_EVENTS[status]
     message = template.format(error=error, ttl=job.ttl_seconds)
     job_event_emit(job.pk, step=step, status=status, message=message, terminal=True)
+    handler = registry.handler_for(job.type)
+    if handler is not None:
+        handler.ended(job.pk, status, error)  # in this transaction: it ends with the job
     transaction.on_commit(lambda: job_dispatch_pending())
     return True
 

@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from jobs.choices import JobStatus
 from jobs.handlers import BaseHandler, JobFailed, JobInterrupted, JobParams
 from jobs.registry import register
 from matrixcloud.errors import ApplicationError
@@ -72,6 +73,20 @@ class AttachHandler(BaseHandler):
         except Exception as exc:
             self._fail(f"internal error: {type(exc).__name__}: {exc}")
             raise
+
+    @classmethod
+    def ended(cls, job_id: str, status: str, error: str) -> None:
+        """An attach that ended without finishing its installation (cancelled or expired
+        while queued, or its worker died) fails it, and its profile, with the job's end as
+        the reason. One the handler already settled is left as it is."""
+        if status == JobStatus.COMPLETE:
+            return
+        reason = error or f"the model.attach job ended {status}"
+        unsettled = ModelInstallation.objects.filter(
+            job_id=job_id, status__in=InstallationStatus.active()
+        )
+        for installation_id in unsettled.values_list("pk", flat=True):
+            installation_fail(installation_id=installation_id, reason=reason)
 
     def _installation(self, params: AttachParams) -> ModelInstallation | None:
         if not params.runtime_id:

@@ -13,7 +13,6 @@ from accounts.audit import audit_record
 from accounts.models import Workspace
 from accounts.principals import Actor
 from accounts.services.usage import usage_record
-from jobs.choices import JobStatus
 from jobs.models import Job
 from jobs.services import job_enqueue
 from matrixcloud.errors import ApplicationError, UpstreamError
@@ -233,29 +232,3 @@ def installation_fail(*, installation_id: str, reason: str) -> bool:
                 status=ProfileStatus.FAILED, error=reason, updated_at=timezone.now()
             )
     return True
-
-
-def installations_reconcile(*, workspace: Workspace) -> int:
-    """Fail installations whose job ended without finishing them (cancelled or expired
-    while queued, or its worker died): the job's end is the reason."""
-    stale = list(
-        ModelInstallation.objects.for_workspace(workspace)
-        .filter(status__in=InstallationStatus.active())
-        .exclude(job_id="")
-        .values_list("pk", "job_id")
-    )
-    if not stale:
-        return 0
-    ended = {
-        pk: (status, error)
-        for pk, status, error in Job.objects.filter(
-            pk__in=[job_id for _, job_id in stale], status__in=JobStatus.terminal()
-        ).values_list("pk", "status", "error")
-    }
-    count = 0
-    for installation_id, job_id in stale:
-        if job_id in ended:
-            status, error = ended[job_id]
-            reason = error or f"the model.attach job ended {status}"
-            count += installation_fail(installation_id=installation_id, reason=reason)
-    return count

@@ -10,11 +10,16 @@ installation and a ``model.attach`` job; another workspace's profile or runtime 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
+from importlib import import_module
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
+from django.utils import timezone
 
 from accounts.models import AuditEvent
+from jobs.janitor import janitor_sweep
 from jobs.models import Job
 from jobs.services import job_cancel
 from models_registry.models import ModelInstallation, ModelProfile
@@ -22,6 +27,10 @@ from runtimes.models import Runtime
 from tests import factories
 from tests.factories import bearer, error, issue
 from tests.fake_hub import FakeHub, standard_hub
+
+fail_unsettled = import_module(
+    "models_registry.migrations.0002_fail_installations_of_ended_jobs"
+).fail_unsettled
 
 pytestmark = pytest.mark.django_db
 cast = factories.cast
@@ -282,12 +291,51 @@ def test_an_attach_cancelled_while_queued_fails_its_installation(api: Any, cast:
         f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"}, **headers
     ).json()
     job_cancel(job=Job.objects.get(pk=body["job_id"]), actor="test")
+    # Settled by the cancel itself, not by a later read of the list.
+    row = ModelInstallation.objects.get(pk=body["installation_id"])
+    assert (row.status, row.error) == ("failed", "the model.attach job ended cancelled")
     listed = api.get("/v1/model-installations", **headers).json()["installations"]
     assert listed[0]["status"] == "failed"
     assert listed[0]["error"] == "the model.attach job ended cancelled"
     profile_now = api.get("/v1/model-profiles", **headers).json()["profiles"][0]
     assert profile_now["status"] == "failed"
     assert "cancelled" in profile_now["error"]
+
+
+def test_an_attach_that_expired_while_queued_fails_its_installation(api: Any, cast: Any) -> None:
+    headers = auth(cast)
+    profile = imported(api, headers, provider="Hugging Face", external_id="acme/tiny-llama-1B")
+    body = api.post(
+        f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"}, **headers
+    ).json()
+    late = timezone.now() - timedelta(minutes=5)
+    Job.objects.filter(pk=body["job_id"]).update(created_at=late, expires_at=late)
+    janitor_sweep()
+    assert Job.objects.get(pk=body["job_id"]).status == "expired"
+    row = ModelInstallation.objects.get(pk=body["installation_id"])
+    assert (row.status, row.error) == ("failed", "the model.attach job ended expired")
+    assert ModelProfile.objects.get(pk=profile["id"]).status == "failed"
+
+
+def test_the_upgrade_settles_installations_an_older_release_left_active(
+    api: Any, cast: Any
+) -> None:
+    """Before, the list settled them when read; migration 0002 settles them once."""
+    headers = auth(cast)
+    attached = []
+    for name in ("acme/tiny-llama-1B", "acme/other-1B"):
+        profile = imported(api, headers, provider="Hugging Face", external_id=name)
+        url = f"/v1/model-profiles/{profile['id']}/attach"
+        attached.append(api.post(url, {"runtimeId": "local"}, **headers).json())
+    ended, running = attached
+    Job.objects.filter(pk=ended["job_id"]).update(status="error", error="the worker vanished")
+    ModelInstallation.objects.update(status="downloading", error="")  # as an old release left it
+    fail_unsettled(django_apps, None)
+    row = ModelInstallation.objects.get(pk=ended["installation_id"])
+    assert (row.status, row.error) == ("failed", "the worker vanished")
+    assert row.profile is not None
+    assert row.profile.status == "failed"
+    assert ModelInstallation.objects.get(pk=running["installation_id"]).status == "downloading"
 
 
 # --- the fake hub itself -------------------------------------------------------------------

@@ -33,7 +33,6 @@ from models_registry.selectors import (
 )
 from models_registry.services import (
     hf_search,
-    installations_reconcile,
     profile_attach,
     profile_import,
     source_resolve,
@@ -160,6 +159,5 @@ class ModelInstallationListView(APIView):
     )
     def get(self, request: Request) -> Response:
         actor = actor_for(request)
-        installations_reconcile(workspace=actor.workspace)
         rows = [installation_json(i) for i in installation_list(workspace=actor.workspace)]
         return Response(ModelInstallationListSerializer({"installations": rows}).data)

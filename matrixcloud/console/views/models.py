@@ -25,7 +25,6 @@ from matrixcloud.errors import ApplicationError
 from models_registry.selectors import installation_list, profile_get, profile_list
 from models_registry.services import (
     hf_search,
-    installations_reconcile,
     profile_attach,
     profile_import,
     source_resolve,
@@ -56,7 +55,6 @@ def _page(request: HttpRequest, actor: Actor, status: int = 200, **extra: Any) -
         results = hf_search(
             query=search.cleaned_data["q"], task=search.cleaned_data["task"], limit=SEARCH_LIMIT
         )
-    installations_reconcile(workspace=actor.workspace)
     runtimes = runtime_choices(actor)
     failed: AttachForm | None = extra.pop("attach_form", None)
     failed_for = extra.pop("attach_profile", "")
