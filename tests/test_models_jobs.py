@@ -11,6 +11,7 @@ for real so the watchdog thread sees the rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -274,9 +275,16 @@ def test_cancel_mid_download_then_a_new_pull_resumes(
     )
     thread = in_background(job.pk)
 
+    repo = hub.repos["acme/big-model-2B"]
+    big_blob = repo.commits[repo.revisions["main"]][BIG_FILE].sha256
+
     def midway() -> bool:
-        partial = list(Path(settings.MATRIX_HF_CACHE_DIR).glob("**/blobs/*.incomplete"))
-        return any(path.stat().st_size > 0 for path in partial)
+        """The big file's partial blob has bytes (the small files finish at once)."""
+        for path in Path(settings.MATRIX_HF_CACHE_DIR).glob(f"**/blobs/{big_blob}.incomplete"):
+            with contextlib.suppress(FileNotFoundError):  # finished meanwhile
+                if path.stat().st_size > 0:
+                    return True
+        return False
 
     wait_for(midway, 20, "the download to be under way")
     job_cancel(job=Job.objects.get(pk=job.pk), actor="test")
