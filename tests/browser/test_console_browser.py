@@ -279,6 +279,7 @@ def test_without_javascript_the_pages_still_work(console: Console) -> None:
     page.get_by_label("Email").fill("plain@console.test")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
+    expect(page).to_have_url(f"{console.url}/console/")  # signed in: the cookie is set
     page.goto(f"{console.url}/console/catalog")
     page.get_by_role("button", name="Launch Everything MCP Server in a sandbox").click()
     expect(page).to_have_url(re.compile(r"/console/sandboxes/sbx_\w+$"))
