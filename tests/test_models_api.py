@@ -284,12 +284,18 @@ def test_attach_to_a_registered_runtime_of_the_workspace(api: Any, cast: Any) ->
     assert Job.objects.get(pk=response.json()["job_id"]).payload["runtime_id"] == runtime.id
 
 
+def queued_attach(
+    api: Any, headers: dict[str, str], model: str = "acme/tiny-llama-1B"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Import ``model`` and ask to attach it locally; no worker runs, so its job waits."""
+    profile = imported(api, headers, provider="Hugging Face", external_id=model)
+    url = f"/v1/model-profiles/{profile['id']}/attach"
+    return profile, api.post(url, {"runtimeId": "local"}, **headers).json()
+
+
 def test_an_attach_cancelled_while_queued_fails_its_installation(api: Any, cast: Any) -> None:
     headers = auth(cast)
-    profile = imported(api, headers, provider="Hugging Face", external_id="acme/tiny-llama-1B")
-    body = api.post(
-        f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"}, **headers
-    ).json()
+    _, body = queued_attach(api, headers)
     job_cancel(job=Job.objects.get(pk=body["job_id"]), actor="test")
     # Settled by the cancel itself, not by a later read of the list.
     row = ModelInstallation.objects.get(pk=body["installation_id"])
@@ -304,10 +310,7 @@ def test_an_attach_cancelled_while_queued_fails_its_installation(api: Any, cast:
 
 def test_an_attach_that_expired_while_queued_fails_its_installation(api: Any, cast: Any) -> None:
     headers = auth(cast)
-    profile = imported(api, headers, provider="Hugging Face", external_id="acme/tiny-llama-1B")
-    body = api.post(
-        f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"}, **headers
-    ).json()
+    profile, body = queued_attach(api, headers)
     late = timezone.now() - timedelta(minutes=5)
     Job.objects.filter(pk=body["job_id"]).update(created_at=late, expires_at=late)
     janitor_sweep()
@@ -322,12 +325,9 @@ def test_the_upgrade_settles_installations_an_older_release_left_active(
 ) -> None:
     """Before, the list settled them when read; migration 0002 settles them once."""
     headers = auth(cast)
-    attached = []
-    for name in ("acme/tiny-llama-1B", "acme/other-1B"):
-        profile = imported(api, headers, provider="Hugging Face", external_id=name)
-        url = f"/v1/model-profiles/{profile['id']}/attach"
-        attached.append(api.post(url, {"runtimeId": "local"}, **headers).json())
-    ended, running = attached
+    (_, ended), (_, running) = (
+        queued_attach(api, headers, name) for name in ("acme/tiny-llama-1B", "acme/other-1B")
+    )
     Job.objects.filter(pk=ended["job_id"]).update(status="error", error="the worker vanished")
     ModelInstallation.objects.update(status="downloading", error="")  # as an old release left it
     fail_unsettled(django_apps, None)
