@@ -6,6 +6,7 @@ failed, is checked as Django checks it."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from django.db import DatabaseError, close_old_connections, connection
@@ -23,8 +24,12 @@ def next_request() -> bool:
 
 
 @pytest.fixture(autouse=True)
-def watched() -> None:
-    lanes.watch_queries(connection)  # as a lane thread's connection is
+def watched() -> Iterator[None]:
+    """The test's connection watched as a lane thread's is, for this test only."""
+    lanes.watch_queries(connection)
+    connection.worked_at = None
+    yield
+    connection.execute_wrappers.remove(lanes._note_success)
     connection.worked_at = None
 
 
