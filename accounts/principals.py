@@ -1,9 +1,17 @@
 """The acting party of a request: who, in which workspace, with what role.
 
-Every view that reads or writes workspace data asks ``actor_for(request)``. A user
-acts in the workspace of their session; the operator (operator token, or an anonymous
-local-dev caller on loopback) acts in the workspace named by ``X-Matrix-Workspace``
-(slug or id), else the ``local`` workspace, and may see every workspace.
+Every view that reads or writes workspace data asks ``actor_for(request)``. Who may
+reach what:
+
+- A user acts in the workspace of their session (or the console's chosen one), with
+  their role there, and sees nothing of any other workspace.
+- The operator (the operator token, ``MATRIX_RUNTIME_API_TOKEN``, and nothing else)
+  acts in the workspace named by ``X-Matrix-Workspace`` (slug or id), else the
+  ``local`` workspace; without the header its reads span every workspace.
+- The anonymous local-dev caller (loopback, local-dev, no operator token) is the Owner
+  of the ``local`` workspace and of nothing else: an ``X-Matrix-Workspace`` naming any
+  other workspace is a 404 (the same answer whether it exists or not, as for any other
+  workspace's object), and audit records name it ``local-dev``.
 """
 
 from __future__ import annotations
@@ -17,12 +25,16 @@ from accounts.models import Membership, SessionToken, User, Workspace
 from matrixcloud.errors import Forbidden, NotFound, Unauthorized
 
 OPERATOR_ROLE = "Operator"
+OPERATOR_ACTOR = "operator"
+LOCAL_DEV_ACTOR = "local-dev"
 WORKSPACE_HEADER = "X-Matrix-Workspace"
 
 
 @dataclass(frozen=True)
 class Actor:
-    """The party a service acts for; ``user`` is None for the operator."""
+    """The party a service acts for; ``user`` is None for the operator and for the
+    anonymous local-dev caller (``local_dev``: the local workspace's Owner, unscoped
+    never)."""
 
     workspace: Workspace
     role: str
@@ -31,6 +43,7 @@ class Actor:
     member: Membership | None = None
     # False for an operator who named no workspace: reads then span every workspace.
     scoped: bool = True
+    local_dev: bool = False
 
     @property
     def is_operator(self) -> bool:
@@ -39,7 +52,9 @@ class Actor:
     @property
     def id(self) -> str:
         """How audit records name this actor."""
-        return self.user.pk if self.user is not None else "operator"
+        if self.user is not None:
+            return str(self.user.pk)
+        return LOCAL_DEV_ACTOR if self.local_dev else OPERATOR_ACTOR
 
     @property
     def can_manage(self) -> bool:
@@ -74,9 +89,26 @@ def _operator_workspace(request: Request) -> Workspace:
     return workspace
 
 
+def _local_dev_workspace(request: Request) -> Workspace:
+    """The local workspace; a header naming any other is a 404 that says why."""
+    from accounts.services import local_workspace
+
+    workspace = local_workspace()
+    wanted = request.headers.get(WORKSPACE_HEADER, "").strip()
+    if wanted and wanted not in (workspace.slug, workspace.pk):
+        raise NotFound(
+            f"no workspace {wanted!r} for this caller: anonymous local-dev access acts in "
+            f"the {workspace.slug!r} workspace only (other workspaces need a session or "
+            "the operator token)"
+        )
+    return workspace
+
+
 def actor_for(request: Request) -> Actor:
     """The actor of an authenticated request (the gate has already let it through)."""
     user = request.user
+    if getattr(user, "is_local_dev", False):
+        return Actor(workspace=_local_dev_workspace(request), role=Role.OWNER, local_dev=True)
     if getattr(user, "is_operator", False):
         named = bool(request.headers.get(WORKSPACE_HEADER, "").strip())
         return Actor(workspace=_operator_workspace(request), role=OPERATOR_ROLE, scoped=named)

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.audit import audit_record
-from accounts.models import Workspace
+from accounts.models import AuditEvent
+from accounts.services import local_workspace
+from matrixcloud.api.permissions import SESSION_REQUIRED
 from tests import factories
 from tests.factories import error
 
@@ -21,12 +22,18 @@ def anonymous(ip: str = "127.0.0.1") -> APIClient:
     return APIClient(REMOTE_ADDR=ip)
 
 
-def test_local_dev_loopback_anonymous_acts_as_operator_of_the_local_workspace() -> None:
+def test_local_dev_loopback_anonymous_is_the_owner_of_the_local_workspace() -> None:
+    """It passes the gate where the original let it (jobs) and acts in the local
+    workspace as ``local-dev``; the workspace endpoints (audit) are not among those."""
     response = anonymous().post("/v1/jobs", {"type": "no.such"}, format="json")
     assert response.json() == error('unknown job type: "no.such"', 400)  # through the gate
-    audit_record(action="probe", actor="operator", workspace=Workspace.objects.get(slug="local"))
-    events = anonymous().get("/v1/cloud/audit").json()["events"]
-    assert [event["action"] for event in events] == ["probe"]
+    body = {"type": "model.inspect", "payload": {"model": "hf:acme/tiny"}}
+    created = anonymous().post("/v1/jobs", body, format="json")
+    assert created.status_code == 202, created.content
+    record = AuditEvent.objects.get(action="job.created", target=created.json()["job_id"])
+    assert (record.actor, record.workspace_id) == ("local-dev", local_workspace().pk)
+    audit = anonymous().get("/v1/cloud/audit")
+    assert audit.json() == error(SESSION_REQUIRED, 401)
 
 
 def test_local_dev_anonymous_from_another_host_is_refused() -> None:

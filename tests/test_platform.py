@@ -388,7 +388,11 @@ def test_ago_is_for_people():
 
 
 def test_storage_body(api, settings):
-    body = api.get("/v1/system/storage").json()
+    """Paths are the operator's (PRODUCT §9): the operator token sees them, the anonymous
+    local-dev caller (the local workspace's Owner, not the operator) does not."""
+    assert "data_dir" not in api.get("/v1/system/storage").json()
+    settings.MATRIX_API_TOKEN = TOKEN
+    body = api.get("/v1/system/storage", **auth()).json()
     assert body["data_dir"] == str(settings.MATRIX_DATA_DIR)
     assert set(body["areas"]) == {"models", "mcp", "agents", "jobs", "logs", "database"}
     assert body["total_bytes"] == sum(body["areas"].values())
@@ -451,7 +455,10 @@ def test_storage_hides_paths_from_non_operators():
 
 def test_policies_body(api, settings):
     settings.MATRIX_MAX_TTL_SECONDS = 900
-    body = api.get("/v1/policies").json()
+    anonymous = api.get("/v1/policies").json()["policies"]
+    assert "data_dir" not in anonymous[2]["body"]  # the local-dev caller is not the operator
+    settings.MATRIX_API_TOKEN = TOKEN
+    body = api.get("/v1/policies", **auth()).json()
     names = [policy["name"] for policy in body["policies"]]
     assert names == ["Sandbox Policy", "Command Policy", "Runtime Policy"]
     assert all(policy["active"] is True for policy in body["policies"])

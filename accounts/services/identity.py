@@ -40,8 +40,12 @@ def workspace_slug_base(name: str) -> str:
 
 
 def unique_slug(name: str) -> str:
+    """A free slug for a new workspace named ``name``; never ``local``, which is kept
+    for the local workspace (anonymous local-dev callers act as its Owner, so a
+    signed-up workspace must never become it)."""
     base = workspace_slug_base(name)[:100]
     taken = set(Workspace.objects.filter(slug__startswith=base).values_list("slug", flat=True))
+    taken.add(LOCAL_WORKSPACE_SLUG)
     if base not in taken:
         return base
     n = 1
@@ -86,7 +90,8 @@ def primary_membership(user: User) -> Membership | None:
 
 
 def local_workspace() -> Workspace:
-    """The workspace of the local-dev operator (anonymous callers on loopback)."""
+    """The local workspace: anonymous local-dev callers on loopback act as its Owner,
+    and the operator acts in it when no ``X-Matrix-Workspace`` names another."""
     workspace, _ = Workspace.objects.get_or_create(
         slug=LOCAL_WORKSPACE_SLUG, defaults={"name": "Local"}
     )
