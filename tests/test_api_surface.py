@@ -1,8 +1,10 @@
 """Every non-platform contract operation is routed and answers in the error shape.
 
 Bad bodies are 400s before any work is done. A
-wrong method is a JSON 405, malformed JSON a 400, and in a production mode only the
-endpoints the contract leaves open answer anonymous callers.
+wrong method is a JSON 405, malformed JSON a 400 (asked as a signed-in user), in a
+production mode only the endpoints the contract leaves open answer anonymous callers,
+and in local-dev the anonymous loopback caller is refused where the original refused it
+(its session-only endpoints).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from matrixcloud.api.permissions import SESSION_REQUIRED
+from tests.factories import signup
 from tests.test_contract_schema import OPERATIONS
 
 pytestmark = pytest.mark.django_db
@@ -111,6 +115,18 @@ OPEN_PATHS = {
     "/v1/cloud/runtimes/heartbeat",
     "/v1/model-sources/huggingface/search",
 }
+# The original's session-only endpoints (reference §2.3): 401 for the anonymous local-dev
+# caller too, although it passes the gate elsewhere.
+SESSION_ONLY_PATHS = {
+    "/v1/cloud/providers",
+    "/v1/cloud/usage",
+    "/v1/cloud/audit",
+    "/v1/cloud/runtimes",
+    "/v1/cloud/join-tokens",
+    "/v1/model-profiles",
+    "/v1/model-profiles/{id}/attach",
+    "/v1/model-installations",
+}
 # Endpoints that ignore their body, as in the original.
 BODYLESS_POSTS = {"/v1/auth/logout", "/v1/matrixshell/install"}
 
@@ -138,6 +154,14 @@ def assert_error(response: Any, status: int) -> dict[str, Any]:
     return payload
 
 
+@pytest.fixture
+def caller(api: APIClient) -> APIClient:
+    """The API client signed in as the Owner of a fresh workspace."""
+    _, _, token = signup("Maya Chen", "maya.surface@example.test", "Surface")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return api
+
+
 def _id(method: str, path: str) -> str:
     return f"{method.upper()} {path}"
 
@@ -159,8 +183,8 @@ def test_surface_is_the_contract_without_platform_endpoints() -> None:
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_wrong_method_is_a_json_405(api: APIClient, path: str) -> None:
-    response = api.put(url(path), {}, format="json")
+def test_wrong_method_is_a_json_405(caller: APIClient, path: str) -> None:
+    response = caller.put(url(path), {}, format="json")
     assert_error(response, 405)
     allowed = {m.upper() for m, p, _, _ in SURFACE if p == path}
     assert allowed <= {m.strip() for m in response["Allow"].split(",")}
@@ -168,16 +192,18 @@ def test_wrong_method_is_a_json_405(api: APIClient, path: str) -> None:
 
 
 @pytest.mark.parametrize(("method", "path"), WITH_BODY)
-def test_malformed_json_is_a_400(api: APIClient, method: str, path: str) -> None:
-    response = api.generic(method.upper(), url(path), '{"name": ', content_type="application/json")
+def test_malformed_json_is_a_400(caller: APIClient, method: str, path: str) -> None:
+    response = caller.generic(
+        method.upper(), url(path), '{"name": ', content_type="application/json"
+    )
     assert assert_error(response, 400)["error"].startswith("invalid JSON body")
 
 
 @pytest.mark.parametrize(("method", "path", "required"), WITH_REQUIRED)
 def test_missing_required_fields_are_a_400(
-    api: APIClient, method: str, path: str, required: tuple[str, ...]
+    caller: APIClient, method: str, path: str, required: tuple[str, ...]
 ) -> None:
-    message = assert_error(call(api, method, path, {}), 400)["error"]
+    message = assert_error(call(caller, method, path, {}), 400)["error"]
     for field in required:
         assert f"{field}: This field is required." in message
 
@@ -195,9 +221,9 @@ def test_missing_required_fields_are_a_400(
     ],
 )
 def test_bad_bodies_are_400s(
-    api: APIClient, method: str, path: str, body: dict[str, Any], status: int
+    caller: APIClient, method: str, path: str, body: dict[str, Any], status: int
 ) -> None:
-    assert_error(call(api, method, path, body), status)
+    assert_error(call(caller, method, path, body), status)
 
 
 @pytest.mark.parametrize(
@@ -221,3 +247,17 @@ def test_production_mode_gate(
         assert response.json().get("error") != "authentication required"
     else:
         assert assert_error(response, 401)["error"] == "authentication required"
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ALL)
+def test_local_dev_anonymous_gate(api: APIClient, method: str, path: str, body: Any) -> None:
+    """The anonymous loopback caller of local-dev: 401 exactly on the session-only
+    endpoints, through the gate everywhere else (what it gets there is that view's: the
+    open endpoints answer 401 by their own rules, e.g. /v1/auth/me)."""
+    response = call(api, method, path, body)
+    if path in SESSION_ONLY_PATHS:
+        assert assert_error(response, 401)["error"] == SESSION_REQUIRED
+    elif path in OPEN_PATHS:
+        assert response.json().get("error") != SESSION_REQUIRED
+    else:
+        assert response.status_code != 401, response.content

@@ -26,6 +26,7 @@ clock = factories.clock
 
 TOKENS = "/v1/cloud/join-tokens"
 RUNTIMES = "/v1/cloud/runtimes"
+OPERATOR_TOKEN = "operator-token-for-runtime-tests-0123456789"
 REGISTER = "/v1/cloud/runtimes/register"
 HEARTBEAT = "/v1/cloud/runtimes/heartbeat"
 SECRET_RE = re.compile(r"mxrt_[0-9a-f]{64}")
@@ -461,13 +462,19 @@ def test_another_workspaces_runtimes_and_tokens_are_404(api, cast):
     assert unknown.json() == error("runtime rt_0000000000000000 not found", 404)
 
 
-def test_the_operator_names_a_workspace_or_sees_all(api, cast):
+def test_the_operator_names_a_workspace_or_sees_all(api, cast, settings):
     owner = issue(cast.owner)
     runtime, _ = registered(api, owner)
     registered(api, issue(cast.outsider))
-    assert len(api.get(RUNTIMES).json()["runtimes"]) == 2  # local-dev loopback operator
-    named = api.get(RUNTIMES, HTTP_X_MATRIX_WORKSPACE=cast.workspace.slug).json()["runtimes"]
-    assert [r["id"] for r in named] == [runtime["id"]]
+    # The anonymous local-dev caller is not the operator: the workspaces' runtimes are
+    # behind a session (as in the original), named workspace or not.
+    assert api.get(RUNTIMES).status_code == 401
+    assert api.get(RUNTIMES, HTTP_X_MATRIX_WORKSPACE=cast.workspace.slug).status_code == 401
+    settings.MATRIX_API_TOKEN = OPERATOR_TOKEN
+    operator = bearer(OPERATOR_TOKEN)
+    assert len(api.get(RUNTIMES, **operator).json()["runtimes"]) == 2
+    named = api.get(RUNTIMES, HTTP_X_MATRIX_WORKSPACE=cast.workspace.slug, **operator)
+    assert [r["id"] for r in named.json()["runtimes"]] == [runtime["id"]]
 
 
 # --- audit and query budget --------------------------------------------------------------------
