@@ -30,7 +30,7 @@ from accounts.models import (
     User,
     Workspace,
 )
-from accounts.services.providers import provider_delete
+from accounts.services.providers import provider_delete, provider_update
 
 
 class UserCreationForm(BaseUserCreationForm):
@@ -169,14 +169,21 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 @admin.register(ProviderCredential)
 class ProviderCredentialAdmin(ReadOnlyAdmin):
-    """Workspaces' provider credentials, by hint only; delete them with the action."""
+    """Workspaces' provider credentials, by hint only; delete them, or let members use
+    them or not, with the actions (each through the audited service)."""
 
-    list_display = ("id", "workspace", "provider", "label", "hint", "created_at", "updated_at")
-    list_filter = ("provider",)
+    list_display = (
+        "id", "workspace", "provider", "label", "hint", "usable_by_members", "created_at",
+        "updated_at",
+    )  # fmt: skip
+    list_filter = ("provider", "usable_by_members")
     search_fields = ("id", "provider", "label", "workspace__slug")
     list_select_related = ("workspace",)
-    fields = ("id", "workspace", "provider", "label", "hint", "meta", "created_by", "created_at")
-    actions = ("delete_credentials",)
+    fields = (
+        "id", "workspace", "provider", "label", "hint", "meta", "usable_by_members",
+        "created_by", "created_at",
+    )  # fmt: skip
+    actions = ("delete_credentials", "allow_members", "disallow_members")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ProviderCredential]:
         return super().get_queryset(request).defer("secret")  # never even decrypted here
@@ -199,6 +206,29 @@ class ProviderCredentialAdmin(ReadOnlyAdmin):
                 actor=f"operator:{request.user.pk}",
             )
         self.message_user(request, f"Deleted {len(rows)} credential(s).", messages.SUCCESS)
+
+    @admin.action(description="Let members use the selected credentials (audited)")
+    def allow_members(self, request: HttpRequest, queryset: QuerySet[ProviderCredential]) -> None:
+        self._members_may_use(request, queryset, True)
+
+    @admin.action(description="Stop members using the selected credentials (audited)")
+    def disallow_members(
+        self, request: HttpRequest, queryset: QuerySet[ProviderCredential]
+    ) -> None:
+        self._members_may_use(request, queryset, False)
+
+    def _members_may_use(
+        self, request: HttpRequest, queryset: QuerySet[ProviderCredential], usable: bool
+    ) -> None:
+        rows = list(queryset.select_related("workspace"))
+        for credential in rows:
+            provider_update(
+                workspace=credential.workspace,
+                credential_id=credential.pk,
+                usable_by_members=usable,
+                actor=f"operator:{request.user.pk}",
+            )
+        self.message_user(request, f"Changed {len(rows)} credential(s).", messages.SUCCESS)
 
 
 @admin.register(UsageEvent)

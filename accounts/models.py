@@ -298,6 +298,8 @@ class ProviderCredential(models.Model):
     ``secret`` is encrypted at rest under the key ring (`matrixcloud.lib.fields`); only
     ``hint`` (•••• and the last 4 characters) is ever shown. Code reads the plaintext
     only through ``accounts.services.providers.provider_secret_read``, which audits it.
+    ``usable_by_members``: whether a Member's sandboxes and agent runs may use it (an
+    Owner's or Admin's always may); off unless an Owner or Admin turns it on.
     """
 
     id = models.CharField(
@@ -311,6 +313,10 @@ class ProviderCredential(models.Model):
     secret = EncryptedTextField()
     hint = models.CharField(max_length=16)
     meta = models.JSONField(default=dict, blank=True)
+    usable_by_members = models.BooleanField(
+        default=False,
+        help_text="Members' sandboxes and agent runs may use it (Owners and Admins always may).",
+    )
     created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

@@ -94,6 +94,7 @@ def provider_payload(credential: ProviderCredential) -> dict[str, Any]:
         "label": credential.label,
         "hint": credential.hint,
         "meta": credential.meta,
+        "usable_by_members": credential.usable_by_members,
         "created_at": _rfc3339(credential.created_at),
         "updated_at": _rfc3339(credential.updated_at),
     }

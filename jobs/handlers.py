@@ -173,6 +173,14 @@ class BaseHandler:
         raise NotImplementedError
 
     @classmethod
+    def admit(
+        cls, *, workspace: Any, user: Any, payload: dict[str, Any], actor: str, ip: str
+    ) -> None:
+        """Called by ``job_enqueue`` once the payload is valid, before any row is
+        written: raise an ``ApplicationError`` to refuse a job its creator (``user``,
+        None for the operator) may not create. By default every creator may."""
+
+    @classmethod
     def ended(cls, job_id: str, status: str, error: str) -> None:
         """Called in the transaction that ends a job of this type, however it ends: its
         runner finished it, it was cancelled or expired while queued, or the janitor

@@ -72,6 +72,7 @@ def job_enqueue(
         raise BadRequest(f'unknown job type: "{job_type}"')
     ttl = ttl_resolve(ttl_seconds)
     payload = payload_validate(job_type, payload or {})
+    handler.admit(workspace=workspace, user=user, payload=payload, actor=actor, ip=ip)
     now = timezone.now()
     with transaction.atomic():
         job = Job.objects.create(

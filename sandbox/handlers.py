@@ -23,6 +23,7 @@ from jobs.registry import register
 from sandbox import policy
 from sandbox.errors import SessionRefused
 from sandbox.policy import ALLOWED_TRANSPORTS, CommandRejected, EnvRejected
+from sandbox.secrets import secrets_admit
 
 
 def transport_check(transport: str) -> None:
@@ -120,6 +121,15 @@ class SessionHandler(BaseHandler):
 
     def run(self) -> Any:
         raise JobFailed(f"{self.ctx.job.type} jobs run in a sandbox host, not in a worker")
+
+    @classmethod
+    def admit(
+        cls, *, workspace: Any, user: Any, payload: dict[str, Any], actor: str, ip: str
+    ) -> None:
+        """A Member may not reference a credential not marked usable by members (403)."""
+        secrets_admit(
+            workspace=workspace, user=user, env=payload.get("env") or {}, actor=actor, ip=ip
+        )
 
 
 @register("mcp.test")

@@ -1,26 +1,67 @@
-"""Where a sandbox's ``${secret:NAME}`` and ``secret://NAME`` references are resolved.
-
-The host calls :func:`resolve_secret` for each reference when it starts a session (never
-at creation, never stored): the value goes into the server's environment only.
+"""Where a sandbox's ``${secret:NAME}`` and ``secret://NAME`` references are checked
+and resolved.
 
 A NAME is one of the workspace's provider credentials (``/v1/cloud/providers``):
 ``NAME`` alone is that provider's ``default`` credential (``${secret:huggingface}``),
 ``provider/label`` names another label (``${secret:openai/work}``). Provider names are
-compared lowercased, as they are stored. Every resolution is an audited read
-(``provider.credential.read``, purpose ``sandbox.env``) through the providers service.
+compared lowercased, as they are stored.
+
+Who may reference one: the workspace's Owners and Admins (and the operator, and the
+local-dev Owner), and a Member only when the credential is marked usable by members.
+:func:`secrets_admit` checks it when the session is created (a 403 naming the
+credential); the host checks it again through :func:`resolve_secret` when it starts the
+session, with the creator's role at that moment. The host resolves each reference at
+start (never at creation, never stored): the value goes into the server's environment
+only. Every resolution is an audited read (``provider.credential.read``, purpose
+``sandbox.env``), every refusal an audited ``provider.credential.refused``.
 """
 
 from __future__ import annotations
 
-from accounts.services.providers import provider_secret_read, secret_name_parse
+from collections.abc import Mapping
+from typing import Any
+
+from accounts.services.providers import (
+    provider_secret_read,
+    provider_use_check,
+    secret_name_parse,
+)
+from sandbox.policy import secret_references
 
 PURPOSE = "sandbox.env"
 
 
-def resolve_secret(workspace_id: str, name: str) -> str | None:
-    """The value of the workspace's secret ``name``, or None when it has none (the
-    session then fails to start with an error naming the env key and the secret)."""
+def secrets_admit(
+    *, workspace: Any, user: Any, env: Mapping[str, str], actor: str, ip: str = ""
+) -> None:
+    """Refuse at creation, audited, an env whose secret references name a credential
+    ``user`` may not use (``CredentialForbidden``, 403 naming it); None is the operator
+    or the local-dev Owner."""
+    user_id = str(user.pk) if user is not None else None
+    for name in sorted(set(secret_references(env).values())):
+        provider, label = secret_name_parse(name)
+        provider_use_check(
+            workspace=workspace,
+            provider=provider,
+            label=label,
+            user_id=user_id,
+            purpose=PURPOSE,
+            actor=actor,
+            ip=ip,
+        )
+
+
+def resolve_secret(workspace_id: str, name: str, *, user_id: str | None) -> str | None:
+    """The value of the workspace's secret ``name`` for the session of ``user_id`` (its
+    creator; None for the operator's or the local-dev Owner's), or None when it has none
+    (the session then fails to start with an error naming the env key and the secret).
+    A credential the creator may not use now raises ``CredentialForbidden``."""
     provider, label = secret_name_parse(name)
     return provider_secret_read(
-        workspace=workspace_id, provider=provider, label=label, purpose=PURPOSE
+        workspace=workspace_id,
+        provider=provider,
+        label=label,
+        purpose=PURPOSE,
+        actor=user_id,
+        user_id=user_id,
     )

@@ -32,6 +32,7 @@ from sandbox import policy, rpc
 from sandbox.choices import CallFailure, ToolCallOutcome
 from sandbox.handlers import network_check, transport_check
 from sandbox.models import SandboxSession, ToolCall
+from sandbox.secrets import secrets_admit
 
 DEFAULT_SESSION_TYPE = "mcp.test"
 REDACTED = "[redacted]"
@@ -72,6 +73,8 @@ def sandbox_create(
     policy.command_validate(start_command)
     env = dict(env or {})
     policy.env_validate(env)
+    # Before the transaction below, so a refusal's audit record is not rolled back with it.
+    secrets_admit(workspace=workspace, user=user, env=env, actor=actor, ip=ip)
     ttl_resolve(ttl_seconds)
     network_check(allow_network)
     payload = {

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.django_db
 cast = factories.cast
 PROVIDERS = "/v1/cloud/providers"
 HF_SECRET = "hf_live_9f8e7d6c5b4a39281706"
-PUBLIC_KEYS = {"id", "provider", "label", "hint", "meta", "created_at", "updated_at"}
+PUBLIC_KEYS = {
+    "id", "provider", "label", "hint", "meta", "usable_by_members", "created_at", "updated_at",
+}  # fmt: skip
 
 
 def store(api: Any, token: str, **body: Any) -> Any:
@@ -111,9 +113,11 @@ def test_storing_again_replaces_the_secret_and_returns_the_stored_row(api, cast)
     )
     assert actions[:2] == [
         ("provider.credential.added", cast.owner.pk, "huggingface",
-         {"label": "default", "hint": first["hint"], "id": first["id"]}),
+         {"label": "default", "hint": first["hint"], "id": first["id"],
+          "usable_by_members": False}),
         ("provider.credential.updated", cast.owner.pk, "huggingface",
-         {"label": "default", "hint": "••••4242", "id": first["id"]}),
+         {"label": "default", "hint": "••••4242", "id": first["id"],
+          "usable_by_members": False}),
     ]  # fmt: skip
 
 
@@ -296,10 +300,10 @@ def test_sandbox_secret_names_map_to_provider_and_label(cast):
     save(cast.workspace, label="work", secret="work-secret-2222")
     assert secret_name_parse("huggingface") == ("huggingface", "default")
     assert secret_name_parse("openai/work") == ("openai", "work")
-    assert resolve_secret(cast.workspace.pk, "huggingface") == "default-secret-1111"
-    assert resolve_secret(cast.workspace.pk, "HuggingFace/work") == "work-secret-2222"
-    assert resolve_secret(cast.workspace.pk, "huggingface/nope") is None
-    assert resolve_secret(cast.other_workspace.pk, "huggingface") is None
+    assert resolve_secret(cast.workspace.pk, "huggingface", user_id=None) == "default-secret-1111"
+    assert resolve_secret(cast.workspace.pk, "HuggingFace/work", user_id=None) == "work-secret-2222"
+    assert resolve_secret(cast.workspace.pk, "huggingface/nope", user_id=None) is None
+    assert resolve_secret(cast.other_workspace.pk, "huggingface", user_id=None) is None
     purposes = set(
         AuditEvent.objects.filter(action="provider.credential.read").values_list(
             "meta__purpose", flat=True

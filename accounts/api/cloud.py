@@ -18,12 +18,13 @@ from accounts.api.serializers import (
     ProviderCredentialCreateSerializer,
     ProviderCredentialListSerializer,
     ProviderCredentialResultSerializer,
+    ProviderCredentialUpdateSerializer,
     UsageSerializer,
 )
 from accounts.principals import actor_for
 from accounts.ratelimit import client_ip
 from accounts.selectors import AUDIT_PAGE, audit_page, provider_payload, providers_of
-from accounts.services.providers import provider_delete, provider_upsert
+from accounts.services.providers import provider_delete, provider_update, provider_upsert
 from accounts.services.usage import DEFAULT_DAYS, MAX_DAYS, usage_since, usage_sums
 from matrixcloud.api.schema import error_responses
 from matrixcloud.errors import BadRequest
@@ -74,6 +75,7 @@ class ProviderCredentialCollectionView(APIView):
             label=data.get("label"),
             secret=data["secret"],
             meta=data.get("meta"),
+            usable_by_members=data.get("usable_by_members"),
             actor=actor.id,
             user=actor.user,
             ip=client_ip(request._request),
@@ -82,7 +84,30 @@ class ProviderCredentialCollectionView(APIView):
 
 
 class ProviderCredentialDetailView(APIView):
-    """One provider credential: remove it (additive endpoint)."""
+    """One provider credential: change who may use it, or remove it (additive endpoint)."""
+
+    @extend_schema(
+        operation_id="cloud_providers_update",
+        summary="Mark a provider credential usable by members or not (Owner or Admin)",
+        request=ProviderCredentialUpdateSerializer,
+        responses={
+            200: ProviderCredentialResultSerializer,
+            **error_responses(400, 401, 403, 404),
+        },
+    )
+    def patch(self, request: Request, credential_id: str) -> Response:
+        actor = actor_for(request)
+        actor.require_manager("change provider credentials")
+        serializer = ProviderCredentialUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        credential = provider_update(
+            workspace=actor.workspace,
+            credential_id=credential_id,
+            usable_by_members=serializer.validated_data["usable_by_members"],
+            actor=actor.id,
+            ip=client_ip(request._request),
+        )
+        return Response({"provider": provider_payload(credential)})
 
     @extend_schema(
         operation_id="cloud_providers_delete",

@@ -97,8 +97,11 @@ class ProviderCredentialSerializer(serializers.Serializer):
         help_text="•••• and the secret's last 4 characters (only •••• under 8 characters)."
     )
     meta = serializers.DictField(allow_null=True)
+    usable_by_members = serializers.BooleanField(
+        help_text="Members' sandboxes and agent runs may use it (Owners and Admins always may)."
+    )
     created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField(help_text="When the secret was last replaced.")
+    updated_at = serializers.DateTimeField(help_text="When the credential was last changed.")
 
 
 class ProviderCredentialListSerializer(serializers.Serializer):
@@ -119,6 +122,19 @@ class ProviderCredentialCreateSerializer(serializers.Serializer):
     )
     secret = serializers.CharField(allow_blank=True, trim_whitespace=False, write_only=True)
     meta = serializers.DictField(required=False)
+    usable_by_members = serializers.BooleanField(
+        required=False,
+        help_text="Let Members' sandboxes and agent runs use it. Default: off for a new "
+        "credential, unchanged for a replaced one.",
+    )
+
+
+class ProviderCredentialUpdateSerializer(serializers.Serializer):
+    """Body of a change to a stored credential (its secret is replaced by storing again)."""
+
+    usable_by_members = serializers.BooleanField(
+        help_text="Let Members' sandboxes and agent runs use it."
+    )
 
 
 class ProviderCredentialResultSerializer(serializers.Serializer):

@@ -4,7 +4,14 @@ Secrets are encrypted at rest (`matrixcloud.lib.fields.EncryptedTextField`) and 
 returned by the API: a credential shows a hint (`credential_hint`). Every write is
 audited, and so is every read of a plaintext, which goes through exactly one function,
 :func:`provider_secret_read`: Hugging Face calls (purpose ``hf``), sandbox secret
-references (``sandbox.env``), agent runs (``openai``) all call it.
+references (``sandbox.env``), agent runs (``agent.run``) all call it.
+
+Who may use a credential: an Owner or Admin always; a Member only when an Owner or Admin
+marked it ``usable_by_members`` (off by default), since a Member's sandbox env or agent
+run that names it puts the key where the Member can read or spend it. The check runs at
+creation (:func:`provider_use_check`, 403 naming the credential) and again when the
+secret is read for the job (``provider_secret_read(user_id=...)``, the creator's role
+at that moment); each refusal is audited (``provider.credential.refused``).
 """
 
 from __future__ import annotations
@@ -16,9 +23,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.audit import audit_record
-from accounts.choices import AuditStatus
-from accounts.models import ProviderCredential, User, Workspace
-from matrixcloud.errors import ApplicationError, BadRequest, NotFound
+from accounts.choices import AuditStatus, Role
+from accounts.models import Membership, ProviderCredential, User, Workspace
+from matrixcloud.errors import ApplicationError, BadRequest, Forbidden, NotFound
 from matrixcloud.lib.crypto import InvalidToken
 
 DEFAULT_LABEL = "default"
@@ -34,6 +41,10 @@ class SecretUnreadable(ApplicationError):
     """A stored credential that no key of the installation's key ring opens."""
 
     http_status = 500
+
+
+class CredentialForbidden(Forbidden):
+    """A credential its would-be user may not use (a Member, not marked for members)."""
 
 
 def credential_hint(secret: str) -> str:
@@ -75,11 +86,13 @@ def provider_upsert(
     actor: str,
     label: str | None = DEFAULT_LABEL,
     meta: dict[str, Any] | None = None,
+    usable_by_members: bool | None = None,
     user: User | None = None,
     ip: str = "",
 ) -> ProviderCredential:
     """Store a credential, replacing the secret, hint and meta of the same provider and
-    label; returns the stored row (its real id and creation time)."""
+    label; returns the stored row (its real id and creation time). ``usable_by_members``
+    None leaves it as it was (off for a new credential)."""
     if not provider.strip():
         raise BadRequest("provider and secret are required")
     name, label_value, secret = (
@@ -87,7 +100,9 @@ def provider_upsert(
         provider_label(label),
         _secret_checked(secret),
     )
-    fields = {"secret": secret, "hint": credential_hint(secret), "meta": meta or {}}
+    fields: dict[str, Any] = {"secret": secret, "hint": credential_hint(secret), "meta": meta or {}}
+    if usable_by_members is not None:
+        fields["usable_by_members"] = usable_by_members
     for _ in range(2):  # a concurrent first store of the same label: update it instead
         try:
             with transaction.atomic():
@@ -100,7 +115,12 @@ def provider_upsert(
                     workspace=workspace,
                     target=name,
                     ip=ip,
-                    meta={"label": label_value, "hint": credential.hint, "id": credential.pk},
+                    meta={
+                        "label": label_value,
+                        "hint": credential.hint,
+                        "id": credential.pk,
+                        "usable_by_members": credential.usable_by_members,
+                    },
                 )
                 return credential
         except IntegrityError:
@@ -151,6 +171,122 @@ def provider_delete(*, workspace: Workspace, credential_id: str, actor: str, ip:
         )
 
 
+def provider_update(
+    *,
+    workspace: Workspace,
+    credential_id: str,
+    usable_by_members: bool,
+    actor: str,
+    ip: str = "",
+) -> ProviderCredential:
+    """Mark a credential of ``workspace`` usable by members or not (404 for any other
+    workspace's); the secret is left as it is."""
+    with transaction.atomic():
+        credential = (
+            ProviderCredential.objects.select_for_update()
+            .defer("secret")
+            .filter(workspace=workspace, pk=credential_id)
+            .first()
+        )
+        if credential is None:
+            raise NotFound("provider credential not found")
+        credential.usable_by_members = usable_by_members
+        credential.updated_at = timezone.now()
+        credential.save(update_fields=["usable_by_members", "updated_at"])
+        audit_record(
+            action="provider.credential.updated",
+            actor=actor,
+            workspace=workspace,
+            target=credential.provider,
+            ip=ip,
+            meta={
+                "label": credential.label,
+                "id": credential.pk,
+                "usable_by_members": usable_by_members,
+            },
+        )
+    return credential
+
+
+def _use_refusal(credential: ProviderCredential, user_id: str | None) -> str:
+    """Why the user ``user_id`` may not use ``credential`` ("" when they may). None is
+    the operator or the local-dev Owner, who act without a membership and may."""
+    if user_id is None:
+        return ""
+    role = (
+        Membership.objects.filter(user_id=user_id, workspace_id=credential.workspace_id)
+        .values_list("role", flat=True)
+        .first()
+    )
+    name = f"{credential.provider}/{credential.label}"
+    if role is None:
+        return f"the {name} credential cannot be used: its user is not a member of the workspace"
+    if role in Role.managers() or credential.usable_by_members:
+        return ""
+    return (
+        f"the {name} credential is not usable by members: an Owner or Admin can allow it "
+        "(usable_by_members on /v1/cloud/providers)"
+    )
+
+
+def _audit_refusal(
+    credential: ProviderCredential, purpose: str, actor: str | None, reason: str, ip: str
+) -> None:
+    with transaction.atomic():
+        audit_record(
+            action="provider.credential.refused",
+            actor=actor or SYSTEM_ACTOR,
+            workspace=credential.workspace_id,
+            target=credential.provider,
+            ip=ip,
+            status=AuditStatus.FAILURE,
+            meta={
+                "label": credential.label,
+                "purpose": purpose[:64],
+                "id": credential.pk,
+                "reason": reason[:300],
+            },
+        )
+
+
+def provider_use_check(
+    *,
+    workspace: Workspace | str,
+    provider: str,
+    label: str = DEFAULT_LABEL,
+    user_id: str | None,
+    purpose: str,
+    actor: str | None = None,
+    ip: str = "",
+) -> None:
+    """Refuse, audited, a use of the workspace's credential that ``user_id`` may not
+    make (:class:`CredentialForbidden`, 403 naming it). A credential the workspace does
+    not have passes: reading it later fails as unknown. Call it outside any transaction
+    that the refusal rolls back, or the audit record goes with it."""
+    credential = _credential_row(workspace, provider, label)
+    if credential is None:
+        return
+    reason = _use_refusal(credential, user_id)
+    if reason:
+        _audit_refusal(credential, purpose, actor, reason, ip)
+        raise CredentialForbidden(reason)
+
+
+def _credential_row(
+    workspace: Workspace | str, provider: str, label: str
+) -> ProviderCredential | None:
+    workspace_id = workspace.pk if isinstance(workspace, Workspace) else workspace
+    try:
+        name, label_value = provider_name(provider), provider_label(label)
+    except BadRequest:
+        return None  # a name that cannot be stored is a name the workspace has not stored
+    return (
+        ProviderCredential.objects.defer("secret")
+        .filter(workspace_id=workspace_id, provider=name, label=label_value)
+        .first()
+    )
+
+
 def provider_secret_read(
     *,
     workspace: Workspace | str,
@@ -158,28 +294,29 @@ def provider_secret_read(
     label: str = DEFAULT_LABEL,
     purpose: str,
     actor: str | None = None,
+    user_id: str | None = None,
 ) -> str | None:
     """The plaintext of a workspace's credential, or None when it has none.
 
     The one way code reads a stored secret. Each read is audited
     (``provider.credential.read``: provider, label, purpose; never the value). A value
     no key of the ring opens raises :class:`SecretUnreadable` (and is audited as a
-    failed read); it is never returned as ciphertext.
+    failed read); it is never returned as ciphertext. ``user_id``: the user the value
+    is read for (a job's creator), whose role now decides whether they may
+    (:class:`CredentialForbidden`, audited); None for reads on the workspace's own
+    behalf whose value reaches no user (Hugging Face calls) and for jobs of the
+    operator or the local-dev Owner.
     """
     workspace_id = workspace.pk if isinstance(workspace, Workspace) else workspace
-    try:
-        name, label_value = provider_name(provider), provider_label(label)
-    except BadRequest:
-        return None  # a name that cannot be stored is a name the workspace has not stored
+    credential = _credential_row(workspace_id, provider, label)
+    if credential is None:
+        return None
+    refusal = _use_refusal(credential, user_id)
+    if refusal:  # audited in its own transaction, then refused
+        _audit_refusal(credential, purpose, actor, refusal, "")
+        raise CredentialForbidden(refusal)
     failure: InvalidToken | None = None
     with transaction.atomic():
-        credential = (
-            ProviderCredential.objects.defer("secret")
-            .filter(workspace_id=workspace_id, provider=name, label=label_value)
-            .first()
-        )
-        if credential is None:
-            return None
         try:
             secret: str | None = _decrypted_secret(credential)
         except InvalidToken as exc:
@@ -188,8 +325,9 @@ def provider_secret_read(
         _audit_read(workspace_id, credential, purpose, actor, status)
     if failure is not None:  # raised after the commit, so the failed read stays audited
         raise SecretUnreadable(
-            f"the {name}/{label_value} credential cannot be decrypted with this "
-            "installation's keys (was MATRIXCLOUD_SECRET_KEY or the key file changed?)"
+            f"the {credential.provider}/{credential.label} credential cannot be decrypted "
+            "with this installation's keys (was MATRIXCLOUD_SECRET_KEY or the key file "
+            "changed?)"
         ) from failure
     return secret
 

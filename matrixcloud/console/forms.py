@@ -162,6 +162,12 @@ class ProviderForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
         help_text="Stored encrypted; only its last 4 characters are ever shown.",
     )
+    usable_by_members = forms.BooleanField(
+        label="Members may use it",
+        required=False,
+        help_text="Members' sandboxes and agent runs may use this key (Owners and Admins "
+        "always may).",
+    )
 
 
 class ModelSearchForm(forms.Form):

@@ -47,6 +47,11 @@ urlpatterns: list[URLPattern] = [
         cloud.provider_delete_view,
         name="provider-delete",
     ),
+    path(
+        "console/providers/<str:credential_id>/members",
+        cloud.provider_members_view,
+        name="provider-members",
+    ),
     path("console/shell", shell.shell, name="shell"),
     path("console/shell/install", shell.shell_install, name="shell-install"),
     path("console/members", workspace.members, name="members"),

@@ -55,8 +55,10 @@ def endpoint_resolve(
     installation_id: str = "",
     provider: str = "openai",
     credential: str = "default",
+    user_id: str | None = None,
 ) -> ChatEndpoint:
-    """The endpoint of one run (database reads; call it off the event loop)."""
+    """The endpoint of one run (database reads; call it off the event loop). ``user_id``
+    is the run's creator, whose role decides whether the credential may be used."""
     if installation_id:
         return _installation_endpoint(workspace_id, installation_id, model)
     if base_url:
@@ -74,6 +76,7 @@ def endpoint_resolve(
         label=credential,
         purpose="agent.run",
         actor=actor,
+        user_id=user_id,
     )
     if secret is None:
         raise EndpointUnavailable(

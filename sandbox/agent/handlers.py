@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from accounts.services.providers import provider_use_check
 from jobs.handlers import JobParams
 from jobs.registry import register
 from sandbox.agent.endpoint import url_check
@@ -58,6 +59,26 @@ class AgentRunHandler(SessionHandler):
     (or a limit stops it), finish ``complete`` with ``{output, steps, usage}``, stop."""
 
     Params: ClassVar[type[JobParams]] = AgentRunParams
+
+    @classmethod
+    def admit(
+        cls, *, workspace: Any, user: Any, payload: dict[str, Any], actor: str, ip: str
+    ) -> None:
+        """Its env, and the provider credential it would send a prompt with (neither
+        ``base_url`` nor ``installation_id``): a Member may use only one marked usable
+        by members, like a ``${secret:...}`` (403 naming it)."""
+        super().admit(workspace=workspace, user=user, payload=payload, actor=actor, ip=ip)
+        if payload.get("base_url") or payload.get("installation_id"):
+            return
+        provider_use_check(
+            workspace=workspace,
+            provider=payload.get("provider") or "openai",
+            label=payload.get("credential") or "default",
+            user_id=str(user.pk) if user is not None else None,
+            purpose="agent.run",
+            actor=actor,
+            ip=ip,
+        )
 
     @staticmethod
     async def drive(session: LiveSession, params: McpServerParams) -> dict[str, Any]:

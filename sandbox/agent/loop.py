@@ -171,6 +171,7 @@ class AgentLoop:
                 installation_id=params.installation_id,
                 provider=params.provider,
                 credential=params.credential,
+                user_id=job.created_by_id,
             )
         except EndpointUnavailable as exc:
             raise SessionFailed(STEP, f"agent.run has no model endpoint: {exc}") from None

@@ -217,10 +217,13 @@ class LiveSession:
         return params
 
     async def _resolve_env(self, params: McpServerParams) -> dict[str, str]:
-        workspace_id = self.job.workspace_id
+        # The creator's role now decides (it may have changed since the creation check).
+        workspace_id, creator = self.job.workspace_id, self.job.created_by_id
 
         def resolve() -> dict[str, str]:
-            return resolve_env(params.env, lambda name: resolve_secret(workspace_id, name))
+            return resolve_env(
+                params.env, lambda name: resolve_secret(workspace_id, name, user_id=creator)
+            )
 
         try:
             return await records.run(resolve)

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.principals import Actor
 from accounts.ratelimit import client_ip
 from accounts.selectors import providers_of
-from accounts.services.providers import provider_delete, provider_upsert
+from accounts.services.providers import provider_delete, provider_update, provider_upsert
 from accounts.services.usage import usage_summary
 from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import JoinTokenForm, ProviderForm
@@ -82,6 +82,7 @@ def providers(request: HttpRequest, actor: Actor) -> HttpResponse:
                 provider=data["provider"],
                 label=data["label"] or None,
                 secret=data["secret"],
+                usable_by_members=data["usable_by_members"],
                 actor=actor.id,
                 user=actor.user,
                 ip=client_ip(request),
@@ -111,4 +112,21 @@ def provider_delete_view(request: HttpRequest, actor: Actor, credential_id: str)
         ip=client_ip(request),
     )
     messages.info(request, "Provider key deleted.")
+    return redirect("console:providers")
+
+
+@require_POST
+@workspace_view
+def provider_members_view(request: HttpRequest, actor: Actor, credential_id: str) -> HttpResponse:
+    """Let members use a key, or stop them (the button says which: ``usable`` 1 or 0)."""
+    actor.require_manager("change provider credentials")
+    credential = provider_update(
+        workspace=actor.workspace,
+        credential_id=credential_id,
+        usable_by_members=request.POST.get("usable") == "1",
+        actor=actor.id,
+        ip=client_ip(request),
+    )
+    state = "may" if credential.usable_by_members else "may no longer"
+    messages.info(request, f"Members {state} use {credential.provider}/{credential.label}.")
     return redirect("console:providers")
