@@ -1,6 +1,8 @@
 """A workspace's provider credential reaches a real sandboxed server through
 ``${secret:NAME}``, under a real host (bubblewrap), and is metered and audited; an
-unknown or unreadable secret fails the start clearly, naming the key and the secret."""
+unknown or unreadable secret fails the start clearly, naming the key and the secret.
+A Member's sandbox gets the Owner's key only once an Owner or Admin marked it usable by
+members, and the host checks the creator's role again when it starts (issue 17 §3)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.db import transaction
 
-from accounts.models import AuditEvent
+from accounts.models import AuditEvent, Membership
 from accounts.services import local_workspace
 from accounts.services.providers import provider_upsert
 from accounts.services.usage import usage_summary
 from jobs.models import Job, JobEvent
 from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
 from sandbox.models import SandboxSession
+from sandbox.services import sandbox_create
+from tests.factories import bearer, issue, join, signup
 from tests.sandbox_processes import (
     Host,
     end_all_sessions,
@@ -130,3 +135,67 @@ def test_an_unreadable_secret_fails_the_start_without_leaking(api: Any) -> None:
     assert HF_TOKEN not in job.error
     failed = AuditEvent.objects.get(action="provider.credential.read")
     assert failed.status == "failure"
+
+
+# --- by role ---------------------------------------------------------------------------------
+
+
+def test_a_members_sandbox_gets_the_owners_key_only_once_it_is_marked(api: Any) -> None:
+    """The attack of issue 17 §3 against a real host: refused (403, audited) and no
+    sandbox; once the Owner marks the key usable by members, the value arrives."""
+    owner, workspace, owner_token = signup("Olga Owner", "olga@secrets.test", "Secrets")
+    member = join(workspace, owner, name="Max Member", email="max@secrets.test")
+    member_token = issue(member)
+    credential = provider_upsert(
+        workspace=workspace, provider="openai", secret=WORK_KEY, actor=owner.pk
+    )
+    body = {"start_command": python_server("env_server.py"),
+            "env": {"OPENAI_API_KEY": "${secret:openai}"}}  # fmt: skip
+
+    refused = api.post(SESSIONS, body, **bearer(member_token))
+    assert refused.status_code == 403
+    assert "the openai/default credential is not usable by members" in refused.json()["error"]
+    assert not SandboxSession.objects.exists()
+    audited = AuditEvent.objects.get(action="provider.credential.refused")
+    assert (audited.actor, audited.status, audited.target) == (member.pk, "failure", "openai")
+
+    marked = api.patch(f"/v1/cloud/providers/{credential.pk}", {"usable_by_members": True},
+                       **bearer(owner_token))  # fmt: skip
+    assert marked.status_code == 200
+    allowed = api.post(SESSIONS, body, **bearer(member_token))
+    assert allowed.status_code == 202, allowed.content
+    created = allowed.json()
+    wait_step(created["job_id"], "ready")
+    call = {"name": "getenv", "arguments": {"name": "OPENAI_API_KEY"}}
+    answer = api.post(f"{SESSIONS}/{created['session_id']}/tools/call", call,
+                      **bearer(member_token))  # fmt: skip
+    assert answer.json()["result"]["content"][0]["text"] == WORK_KEY
+    read = AuditEvent.objects.get(action="provider.credential.read")
+    assert (read.actor, read.status, read.meta["purpose"]) == (member.pk, "success", "sandbox.env")
+
+
+def test_the_host_checks_the_creators_role_when_it_starts(api: Any) -> None:
+    """An Admin's session, created while they were Admin, demoted to Member before the
+    host resolved the secret (in the creating transaction, so before any host saw the
+    job): the start fails naming the credential, the server never gets the key."""
+    owner, workspace, _ = signup("Olga Owner", "olga@start.test", "Start")
+    admin = join(workspace, owner, name="Ada Admin", email="ada@start.test", role="Admin")
+    provider_upsert(workspace=workspace, provider="openai", secret=WORK_KEY, actor=owner.pk)
+    with transaction.atomic():
+        session = sandbox_create(
+            workspace=workspace,
+            start_command=python_server("env_server.py"),
+            env={"OPENAI_API_KEY": "${secret:openai}"},
+            ttl_seconds=60,
+            actor=admin.pk,
+            user=admin,
+        )
+        Membership.objects.filter(user=admin, workspace=workspace).update(role="Member")
+    job = terminal(session.job_id)
+    assert job.status == "error"
+    assert job.error.startswith("the openai/default credential is not usable by members")
+    assert ("mcp_start", "start") not in steps(job.pk)
+    refused = AuditEvent.objects.get(action="provider.credential.refused")
+    assert (refused.actor, refused.meta["purpose"]) == (admin.pk, "sandbox.env")
+    assert not AuditEvent.objects.filter(action="provider.credential.read").exists()
+    assert WORK_KEY not in job.error
