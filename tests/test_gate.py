@@ -72,3 +72,23 @@ def test_a_users_session_is_never_the_operator(cast: Any) -> None:
     token = factories.issue(cast.member)
     response = anonymous().get("/v1/cloud/audit", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize("mode", ["local-dev", "customer-agent", "cloud-worker", "hf-space"])
+@pytest.mark.parametrize("path", ["/v1/model-profiles", "/v1/model-installations"])
+def test_model_profiles_need_a_session_in_every_mode(settings: Any, mode: str, path: str) -> None:
+    """The contract documents 401 for these; local-dev answered 200 and an empty list."""
+    settings.MATRIX_MODE = mode
+    expected = SESSION_REQUIRED if mode == "local-dev" else "authentication required"
+    assert anonymous().get(path).json() == error(expected, 401)
+    posted = anonymous().post(path, {"external_id": "acme/tiny"}, format="json")
+    assert posted.json() == error(expected, 401)  # the gate answers before the method
+
+
+def test_another_workspace_named_by_the_local_dev_caller_is_a_404(cast: Any) -> None:
+    """The same answer whether the workspace exists or not: no oracle, no data."""
+    for wanted in (cast.workspace.slug, cast.workspace.pk, "nope"):
+        response = anonymous().get("/v1/jobs", HTTP_X_MATRIX_WORKSPACE=wanted)
+        assert response.status_code == 404
+        assert response.json()["error"].startswith(f"no workspace {wanted!r} for this caller")
+    assert anonymous().get("/v1/jobs", HTTP_X_MATRIX_WORKSPACE="local").status_code == 200
