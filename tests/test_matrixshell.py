@@ -5,8 +5,9 @@ The install spec is a tiny package directory written here (``matrixsh`` 0.1.0 wi
 ``matrixsh`` console script) whose build backend lives in the directory itself, so
 pip really builds and installs it with ``--no-index``: no network anywhere. The
 install runs once per module (the first test that needs it), into a workspace with a
-fixed id, so the venv outlives each test's database flush; tests act as the local-dev
-operator in that workspace (``X-Matrix-Workspace``).
+fixed id, so the venv outlives each test's database flush; tests act as the operator
+(the operator token) in that workspace (``X-Matrix-Workspace``): the anonymous local-dev
+caller acts in the local workspace only.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ WORKSPACE_SLUG = "shell-test"
 OTHER_ID = "ws_matrixshelltest02"
 WHEEL_ID = "ws_matrixshelltest03"
 CANARY = "MXC_SHELL_CANARY_SECRET"
+OPERATOR_TOKEN = "operator-token-for-matrixshell-tests-0123456789"
 DATA_FILES = ("matrixcloud.sqlite3", "secret.key", "django-secret.key")
 STATUS, INSTALL, EXEC = "/v1/matrixshell/status", "/v1/matrixshell/install", "/v1/matrixshell/exec"
 
@@ -138,8 +140,14 @@ def workspace(db: None) -> Workspace:
     return Workspace.objects.create(pk=WORKSPACE_ID, slug=WORKSPACE_SLUG, name="Shell Test")
 
 
+@pytest.fixture(autouse=True)
+def operator_token(settings: Any) -> None:
+    settings.MATRIX_API_TOKEN = OPERATOR_TOKEN
+
+
 def as_workspace(slug: str = WORKSPACE_SLUG) -> dict[str, str]:
-    return {"HTTP_X_MATRIX_WORKSPACE": slug}
+    """The operator acting in the workspace ``slug``."""
+    return {"HTTP_X_MATRIX_WORKSPACE": slug, **bearer(OPERATOR_TOKEN)}
 
 
 INSTALLS: dict[str, Any] = {}
@@ -162,7 +170,7 @@ def installed(api: Any, workspace: Workspace) -> dict[str, Any]:
             error=job.error,
             result=job.result,
             events=[(e.step, e.status, e.message) for e in events],
-            api=api.get(f"/v1/jobs/{job_id}").json(),
+            api=api.get(f"/v1/jobs/{job_id}", **bearer(OPERATOR_TOKEN)).json(),
         )
     assert INSTALLS["status"] == "complete", (INSTALLS["error"], INSTALLS["events"][-8:])
     return INSTALLS
@@ -213,7 +221,7 @@ def test_everything_is_403_while_matrixshell_is_off(api, settings, workspace):
 def test_matrixshell_needs_authentication(api, settings):
     settings.MATRIX_MODE = "cloud-worker"
     assert api.get(STATUS).status_code == 401
-    assert run(api, "echo hi").status_code == 401
+    assert api.post(EXEC, {"command": "echo hi"}).status_code == 401
 
 
 def test_wrong_methods_are_405(api, workspace):

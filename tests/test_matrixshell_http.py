@@ -3,8 +3,8 @@
 A command is awaited on the event loop (a deferred response), so a long one holds no
 lane thread: with a single thread, another request is answered while the command still
 runs, and the command's answer, audit record and usage row still arrive. The venv is
-installed in this process by a real ``matrixshell.install`` job into the local-dev
-operator's workspace, on the database the server shares.
+installed in this process by a real ``matrixshell.install`` job into the local
+workspace (the anonymous local-dev caller's), on the database the server shares.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_a_long_command_holds_no_lane_thread(server: Server, api: Any) -> None:
     assert (audit.target, audit.meta["exit_code"], audit.actor) == (
         "sleep 3; echo slow done",
         0,
-        "operator",
+        "local-dev",  # the anonymous local-dev caller, named as itself (not the operator)
     )
     assert (
         UsageEvent.objects.filter(kind="matrixshell.exec", workspace=local_workspace()).count() == 1
