@@ -413,6 +413,32 @@ def test_provider_keys_show_only_a_hint(owner: Client, cast: factories.Cast) -> 
     assert not ProviderCredential.objects.exists()
 
 
+def test_owners_mark_provider_keys_usable_by_members(owner: Client, cast: factories.Cast) -> None:
+    """On create (the checkbox) and with the per-key button; Members and outsiders may
+    not; each change is audited."""
+    from accounts.models import AuditEvent, ProviderCredential
+
+    owner.post("/console/providers", {"provider": "openai", "secret": "sk-owner-12345678",
+                                      "usable_by_members": "on"})  # fmt: skip
+    credential = ProviderCredential.objects.get(workspace=cast.workspace)
+    assert credential.usable_by_members is True
+    assert "Stop members" in owner.get("/console/providers").content.decode()
+    toggle = f"/console/providers/{credential.pk}/members"
+    member = signed_in(cast.member)
+    assert member.post(toggle, {"usable": "0"}).status_code == 403
+    assert signed_in(cast.outsider).post(toggle, {"usable": "0"}).status_code == 404
+    credential.refresh_from_db()
+    assert credential.usable_by_members is True
+    assert owner.post(toggle, {"usable": "0"})["Location"] == "/console/providers"
+    credential.refresh_from_db()
+    assert credential.usable_by_members is False
+    html = member.get("/console/providers").content.decode()
+    assert "may not use" in html
+    assert "Let members use" not in html  # no buttons for a Member
+    changed = AuditEvent.objects.filter(action="provider.credential.updated").get()
+    assert (changed.actor, changed.meta["usable_by_members"]) == (cast.owner.pk, False)
+
+
 # --- models ---------------------------------------------------------------------------------
 
 
