@@ -1,8 +1,8 @@
 """DRF authentication for users: bearer session tokens and the console's cookie session.
 
-The operator (``matrixcloud.api.authentication``) comes last in the chain, so a signed-in
-user is always themselves, even on a local-dev loopback where anonymous callers act as
-the operator.
+The operator token and the anonymous local-dev caller (``matrixcloud.api.authentication``)
+come last in the chain, so a signed-in user is always themselves, even on a local-dev
+loopback where anonymous callers act as the local workspace's Owner.
 """
 
 from __future__ import annotations
