@@ -7,6 +7,7 @@ process only would make what it protected unreadable after a restart.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -82,10 +83,8 @@ def private_dir(path: Path) -> None:
     (``PermissionError``): whoever controls it could swap what we write there.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
         raise PermissionError(f"{path} is not a directory of this user's: refusing to use it")
