@@ -1,14 +1,35 @@
-"""The audit log: append a hash-chained record; verify the chain.
+"""The audit log: append a keyed, hash-chained record; verify the chain.
 
 Every service that audits calls ``audit_record`` inside its own transaction, so the
 record and the change it describes commit together. Appends are serialised by locking
-the single ``AuditChainHead`` row; each row's hash covers the previous hash and this
-row's canonical content.
+the single ``AuditChainHead`` row.
+
+Each row's ``hash`` is an HMAC-SHA256 over the previous row's hash and this row's
+canonical content, keyed with a key derived from the installation's key ring (the key's
+id is stored on the row, ``hash_key``). Someone with write access to the database but
+not to the key ring can edit a row, but cannot compute the hash it must then have:
+re-hashing the chain the old way (plain SHA-256) is caught at the first edited row.
+
+Rows written before the chain was keyed (``hash_key`` empty) keep their plain SHA-256
+hash. The upgrade's migration sealed how many of them there are: the head carries
+``legacy_count`` and a MAC over (count, last hash, legacy count), updated on every
+append. So an unkeyed row after the first ``legacy_count`` rows is a forgery, and so is
+a head whose MAC does not hold (its tail cut off, or the legacy count raised to pass
+off forged unkeyed rows). An edit inside the unkeyed rows cannot be pinned to one row
+(they have no key); it shows at the first keyed row, whose MAC covers the last unkeyed
+row's hash, or at the head while no keyed row exists yet.
+
+Key rotation: new rows use the ring's primary key; every row names its key, so older
+rows verify with the key that signed them while it stays in the ring. When
+``rotate_secret_key --retire-old`` retires a key, the audit key derived from it is kept
+(``crypto.keep_derived_keys``: it signs and verifies, but decrypts nothing), so the
+rows it signed still verify.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +39,10 @@ from django.utils import timezone
 
 from accounts.choices import AuditStatus
 from accounts.models import AuditChainHead, AuditEvent, Workspace
+from matrixcloud.lib import crypto
 
 GENESIS = "0" * 64
+PURPOSE = "audit chain"
 
 
 def _canonical(event: AuditEvent) -> str:
@@ -41,8 +64,61 @@ def _canonical(event: AuditEvent) -> str:
     )
 
 
-def chain_hash(prev_hash: str, event: AuditEvent) -> str:
+def legacy_hash(prev_hash: str, event: AuditEvent) -> str:
+    """The unkeyed hash of rows written before the chain was keyed (``hash_key`` empty)."""
     return hashlib.sha256(f"{prev_hash}\n{_canonical(event)}".encode()).hexdigest()
+
+
+def chain_hash(prev_hash: str, event: AuditEvent) -> str:
+    """The hash ``event`` must have after ``prev_hash``: keyed with the key it names
+    (``KeyUnavailable`` when that key is gone), unkeyed for a legacy row."""
+    if not event.hash_key:
+        return legacy_hash(prev_hash, event)
+    key = crypto.derived_key(event.hash_key, PURPOSE)
+    message = f"{prev_hash}\n{_canonical(event)}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _head_message(count: int, last_hash: str, legacy_count: int) -> bytes:
+    return f"head\n{count}\n{last_hash}\n{legacy_count}".encode()
+
+
+def head_seal(count: int, last_hash: str, legacy_count: int) -> str:
+    """The head's MAC under the primary key, as ``<key id>:<hex>``."""
+    kid = crypto.key_ring().primary_id
+    key = crypto.derived_key(kid, PURPOSE)
+    mac = hmac.new(key, _head_message(count, last_hash, legacy_count), hashlib.sha256)
+    return f"{kid}:{mac.hexdigest()}"
+
+
+def head_seal_holds(head: AuditChainHead) -> bool:
+    kid, _, mac = head.seal.partition(":")
+    if not kid or not mac:
+        return False
+    try:
+        key = crypto.derived_key(kid, PURPOSE)
+    except crypto.KeyUnavailable:
+        return False
+    message = _head_message(head.count, head.last_hash, head.legacy_count)
+    return hmac.compare_digest(mac, hmac.new(key, message, hashlib.sha256).hexdigest())
+
+
+def chain_link(head: AuditChainHead, events: list[AuditEvent]) -> str:
+    """Give ``events`` (unsaved, in order) their place after ``head``: previous hash,
+    key id, hash. Returns the new last hash; the caller holds the head's lock."""
+    previous, kid = head.last_hash, crypto.key_ring().primary_id
+    for event in events:
+        event.prev_hash, event.hash_key = previous, kid
+        event.hash = previous = chain_hash(previous, event)
+    return previous
+
+
+def chain_advance(head: AuditChainHead, last_hash: str, added: int) -> None:
+    """Move the (locked) head past ``added`` new rows ending in ``last_hash``; re-seal it."""
+    count = head.count + added
+    AuditChainHead.objects.filter(pk=1).update(
+        last_hash=last_hash, count=count, seal=head_seal(count, last_hash, head.legacy_count)
+    )
 
 
 def audit_record(
@@ -68,11 +144,10 @@ def audit_record(
             status=status,
             meta=meta or {},
             created_at=timezone.now(),
-            prev_hash=head.last_hash,
         )
-        event.hash = chain_hash(head.last_hash, event)
+        last_hash = chain_link(head, [event])
         event.save(force_insert=True)
-        AuditChainHead.objects.filter(pk=1).update(last_hash=event.hash, count=head.count + 1)
+        chain_advance(head, last_hash, 1)
     return event
 
 
@@ -90,23 +165,51 @@ class ChainReport:
         return self.broken_seq is None
 
 
+def _row_problem(prev: str, event: AuditEvent, *, may_be_unkeyed: bool) -> str:
+    """Why ``event`` does not hold after ``prev`` ("" when it does)."""
+    if event.prev_hash != prev:
+        return "previous hash does not match (row removed?)"
+    if not event.hash_key and not may_be_unkeyed:
+        return "row is not keyed, but the chain was keyed before it (re-hashed without the key?)"
+    try:
+        expected = chain_hash(prev, event)
+    except crypto.KeyUnavailable:
+        return (
+            f"signed with key {event.hash_key}, which this installation does not have "
+            "(a key retired without keeping its audit key?)"
+        )
+    if not hmac.compare_digest(expected, event.hash):
+        return "content does not match its hash (row edited?)"
+    return ""
+
+
 def audit_verify(batch: int = 2000) -> ChainReport:
-    """Walk the whole chain in order; report the first row whose hash does not hold."""
-    prev = GENESIS
-    checked = 0
-    for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=batch):
-        if event.prev_hash != prev:
-            return ChainReport(
-                checked, event.seq, "previous hash does not match (row removed?)", event.id
-            )
-        if chain_hash(prev, event) != event.hash:
-            return ChainReport(
-                checked, event.seq, "content does not match its hash (row edited?)", event.id
-            )
-        prev = event.hash
-        checked += 1
+    """Walk the whole chain in order; report the first row whose hash does not hold,
+    then check the head (its count, last hash and seal)."""
     head = AuditChainHead.objects.filter(pk=1).first()
-    if head is not None and (head.last_hash != prev or head.count != checked):
-        # -1: no single row is wrong; the newest rows are missing.
+    # A head whose seal holds says exactly how many rows may be unkeyed. One whose seal
+    # does not is reported below; meanwhile unkeyed rows pass only before the first
+    # keyed one, so a forgery after keyed rows is still named by its row.
+    sealed = head is not None and head_seal_holds(head)
+    legacy_count = head.legacy_count if head is not None and sealed else None
+    prev, checked, keyed_seen = GENESIS, 0, False
+    for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=batch):
+        unkeyed_ok = checked < legacy_count if legacy_count is not None else not keyed_seen
+        problem = _row_problem(prev, event, may_be_unkeyed=unkeyed_ok)
+        if problem:
+            return ChainReport(checked, event.seq, problem, event.id)
+        prev, checked, keyed_seen = event.hash, checked + 1, keyed_seen or bool(event.hash_key)
+    return _head_report(head, prev, checked)
+
+
+def _head_report(head: AuditChainHead | None, prev: str, checked: int) -> ChainReport:
+    # -1: no single row is wrong; the head or the newest rows are.
+    if head is None:
+        if checked:
+            return ChainReport(checked, -1, "the chain head is missing (removed?)")
+        return ChainReport(0, None, "ok")
+    if head.last_hash != prev or head.count != checked:
         return ChainReport(checked, -1, "chain head disagrees with the rows (tail removed?)")
+    if checked and not head_seal_holds(head):
+        return ChainReport(checked, -1, "the chain head's seal does not hold (head edited?)")
     return ChainReport(checked, None, "ok")

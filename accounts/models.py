@@ -205,9 +205,11 @@ class AppendOnlyQuerySet(models.QuerySet["AuditEvent"]):
 class AuditEvent(models.Model):
     """One audited action; rows are append-only and hash-chained.
 
-    ``hash`` is SHA-256 over the previous row's hash and this row's canonical content
-    (`accounts.audit`), so removing or editing a row breaks every later hash;
-    ``manage.py audit_verify`` walks the chain.
+    ``hash`` is an HMAC (key ``hash_key`` of the key ring; plain SHA-256 for rows written
+    before the chain was keyed, ``hash_key`` empty) over the previous row's hash and this
+    row's canonical content (`accounts.audit`), so removing or editing a row breaks the
+    chain even for someone who re-hashes it without the key; ``manage.py audit_verify``
+    walks the chain.
     """
 
     seq = models.BigAutoField(primary_key=True)
@@ -231,6 +233,7 @@ class AuditEvent(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     prev_hash = models.CharField(max_length=64, editable=False)
     hash = models.CharField(max_length=64, editable=False)
+    hash_key = models.CharField(max_length=12, blank=True, default="", editable=False)
 
     objects = AppendOnlyQuerySet.as_manager()
 
@@ -250,11 +253,18 @@ class AuditEvent(models.Model):
 
 
 class AuditChainHead(models.Model):
-    """The single row that serialises appends to the audit chain (locked per append)."""
+    """The single row that serialises appends to the audit chain (locked per append).
+
+    ``legacy_count`` is how many rows predate the keyed chain; ``seal`` is a MAC over
+    (count, last hash, legacy count), renewed on each append, so the head cannot be
+    edited to hide removed rows or to pass off unkeyed ones.
+    """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     last_hash = models.CharField(max_length=64, default="0" * 64)
     count = models.BigIntegerField(default=0)
+    legacy_count = models.BigIntegerField(default=0)
+    seal = models.CharField(max_length=80, blank=True, default="")
 
     def __str__(self) -> str:
         return f"audit chain head after {self.count} events"

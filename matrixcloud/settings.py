@@ -396,3 +396,15 @@ LOGGING = {
     "root": {"handlers": ["stderr"], "level": env_str("MATRIX_RUNTIME_LOG_LEVEL", "INFO")},
     "loggers": {"django_q": {"level": "WARNING"}},
 }
+
+# --- Trust boundaries: audit keys, model roots, content security (issue 17 §5) ------
+# Audit-chain MAC keys derived from retired ring keys, kept so the records they signed
+# still verify (matrixcloud/lib/crypto.py, accounts/audit.py).
+MATRIX_DERIVED_KEYFILE = MATRIX_DATA_DIR / "derived.keys"
+# Where mount_volume and file:// model sources may point (matrixcloud/lib/paths.py):
+# absolute directories, comma-separated; default the data dir's models area.
+MATRIX_MODEL_ROOTS = [
+    Path(root) for root in env_list("MATRIX_RUNTIME_MODEL_ROOTS", [str(MATRIX_DATA_DIR / "models")])
+]
+if not all(root.is_absolute() for root in MATRIX_MODEL_ROOTS):
+    raise ImproperlyConfigured("MATRIX_RUNTIME_MODEL_ROOTS must list absolute directories")

@@ -25,6 +25,7 @@ from jobs.choices import JobStatus
 from jobs.handlers import BaseHandler, JobFailed, JobInterrupted, JobParams
 from jobs.registry import register
 from matrixcloud.errors import ApplicationError
+from matrixcloud.lib.paths import PathRefused, inside_roots
 from models_registry import engines
 from models_registry.choices import InstallationStatus, InstallMode, ProfileStatus
 from models_registry.handlers import run_download
@@ -266,7 +267,11 @@ class AttachHandler(BaseHandler):
 
     def _check_mount(self, params: AttachParams) -> str:
         raw = self._source(params).removeprefix("file://")
-        path = Path(raw)
+        try:  # the one path guard: real path, inside MATRIX_RUNTIME_MODEL_ROOTS
+            path = inside_roots(raw, settings.MATRIX_MODEL_ROOTS, what="mount path")
+        except PathRefused as exc:
+            self.ctx.emit("checking_mount", "error", str(exc))
+            raise JobFailed(str(exc)) from exc
         problem = mount_problem(path)
         if problem:
             self.ctx.emit("checking_mount", "error", problem)

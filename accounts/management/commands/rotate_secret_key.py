@@ -6,7 +6,8 @@ encryption or decryption (`matrixcloud.lib.crypto` re-reads it when it changes).
 each encrypted column of every model (`matrixcloud.lib.fields.encrypted_fields`) is
 re-encrypted in batches, one short transaction per row, each a conditional update
 (a value rewritten meanwhile is left as its writer stored it). ``--retire-old`` then
-drops the older keys from the file, but only once no value still needs them.
+drops the older keys from the file, but only once no value still needs them; the audit
+chain's keys derived from them are kept (``accounts.audit``), so its old rows verify.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.db import models, transaction
 from django.db.models.functions import Cast
 from django.db.models.lookups import Exact
 
+from accounts.audit import PURPOSE as AUDIT_PURPOSE
 from matrixcloud.lib import crypto
 from matrixcloud.lib.fields import EncryptedTextField, encrypted_fields
 from matrixcloud.lib.keyfile import write_keys
@@ -165,6 +167,8 @@ class Command(BaseCommand):
                 f"({', '.join(stale[:20])}); run rotate_secret_key --reencrypt-only first"
             )
         retired = [kid for kid in crypto.key_ring().ids if kid != primary]
+        # The audit rows these keys signed must still verify: keep their (one-way) audit key.
+        crypto.keep_derived_keys(retired, AUDIT_PURPOSE)
         keys = crypto.parse_keys(Path(keyfile).read_text(encoding="ascii"))
         write_keys(Path(keyfile), [key for key in keys if crypto.key_id(key) == primary])
         self.stdout.write(f"retired {len(retired)} older key(s): {', '.join(retired) or 'none'}")

@@ -19,7 +19,15 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from matrixcloud.lib.bus import bus_command, bus_ping, bus_url, free_port
+from matrixcloud.lib.bus import (
+    bus_command,
+    bus_ping,
+    bus_url,
+    free_port,
+    new_password,
+    redact_url,
+    write_bus_config,
+)
 from matrixcloud.lib.supervisor import CrashLoop, Role, StopRequest, Supervisor
 from runtimes.agent import credential_stored as runtime_credential_stored
 
@@ -149,7 +157,10 @@ class Command(BaseCommand):
         if not settings.REDIS_URL:
             env["REDIS_URL"] = self._start_bus(supervisor, stop)
         elif not bus_ping(settings.REDIS_URL, timeout=2.0):
-            supervisor.say("warning: REDIS_URL does not answer; live events and sandboxes wait")
+            supervisor.say(
+                f"warning: REDIS_URL ({redact_url(settings.REDIS_URL)}) does not answer; "
+                "live events and sandboxes wait"
+            )
         bind = "127.0.0.1" if host == "localhost" else host.strip("[]")
         daphne = (sys.executable, "-m", "daphne", "-b", bind, "-p", str(port))
         supervisor.start(Role("web", (*daphne, "matrixcloud.asgi:application"), env))
@@ -181,13 +192,20 @@ class Command(BaseCommand):
         return env
 
     def _start_bus(self, supervisor: Supervisor, stop: StopRequest) -> str:
+        """Start the embedded bus with a new password; return its URL (password included),
+        which the children get in their environment (readable by this user only)."""
         data_dir = settings.MATRIX_DATA_DIR / "bus"
-        data_dir.mkdir(parents=True, exist_ok=True)
+        password = new_password()
+        try:
+            config = write_bus_config(data_dir, password=password)
+        except OSError as exc:
+            raise CommandError(f"cannot write the embedded bus's configuration: {exc}") from exc
         port = free_port()
-        supervisor.start(Role("bus", tuple(bus_command(port=port, data_dir=data_dir))))
-        url = bus_url(port)
+        argv = bus_command(port=port, data_dir=data_dir, config=config)
+        supervisor.start(Role("bus", tuple(argv)))
+        url = bus_url(port, password)
         self._wait(supervisor, stop, lambda: bus_ping(url, 0.5), BUS_TIMEOUT, "the embedded bus")
-        supervisor.say(f"embedded bus at {url}")
+        supervisor.say(f"embedded bus at {redact_url(url)} (password in {config})")
         return url
 
     def _wait(
