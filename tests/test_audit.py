@@ -314,7 +314,7 @@ def seal_as_the_migration_does() -> None:
 
     from django.apps import apps
 
-    migration = importlib.import_module("accounts.migrations.0003_audit_keyed_chain")
+    migration = importlib.import_module("accounts.migrations.0004_audit_keyed_chain")
     migration.seal_the_legacy_chain(apps, None)
 
 

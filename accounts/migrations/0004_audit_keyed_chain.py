@@ -24,7 +24,7 @@ def seal_the_legacy_chain(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0002_providers_usage'),
+        ('accounts', '0003_provider_usable_by_members'),
     ]
 
     operations = [
