@@ -104,7 +104,8 @@ def test_processes_together_cannot_pass_the_memory_limit(data_dir):
     assert result is not None
     assert result["alive"] <= 1, result
     assert result["killed"] >= 2, result
-    assert dirs and not any(path.exists() for path in dirs)
+    assert dirs
+    assert not any(path.exists() for path in dirs)
 
 
 def test_the_ram_backed_tmp_counts_against_the_memory_limit(data_dir):
@@ -160,7 +161,8 @@ def test_a_dead_hosts_cgroups_and_disks_are_removed_at_start(data_dir):
     assert cgroups.leftovers_remove() == len(left)
     assert quota.leftovers_remove(data_dir / "mcp") == 1
     assert not any(path.exists() for path in left)
-    assert not stale.exists() and not os.path.ismount(scratch)
+    assert not stale.exists()
+    assert not os.path.ismount(scratch)
 
 
 @pytest.mark.django_db
