@@ -70,6 +70,7 @@ def installation(stack: str, data_dir: Path, name: str, **extra: str) -> Iterato
         MATRIX_RUNTIME_MODE="local-dev",
         MATRIX_RUNTIME_BUS_PREFIX=f"bench-{name}-{os.getpid()}",
         MATRIX_RUNTIME_RATE_LIMIT_RPM="0",
+        MATRIX_RUNTIME_SANDBOX_MAX_PER_WORKSPACE="0",  # the benches hold hundreds in one
         MATRIX_RUNTIME_LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
         **extra,

@@ -181,6 +181,12 @@ class BaseHandler:
         None for the operator) may not create. By default every creator may."""
 
     @classmethod
+    def reserve(cls, *, workspace: Any) -> None:
+        """Called by ``job_enqueue`` inside its transaction, just before the job row is
+        written: the place for a limit that counts rows (raise an ``ApplicationError``
+        to refuse; the count is serialised by what the handler locks). None by default."""
+
+    @classmethod
     def ended(cls, job_id: str, status: str, error: str) -> None:
         """Called in the transaction that ends a job of this type, however it ends: its
         runner finished it, it was cancelled or expired while queued, or the janitor

@@ -75,6 +75,7 @@ def job_enqueue(
     handler.admit(workspace=workspace, user=user, payload=payload, actor=actor, ip=ip)
     now = timezone.now()
     with transaction.atomic():
+        handler.reserve(workspace=workspace)
         job = Job.objects.create(
             workspace=workspace,
             created_by=user,

@@ -114,6 +114,13 @@ MATRIX_SANDBOX_MAX_PROCESSES = env_int("MATRIX_RUNTIME_SANDBOX_MAX_PROCESSES", 2
 MATRIX_SANDBOX_OPEN_FILES = env_int("MATRIX_RUNTIME_SANDBOX_OPEN_FILES", 1024, minimum=16)
 MATRIX_SANDBOX_FILE_SIZE_MB = env_int("MATRIX_RUNTIME_SANDBOX_FILE_SIZE_MB", 1024, minimum=1)
 MATRIX_SANDBOX_CPU_SECONDS = env_int("MATRIX_RUNTIME_SANDBOX_CPU_SECONDS", 3600, minimum=1)
+# Aggregate limits of one sandbox (cgroups where the host can make them; sandbox/cgroups.py)
+# and its disk quota (a loop-mounted scratch file system; sandbox/quota.py).
+MATRIX_SANDBOX_CPUS = env_float("MATRIX_RUNTIME_SANDBOX_CPUS", 1.0, minimum=0)
+MATRIX_SANDBOX_DISK_MB = env_int("MATRIX_RUNTIME_SANDBOX_DISK_MB", 1024, minimum=0)
+MATRIX_SANDBOX_MAX_PER_WORKSPACE = env_int(
+    "MATRIX_RUNTIME_SANDBOX_MAX_PER_WORKSPACE", 50, minimum=0
+)
 # Packages `manage.py sandbox_prefetch` may install; empty: the catalog's MCP servers.
 MATRIX_PREFETCH_ALLOWED = env_list("MATRIX_RUNTIME_PREFETCH_ALLOWED")
 # Sessions (sandbox/host): the start (spawn to tools listed), a tool call without

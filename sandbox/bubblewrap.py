@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,7 +81,10 @@ class UsernsHandshake:
     needs it) and :data:`SANDBOX_UID`, which ``setpriv`` switches to inside.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_child: Callable[[int], None] | None = None) -> None:
+        # Called with the namespace child's pid while it still waits: the place to put
+        # it in the sandbox's cgroup before anything of the sandbox runs.
+        self.on_child = on_child
         self.info_read, self.info_write = os.pipe()
         self.block_read, self.block_write = os.pipe()
         self._closed: set[int] = set()
@@ -115,6 +119,8 @@ class UsernsHandshake:
         pid = int(info["child-pid"])
         Path(f"/proc/{pid}/uid_map").write_text(mapping)
         Path(f"/proc/{pid}/gid_map").write_text(mapping)
+        if self.on_child is not None:
+            self.on_child(pid)
         os.write(self.block_write, b"1")
 
 

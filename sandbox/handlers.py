@@ -14,12 +14,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.conf import settings
+from django.db.models import F
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from jobs.choices import JobKind
+from accounts.models import Workspace
+from jobs.choices import JobKind, JobStatus
 from jobs.handlers import BaseHandler, JobFailed, JobParams
+from jobs.models import Job
 from jobs.registry import register
+from matrixcloud.errors import RateLimited
 from sandbox import policy
 from sandbox.errors import SessionRefused
 from sandbox.policy import ALLOWED_TRANSPORTS, CommandRejected, EnvRejected
@@ -130,6 +134,27 @@ class SessionHandler(BaseHandler):
         secrets_admit(
             workspace=workspace, user=user, env=payload.get("env") or {}, actor=actor, ip=ip
         )
+
+    @classmethod
+    def reserve(cls, *, workspace: Any) -> None:
+        """At most ``MATRIX_RUNTIME_SANDBOX_MAX_PER_WORKSPACE`` live sandboxes per workspace
+        (429). The workspace row is written first, so concurrent creates in one workspace
+        queue behind each other (its row lock on PostgreSQL, the write lock on SQLite)
+        and each counts what the others committed."""
+        cap = settings.MATRIX_SANDBOX_MAX_PER_WORKSPACE
+        if not cap:
+            return
+        Workspace.objects.filter(pk=workspace.pk).update(slug=F("slug"))
+        live = Job.objects.filter(
+            workspace=workspace, kind=JobKind.SESSION, status__in=JobStatus.active()
+        ).count()
+        if live >= cap:
+            raise RateLimited(
+                f"this workspace already has {live} live sandboxes, the most it may have "
+                f"(MATRIX_RUNTIME_SANDBOX_MAX_PER_WORKSPACE={cap}): stop one "
+                "(DELETE /v1/sandbox/sessions/{id}) or wait for one to end",
+                retry_after=5,
+            )
 
 
 @register("mcp.test")

@@ -17,6 +17,9 @@ Two tiers, detected once per process (:func:`isolation_tier`):
 rlimits (address space, processes, open files, file size, CPU, no core files) are
 set by ``prlimit`` as the last step before the server runs, inside the sandbox; on a
 root host the sandbox first drops to an unprivileged uid (sandbox/bubblewrap.py).
+Where the host can make cgroups, the whole tree is also in a cgroup of its own with
+aggregate memory (``/tmp`` included), process and CPU limits (sandbox/cgroups.py),
+joined before the server runs; :func:`terminate_tree` removes it.
 
 The environment is built from scratch (``PATH``, ``HOME``, ``LANG``, ``TMPDIR`` and
 the sandbox's own entries) and handed to ``bwrap`` as its environment, never as
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import signal
 import subprocess
@@ -40,6 +44,7 @@ from typing import Any
 from django.conf import settings
 
 from matrixcloud.errors import ApplicationError
+from sandbox import cgroups, quota
 from sandbox.bubblewrap import (
     SANDBOX_UID,
     UsernsHandshake,
@@ -50,7 +55,11 @@ from sandbox.bubblewrap import (
     setpriv_argv,
     toolchain_path,
 )
+from sandbox.cgroups import SandboxCgroup, cgroup_support
 from sandbox.errors import IsolationUnavailable, SandboxStartError
+from sandbox.quota import quota_support
+
+logger = logging.getLogger(__name__)
 
 TIER_BUBBLEWRAP = "bubblewrap"
 TIER_NONE = "none"
@@ -199,6 +208,7 @@ def isolation_report() -> dict[str, Any]:
     root = host_is_root()
     limits = SandboxLimits.from_settings()
     return {
+        **limits_report(),
         "tier": probe.tier,
         "reason": probe.reason,
         "bwrap": bwrap_path(),
@@ -214,6 +224,31 @@ def isolation_report() -> dict[str, Any]:
             "cpu_seconds": limits.cpu_seconds,
         },
     }
+
+
+def limits_report() -> dict[str, Any]:
+    """Which tier enforces each sandbox's aggregate limits and its disk quota, and why."""
+    cgroups = cgroup_support() if tier_probe().tier == TIER_BUBBLEWRAP else None
+    quota = quota_support()
+    return {
+        "limits_tier": cgroups.tier if cgroups else "rlimits",
+        "limits_reason": cgroups.reason if cgroups else "sandboxes are not under bubblewrap",
+        "disk_quota": quota.tier,
+        "disk_quota_reason": quota.reason,
+        "disk_quota_mb": settings.MATRIX_SANDBOX_DISK_MB if quota.tier != "none" else None,
+        "cpus": settings.MATRIX_SANDBOX_CPUS or None,
+    }
+
+
+def limits_leftovers_remove() -> None:
+    """Remove the cgroups and scratch disks of this installation's dead hosts."""
+    if tier_probe().tier == TIER_BUBBLEWRAP and cgroup_support().tier != cgroups.TIER_RLIMITS:
+        found = cgroups.leftovers_remove()
+        if found:
+            logger.warning("removed %d sandbox cgroups a dead host left", found)
+    found = quota.leftovers_remove(settings.MATRIX_DATA_DIR.resolve() / "mcp")
+    if found:
+        logger.warning("removed %d sandbox disks a dead host left", found)
 
 
 # --- The command line -------------------------------------------------------------------
@@ -279,12 +314,19 @@ def rlimit_argv(limits: SandboxLimits) -> list[str]:
 # --- Processes -----------------------------------------------------------------------------
 
 
+def scratch_owner(tier: str) -> int:
+    """The uid a sandbox's scratch dir belongs to: :data:`SANDBOX_UID` on a root host
+    under bubblewrap, else this host's own."""
+    return SANDBOX_UID if tier == TIER_BUBBLEWRAP and host_is_root() else os.geteuid()
+
+
 def scratch_prepare(path: Path, *, tier: str) -> None:
     """Create the scratch dir (0700); a root host gives it to :data:`SANDBOX_UID`."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
-    if tier == TIER_BUBBLEWRAP and host_is_root():
-        os.chown(path, SANDBOX_UID, SANDBOX_UID)
+    owner = scratch_owner(tier)
+    if owner != os.geteuid():
+        os.chown(path, owner, owner)
 
 
 async def spawn(spec: SandboxSpec, *, tier: str | None = None) -> asyncio.subprocess.Process:
@@ -296,6 +338,7 @@ async def spawn(spec: SandboxSpec, *, tier: str | None = None) -> asyncio.subpro
     tier = tier or isolation_tier()
     scratch_prepare(spec.scratch_dir, tier=tier)
     handshake = UsernsHandshake() if tier == TIER_BUBBLEWRAP and host_is_root() else None
+    group = await _cgroup_for(handshake)
     try:
         argv, env = build_argv(spec, tier=tier, handshake=handshake)
         proc = await asyncio.create_subprocess_exec(
@@ -312,10 +355,37 @@ async def spawn(spec: SandboxSpec, *, tier: str | None = None) -> asyncio.subpro
     except BaseException:
         if handshake:
             handshake.close()
+        if group:
+            await asyncio.to_thread(group.remove)
         raise
+    if group is not None and handshake is not None:
+        _CGROUPS[proc.pid] = group
+        handshake.on_child = functools.partial(_join, group, proc.pid)
     if handshake:
         await _handshake_finish(proc, handshake)
     return proc
+
+
+# bwrap's pid -> its sandbox's cgroup, removed by terminate_tree
+_CGROUPS: dict[int, SandboxCgroup] = {}
+
+
+async def _cgroup_for(handshake: UsernsHandshake | None) -> SandboxCgroup | None:
+    """A cgroup for a sandbox whose launch waits in a handshake (root hosts), where
+    this host can make one; without a handshake there is no moment to join it
+    before the server runs, so such hosts keep rlimits only."""
+    if handshake is None:
+        return None
+    try:
+        return await asyncio.to_thread(SandboxCgroup.create)
+    except OSError as exc:
+        raise SandboxStartError(f"could not create the sandbox's cgroup: {exc}") from exc
+
+
+def _join(group: SandboxCgroup, bwrap_pid: int, child_pid: int) -> None:
+    """Put bwrap and its waiting namespace child in the cgroup (children follow)."""
+    group.add(bwrap_pid)
+    group.add(child_pid)
 
 
 async def _handshake_finish(proc: asyncio.subprocess.Process, handshake: UsernsHandshake) -> None:
@@ -352,4 +422,8 @@ async def terminate_tree(proc: asyncio.subprocess.Process, grace: float = 2.0) -
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), grace)
     _signal_group(proc.pid, signal.SIGKILL)
-    return await proc.wait()
+    code = await proc.wait()
+    group = _CGROUPS.pop(proc.pid, None)
+    if group is not None:
+        await asyncio.to_thread(group.remove)
+    return code

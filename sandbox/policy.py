@@ -28,7 +28,7 @@ from typing import Any
 from django.conf import settings
 
 from matrixcloud.errors import UnprocessableEntity
-from sandbox.isolation import env_name_reserved, isolation_tier
+from sandbox.isolation import env_name_reserved, isolation_tier, limits_report
 
 # In the original's order: the refusal message lists them like this.
 ALLOWED_PROGRAMS: tuple[str, ...] = ("npx", "uvx", "pipx", "python", "python3", "node")
@@ -291,6 +291,23 @@ def sandbox_policy() -> dict[str, Any]:
         "allowed_transports": list(ALLOWED_TRANSPORTS),
         "reject_raw_secrets": REJECT_RAW_SECRETS,
         "isolation": isolation_tier(),
+        "limits": sandbox_limits(),
+    }
+
+
+def sandbox_limits() -> dict[str, Any]:
+    """What bounds one sandbox in all, and which mechanism enforces it."""
+    report = limits_report()
+    return {
+        "enforced_by": report["limits_tier"],
+        "reason": report["limits_reason"],
+        "memory_mb": settings.MATRIX_SANDBOX_MEMORY_MB,
+        "max_processes": settings.MATRIX_SANDBOX_MAX_PROCESSES,
+        "cpus": report["cpus"],
+        "disk_quota": report["disk_quota"],
+        "disk_quota_reason": report["disk_quota_reason"],
+        "disk_quota_mb": report["disk_quota_mb"],
+        "max_live_per_workspace": settings.MATRIX_SANDBOX_MAX_PER_WORKSPACE or None,
     }
 
 

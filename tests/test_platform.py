@@ -27,7 +27,7 @@ from runtimes.models import ProcessHeartbeat
 from runtimes.selectors import ago
 from runtimes.services import process_heartbeat_beat, process_heartbeat_stop
 from sandbox.isolation import isolation_tier
-from sandbox.policy import policies_describe
+from sandbox.policy import policies_describe, sandbox_limits
 
 pytestmark = pytest.mark.django_db
 
@@ -473,7 +473,10 @@ def test_policies_body(api, settings):
         "allowed_transports": ["stdio"],
         "reject_raw_secrets": True,
         "isolation": isolation_tier(),
+        "limits": sandbox_limits(),
     }
+    assert sandbox["limits"]["memory_mb"] == settings.MATRIX_SANDBOX_MEMORY_MB
+    assert sandbox["limits"]["enforced_by"] in ("cgroup-v2", "cgroup-v1", "rlimits")
     assert command["blocked_tokens"] == sorted(command["blocked_tokens"])
     assert len(command["blocked_tokens"]) == 16
     assert {"sudo", "bash", "curl", "apt-get"} <= set(command["blocked_tokens"])

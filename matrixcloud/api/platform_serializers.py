@@ -51,6 +51,13 @@ class ReadinessSerializer(serializers.Serializer):
     checks = ReadyChecksSerializer()
     warnings = ReadyWarningSerializer(many=True)
     isolation = serializers.CharField()
+    limits = serializers.CharField(
+        help_text="What enforces each sandbox's aggregate limits: cgroup-v2, cgroup-v1 or "
+        "rlimits (per process only)."
+    )
+    disk_quota = serializers.CharField(
+        help_text="What enforces each sandbox's disk quota: loop-ext4, or none."
+    )
     error = serializers.CharField(required=False, help_text="Only when not ready.")
     status = serializers.IntegerField(required=False, help_text="503, only when not ready.")
 

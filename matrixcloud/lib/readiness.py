@@ -24,7 +24,13 @@ from django.db import DatabaseError, connection, transaction
 from matrixcloud.lib.env import env_str
 from runtimes.choices import ProcessRole
 from runtimes.selectors import role_is_live
-from sandbox.isolation import TIER_NONE, isolation_ready, isolation_report, isolation_tier
+from sandbox.isolation import (
+    TIER_NONE,
+    isolation_ready,
+    isolation_report,
+    isolation_tier,
+    limits_report,
+)
 
 DATABASE_TIMEOUT_MS = 3000
 BUS_TIMEOUT_SECONDS = 1.0
@@ -137,6 +143,7 @@ def readiness_checks() -> dict[str, Callable[[], bool]]:
 
 def readiness_warnings() -> list[dict[str, str]]:
     """Configuration that serves, but should not be used like this."""
+    limits = limits_report()
     candidates = [
         (
             settings.MATRIX_PRODUCTION and not settings.MATRIX_API_TOKEN,
@@ -166,6 +173,17 @@ def readiness_warnings() -> list[dict[str, str]]:
             f"sandboxes run without isolation: {isolation_report()['reason']}",
         ),
         (
+            isolation_tier() != TIER_NONE and limits["limits_tier"] == "rlimits",
+            "sandbox_limits_per_process",
+            f"sandboxes have per-process rlimits only, no aggregate limit: "
+            f"{limits['limits_reason']}",
+        ),
+        (
+            limits["disk_quota"] == "none",
+            "sandbox_disk_quota_off",
+            f"sandboxes have no disk quota: {limits['disk_quota_reason']}",
+        ),
+        (
             settings.MATRIX_MODE == "local-dev",
             "local_dev_mode",
             "local-dev mode is for one developer's machine and is not hardened for production",
@@ -183,6 +201,8 @@ def readiness_report() -> dict[str, Any]:
         "checks": checks,
         "warnings": readiness_warnings(),
         "isolation": isolation_tier(),
+        "limits": limits_report()["limits_tier"],
+        "disk_quota": limits_report()["disk_quota"],
     }
     if failing:
         report["error"] = f"not ready: {', '.join(failing)}"

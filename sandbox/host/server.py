@@ -37,7 +37,7 @@ from sandbox.host.calls import failure
 from sandbox.host.mailbox import Mailbox
 from sandbox.host.recorder import CallRecorder
 from sandbox.host.session import LiveSession
-from sandbox.isolation import isolation_tier
+from sandbox.isolation import isolation_tier, limits_leftovers_remove
 from sandbox.rpc import CALL_TYPE, REPLY_TYPE
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class SandboxHost:
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(isolation_tier)  # probes bwrap once, off the loop
+        await asyncio.to_thread(limits_leftovers_remove)  # what a crashed host left
         self.reply_channel = await self.layer.new_channel()
         self.mailbox = Mailbox(self.reply_channel) if settings.REDIS_URL else None
         await self._beat({"reply_channel": self.reply_channel, "capacity": self.capacity})

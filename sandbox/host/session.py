@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,10 +36,18 @@ from sandbox.host.calls import REFUSED, call_entry, failure, tool_call
 from sandbox.host.logs import LogPump
 from sandbox.host.recorder import CallRecorder
 from sandbox.host.records import Claimed, Event
-from sandbox.isolation import SandboxSpec, isolation_tier, scratch_prepare, spawn, terminate_tree
+from sandbox.isolation import (
+    SandboxSpec,
+    isolation_tier,
+    scratch_owner,
+    scratch_prepare,
+    spawn,
+    terminate_tree,
+)
 from sandbox.mcp import McpClient, McpError, McpTool, ServerInfo
 from sandbox.policy import resolve_env
 from sandbox.prefetch import cached_argv
+from sandbox.quota import quota_mount, quota_unmount
 from sandbox.secrets import resolve_secret
 
 logger = logging.getLogger(__name__)
@@ -174,6 +183,8 @@ class LiveSession:
                     await asyncio.wait_for(self.proc.wait(), STDIN_GRACE)
             await terminate_tree(self.proc, grace=KILL_GRACE)
         await self.logs.close()
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            await asyncio.to_thread(quota_unmount, self.scratch)
         await asyncio.to_thread(shutil.rmtree, self.scratch, True)
 
     # -- the body --------------------------------------------------------------------
@@ -184,7 +195,7 @@ class LiveSession:
         params = self._params()
         await self._emit(("validate", "ok", "Command accepted", {"program": self.session.argv[0]}))
         env = await self._resolve_env(params)
-        self._prepare_scratch()
+        await asyncio.to_thread(self._prepare_scratch)
         argv = self.session.argv
         cached = await asyncio.to_thread(cached_argv, argv)  # npx/uvx of a prefetched package
         await self._emit(
@@ -231,9 +242,12 @@ class LiveSession:
             raise SessionFailed("validate", exc.message) from exc
 
     def _prepare_scratch(self) -> None:
+        """The scratch dir, on a file system of the disk quota where the host can."""
+        tier = isolation_tier()
         try:
-            scratch_prepare(self.scratch, tier=isolation_tier())
-        except OSError as exc:
+            scratch_prepare(self.scratch, tier=tier)
+            quota_mount(self.scratch, owner=scratch_owner(tier))
+        except (OSError, subprocess.SubprocessError) as exc:
             raise SessionFailed("sandbox", f"create sandbox dir: {exc}") from exc
 
     async def _launch(self, params: McpServerParams, env: dict[str, str], argv: list[str]) -> None:
