@@ -91,7 +91,7 @@ def user_url_check(url: str) -> str:
     try:
         return egress.url_check(url, configured=configured_engine_urls())
     except egress.EgressError as exc:
-        raise EngineError(f"{_shown(url)}: {exc.message}", http_status=422) from None
+        raise EngineError(exc.message, http_status=422) from None
 
 
 def openai_base(url: str) -> str:

@@ -116,7 +116,7 @@ def target(
     rules = policy or Policy.current()
     operator = _same_origin(url, configured)
     for address in addresses:
-        judge(host, address, port, policy=rules, configured=operator, resolver=resolve)
+        judge(host, address, port, policy=rules, configured=operator)
     return Target(scheme, host, port, tuple(addresses), path, url)
 
 

@@ -103,7 +103,7 @@ def _read(
     """The body, at most ``max_bytes`` and before ``deadline`` (a slow drip stops too)."""
     chunks: list[bytes] = []
     size = 0
-    while True:
+    while not response.isclosed():  # it closes itself once the whole body is read
         left = deadline - time.monotonic()
         if left <= 0:
             raise EgressError("the answer did not arrive in time")
@@ -115,6 +115,7 @@ def _read(
         size += len(chunk)
         if size > max_bytes:
             raise EgressError(f"the answer is larger than {max_bytes} bytes")
+    return b"".join(chunks)
 
 
 def fetch_once(

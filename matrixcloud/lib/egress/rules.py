@@ -183,23 +183,23 @@ def _is_local(address: IPAddress) -> bool:
     return True
 
 
-def _service_addresses(service: Service, resolver: Resolver) -> set[IPAddress] | None:
+def _service_addresses(service: Service) -> set[IPAddress] | None:
     """The addresses ``service`` listens on; None: this machine's, every one of them."""
     host = service.host.strip("[]").lower()
     if host in _WILDCARDS or host == "localhost" or host.endswith(".localhost"):
         return None
     try:
-        found = {_address(a) for a in resolver(host, service.port)}
+        found = {_address(a) for a in system_resolver(host, service.port)}
     except (OSError, ValueError):
         return set()  # a name that does not resolve names no address to refuse
     return None if any(_is_local(a) for a in found) else found
 
 
-def _own_service(address: IPAddress, port: int, policy: Policy, resolver: Resolver) -> str:
+def _own_service(address: IPAddress, port: int, policy: Policy) -> str:
     for service in policy.services:
         if service.port != port:
             continue
-        addresses = _service_addresses(service, resolver)
+        addresses = _service_addresses(service)
         if (addresses is None and _is_local(address)) or (addresses and address in addresses):
             return service.name
     return ""
@@ -233,7 +233,6 @@ def judge(
     *,
     policy: Policy,
     configured: bool = False,
-    resolver: Resolver | None = None,
 ) -> None:
     """Raise :class:`EgressError` (refused) when ``host`` at ``address``:``port`` may not
     be fetched under ``policy``; the message names the rule."""
@@ -245,7 +244,7 @@ def judge(
         )
     if any(checked in net for net in UNSPECIFIED_NETWORKS if net.version == checked.version):
         raise EgressError(f"address {where} is an unspecified address: refused", refused=True)
-    service = _own_service(checked, port, policy, resolver or system_resolver)
+    service = _own_service(checked, port, policy)
     if service:
         raise EgressError(f"address {where} is {service}: refused", refused=True)
     kind = _non_global(checked)
