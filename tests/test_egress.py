@@ -17,6 +17,7 @@ import contextlib
 import functools
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,22 +30,29 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
-from accounts.models import Workspace
+from accounts.models import AuditEvent, Workspace
 from jobs.models import Job
 from jobs.services import job_enqueue
 from jobs.tasks import run_job
 from matrixcloud.lib import egress
 from models_registry import engines
 from models_registry.models import ModelInstallation, ModelProfile
+from runtimes.models import JoinToken, Runtime
+from runtimes.services import join_token_issue, runtime_register
 from sandbox.agent.llm import ChatEndpoint, LlmError, chat_complete
+from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
 from tests import factories
+from tests.deployment import READY_BOUND, Api, RoleProcess, bounded
 from tests.factories import bearer
+from tests.sandbox_processes import end_all_sessions, needs_npm, npm_server, running_host, terminal
+from tests.test_jobs_worker import worker_env
 from tests.test_settings import start as settings_start
 
 # (status, headers, body) for (method, path)
 Reply = Callable[[str, str], tuple[int, dict[str, str], bytes]]
 SECRET = "mxj_the-secret-a-body-must-never-leak"
 ALLOW_HINT = "refused (allow it with MATRIX_RUNTIME_EGRESS_ALLOW)"
+EVERYTHING = npm_server("server-everything", "stdio")
 
 
 @dataclass
@@ -110,7 +118,7 @@ class Origin:
         self.server.server_close()
 
 
-def closed_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -429,13 +437,13 @@ def service_port(request: Any, settings: Any) -> Iterator[tuple[str, int]]:
     if name == "the bus":
         port = port_of(django_settings.REDIS_URL)
         if state == "closed":
-            port = closed_port()
+            port = free_port()
             settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
     else:
         default = django_settings.DATABASES["default"]
         port = int(default.get("PORT") or 5432) if "postgresql" in default["ENGINE"] else 0
         if state == "closed" or not port:
-            port = closed_port() if state == "closed" else stack.enter_context(Origin()).port
+            port = free_port() if state == "closed" else stack.enter_context(Origin()).port
             replica = {"ENGINE": "django.db.backends.postgresql", "HOST": "127.0.0.1",
                        "PORT": str(port), "NAME": "replica"}  # fmt: skip
             with pytest.warns(UserWarning, match="DATABASES"):
@@ -498,3 +506,131 @@ def test_preload_and_the_attach_probe_follow_no_redirect_to_the_bus(
     assert attach.error == f"{model.url}/v1/models: address 127.0.0.1:{bus} is the bus: refused"
     assert ModelInstallation.objects.get(job_id=attach.pk).status == "failed"
     assert [s.path for s in model.seen] == ["/v1/models", "/v1/models"]
+
+
+# --- agent.run on a real server: its own API is never its model endpoint -------------------
+@dataclass
+class Stack:
+    """A real web process (daphne, MATRIX_RUNTIME_PORT = its port) and a real sandbox
+    host told the same port, on the test database and bus."""
+
+    port: int
+    web: RoleProcess
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def stack(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if isolation_tier() != TIER_BUBBLEWRAP:
+        pytest.fail("agent.run runs its MCP server under bubblewrap, which is unavailable here")
+    logs = tmp_path_factory.mktemp("egress-stack")
+    port = free_port()
+    own = {"MATRIX_RUNTIME_HOST": "127.0.0.1", "MATRIX_RUNTIME_PORT": str(port)}
+    env = {
+        **worker_env(),
+        **own,
+        "MATRIX_RUNTIME_RATE_LIMIT_RPM": "1000000",
+        "PYTHONUNBUFFERED": "1",
+    }
+    daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    web = RoleProcess("web", [*daphne, "matrixcloud.asgi:application"], env, logs / "web.log",
+                      port=port)  # fmt: skip
+    web.start()
+    try:
+        bounded(web.is_ready, READY_BOUND, "the web process to serve")
+        with running_host(logs / "host.log", **own):
+            yield Stack(port, web)
+    finally:
+        web.stop()
+
+
+@dataclass
+class Cast:
+    """The attacker (a signed-up user) and a victim workspace with a registered runtime."""
+
+    attacker: Workspace
+    api: Api
+    runtime: Runtime
+    audit_before: int
+
+
+@pytest.fixture
+def cast(stack: Stack) -> Iterator[Cast]:
+    _user, attacker, token = factories.signup("Mallory", "mallory@egress.test", "Mallory")
+    _victim_user, victim, _ = factories.signup("Victor", "victor@egress.test", "Victim")
+    minted = join_token_issue(workspace=victim, actor="test", label="victim")
+    runtime = runtime_register(join_token=minted.secret, name="victim-runtime").runtime
+    yield Cast(attacker, Api(stack.port, token), runtime, AuditEvent.objects.count())
+    end_all_sessions()
+
+
+def agent_run(cast: Cast, **payload: Any) -> tuple[int, Any]:
+    body = {"start_command": EVERYTHING, "prompt": "hi", "model": "m", **payload}
+    return cast.api.post("/v1/jobs", {"type": "agent.run", "payload": body})
+
+
+def nothing_reached_the_api(cast: Cast) -> None:
+    """No join token minted, no runtime token rotated, no audit entry but the job's own."""
+    assert list(JoinToken.objects.values_list("label", flat=True)) == ["victim"]
+    assert Runtime.objects.get(pk=cast.runtime.pk).token_hash == cast.runtime.token_hash
+    later = AuditEvent.objects.order_by("pk")[cast.audit_before :]
+    assert {event.action for event in later} <= {"job.created"}
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@needs_npm
+def test_agent_run_naming_this_servers_api_is_a_422_at_creation(stack: Stack, cast: Cast) -> None:
+    status, body = agent_run(cast, base_url=f"{stack.api}/v1/cloud/join-tokens?x=")
+    message = f"payload.base_url: address 127.0.0.1:{stack.port} is this server's API: refused"
+    assert (status, body) == (422, {"error": message, "status": 422})
+    assert not Job.objects.exists()
+    nothing_reached_the_api(cast)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@needs_npm
+@pytest.mark.parametrize(
+    "path", ["/v1/cloud/join-tokens?x=", "/v1/cloud/runtimes/{runtime}/token/rotate?x="]
+)
+def test_an_agent_run_whose_endpoint_is_this_servers_api_never_reaches_it(
+    stack: Stack, cast: Cast, path: str
+) -> None:
+    """The endpoint of an attached installation is not checked at creation (it is a row):
+    the fetch is, in the sandbox host, and refuses it by name."""
+    endpoint = stack.api + path.format(runtime=cast.runtime.pk)
+    profile = ModelProfile.objects.create(workspace=cast.attacker, source_type="url",
+                                          external_id="m")  # fmt: skip
+    installation = ModelInstallation.objects.create(
+        workspace=cast.attacker, profile=profile, runtime_id="local",
+        install_mode="external_endpoint", status="ready", endpoint_url=endpoint,
+    )  # fmt: skip
+    status, body = agent_run(cast, installation_id=installation.pk)
+    assert status == 202, body
+    job = terminal(body["job_id"], 40)
+    shown = stack.api + path.split("?")[0].format(runtime=cast.runtime.pk)
+    assert job.error == (
+        f"agent.run: the model endpoint {shown}: "
+        f"address 127.0.0.1:{stack.port} is this server's API: refused"
+    )
+    nothing_reached_the_api(cast)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@needs_npm
+def test_a_model_server_answering_303_to_the_api_is_not_followed(stack: Stack, cast: Cast) -> None:
+    with Origin(redirect_to(f"{stack.api}/v1/cloud/join-tokens")) as model:
+        status, body = agent_run(cast, base_url=f"{model.url}/v1")
+        assert status == 202, body
+        job = terminal(body["job_id"], 40)
+        assert [(s.method, s.path) for s in model.seen] == [("POST", "/v1/chat/completions")]
+    assert job.error == (
+        f"agent.run: the model endpoint {model.url}/v1: "
+        f"address 127.0.0.1:{stack.port} is this server's API: refused"
+    )
+    nothing_reached_the_api(cast)
