@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -27,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -243,6 +249,47 @@ def test_the_connection_goes_to_the_address_that_was_checked() -> None:
             assert rebound.seen == []
         assert asked == [("models.example.test", checked.port)]
         assert checked.seen[0].headers["Host"] == f"models.example.test:{checked.port}"
+
+
+def self_signed(name: str, folder: Path) -> tuple[Path, Path]:
+    """A certificate for ``name`` signed by itself (so no trust store has it), and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_file, key_file
+
+
+def test_tls_goes_to_the_checked_address_with_the_original_name(tmp_path: Path) -> None:
+    """https: the pinned connection sends the URL's name as SNI and checks the
+    certificate (a self-signed one fails), though it connects to the checked address."""
+    names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*self_signed("models.example.test", tmp_path))
+    context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment]
+    with Origin() as server:
+        assert server.server is not None
+        server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
+        url = f"https://models.example.test:{server.port}/v1/models"
+        with pytest.raises(egress.EgressError) as caught:
+            egress.request("GET", url, timeout=3, max_bytes=64,
+                           resolver=lambda host, port: ["127.0.0.1"])  # fmt: skip
+        assert server.seen == []
+    assert not caught.value.refused
+    assert "certificate verify failed" in caught.value.message
+    assert names == ["models.example.test"]
 
 
 def test_every_resolved_address_is_judged() -> None:

@@ -133,7 +133,7 @@ def _services() -> Iterable[Service]:
     for database in settings.DATABASES.values():
         if "postgresql" in str(database.get("ENGINE", "")):
             host = str(database.get("HOST") or "")  # "" or a socket dir: this machine
-            port = int(database.get("PORT") or 5432)
+            port = int(str(database.get("PORT") or 5432))
             yield Service("the database", "" if host.startswith("/") else host, port)
 
 
