@@ -11,6 +11,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from matrixcloud.lib.bus import pool_options
+from matrixcloud.lib.egress.rules import allow_entries
 from matrixcloud.lib.env import (
     database_config,
     env_bool,
@@ -137,6 +138,12 @@ MATRIX_SANDBOX_HOST_CAPACITY = env_int("MATRIX_RUNTIME_SANDBOX_HOST_CAPACITY", 5
 MATRIX_SANDBOX_ALLOW_NETWORK = env_bool("MATRIX_RUNTIME_SANDBOX_ALLOW_NETWORK", False)
 # Extra host paths every sandbox sees read-only at the same place (tests: the fixtures).
 MATRIX_SANDBOX_RO_BINDS = [Path(p).absolute() for p in env_list("MATRIX_RUNTIME_SANDBOX_RO_BINDS")]
+
+# --- Egress: the server's own outbound requests (matrixcloud/lib/egress) -----------
+# Hosts or CIDRs a fetch of a user-supplied URL may reach in a production mode although
+# they are loopback or private (a model server on the LAN). Metadata, link-local and
+# this installation's own API, bus and database stay refused even when listed.
+MATRIX_EGRESS_ALLOW = allow_entries(env_list("MATRIX_RUNTIME_EGRESS_ALLOW"))
 
 # --- Secrets -----------------------------------------------------------------------
 # Encryption keys for provider credentials: comma-separated, the first encrypts.

@@ -2,27 +2,27 @@
 ``/v1/models`` endpoint) and Ollama. Used by ``external_endpoint`` installs (probe) and
 ``model.preload`` (load and warm a model).
 
-Engines live on loopback or the local network, so calls never go through a proxy.
-Each call is bounded by a timeout; failures are :class:`EngineError` with a message
-that names the URL and what went wrong.
+Every call goes through the egress guard (:mod:`matrixcloud.lib.egress`): a URL a user
+named is judged as theirs (in production, loopback and private addresses only when the
+operator configured or allowed them), the operator's engine URLs as the operator's;
+no proxy, the checked address only, a bounded answer. Failures are
+:class:`EngineError` with a message that names the URL and what went wrong, never the
+engine's body beyond a short error message.
 """
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from matrixcloud.errors import UpstreamError
-from matrixcloud.lib.env import env_str
-from runtimes.detection import ENGINES
+from matrixcloud.lib import egress
+from runtimes.detection import ENGINES, configured_engine_urls, engine_url
 
 PROBE_TIMEOUT_SECONDS = 5.0
 LOAD_TIMEOUT_SECONDS = 120.0
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 OPENAI_COMPATIBLE = ("vllm", "sglang")
 
 
@@ -44,30 +44,54 @@ def engine_key(name: str) -> str:
 
 
 def _request(
-    url: str, body: dict[str, Any] | None = None, *, timeout: float, api_key: str = ""
+    url: str,
+    body: dict[str, Any] | None = None,
+    *,
+    timeout: float,
+    api_key: str = "",
 ) -> Any:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise EngineError(f"{url!r} is not an http(s) URL")
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Accept": "application/json"}
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310
+    """GET (or POST ``body``) ``url`` through the egress guard; the JSON answer."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as exc:
-        detail = exc.read()[:300].decode("utf-8", "replace")
-        raise EngineError(f"{url} answered HTTP {exc.code}: {detail}".strip()) from exc
-    except (OSError, ValueError) as exc:
-        raise EngineError(f"{url} did not answer: {exc}") from exc
+        answer = egress.request(
+            "POST" if body is not None else "GET",
+            url,
+            json_body=body,
+            headers=headers,
+            timeout=timeout,
+            max_bytes=MAX_ANSWER_BYTES,
+            configured=configured_engine_urls(),
+        )
+    except egress.EgressError as exc:
+        raise EngineError(f"{_shown(url)}: {exc.message}") from exc
+    if not answer.ok:
+        reason = egress.error_reason(answer)
+        said = f": {reason}" if reason else ""
+        raise EngineError(f"{_shown(url)} answered HTTP {answer.status}{said}")
     try:
-        return json.loads(raw or b"null")
+        return answer.json()
     except ValueError as exc:
-        raise EngineError(f"{url} did not answer JSON") from exc
+        raise EngineError(f"{_shown(url)} did not answer JSON") from exc
+
+
+def _shown(url: str) -> str:
+    """``url`` as errors show it: scheme, host, port and path (no query, no userinfo)."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the engine URL"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def user_url_check(url: str) -> str:
+    """An engine URL a user named, checked where its job is created (no DNS): the shape,
+    and for an address or ``localhost`` the egress guard's rules; EngineError (422)
+    naming the refusal. The fetch checks again, whatever the name resolves to then."""
+    try:
+        return egress.url_check(url, configured=configured_engine_urls())
+    except egress.EgressError as exc:
+        raise EngineError(exc.message, http_status=422) from None
 
 
 def openai_base(url: str) -> str:
@@ -127,18 +151,15 @@ def ollama_load(url: str, model: str, *, timeout: float = LOAD_TIMEOUT_SECONDS) 
     body = {"model": model, "prompt": "", "stream": False, "keep_alive": "30m"}
     answer = _request(url.rstrip("/") + "/api/generate", body, timeout=timeout)
     if not isinstance(answer, dict) or not answer.get("done"):
-        raise EngineError(f"{url} did not load {model}: {str(answer)[:200]}")
+        said = answer.get("error") if isinstance(answer, dict) else None
+        reason = egress.sanitise(said) if isinstance(said, str) else "it did not say done"
+        raise EngineError(f"{_shown(url)} did not load {model}: {reason}")
     return answer
 
 
 def configured_engines() -> list[EngineEndpoint]:
     """The engines this installation is told about (``MATRIX_RUNTIME_*_URL``)."""
-    found = []
-    for engine in ENGINES:
-        url = env_str(engine.url_variable, engine.default_url)
-        if url:
-            found.append(EngineEndpoint(engine.name, url.rstrip("/")))
-    return found
+    return [EngineEndpoint(e.name, engine_url(e)) for e in ENGINES if engine_url(e)]
 
 
 def engine_answers(endpoint: EngineEndpoint) -> bool:

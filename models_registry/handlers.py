@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from jobs.handlers import BaseHandler, JobContext, JobFailed, JobParams
 from jobs.registry import register
@@ -169,6 +170,15 @@ class PreloadParams(JobParams):
     model: str = ""
     engine: str = Field("", description="ollama, vllm or sglang; empty: the first present.")
     endpoint_url: str = Field("", description="The engine's URL; default from settings.")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_url(cls, value: str) -> str:
+        """Checked by the egress guard at creation (a 422 naming the refusal)."""
+        try:
+            return engines.user_url_check(value) if value else value
+        except engines.EngineError as exc:
+            raise PydanticCustomError("url_refused", exc.message) from None
 
 
 @register("model.preload")

@@ -17,6 +17,7 @@ from jobs.models import Job
 from jobs.services import job_enqueue
 from matrixcloud.errors import ApplicationError, UpstreamError
 from models_registry.choices import InstallationStatus, InstallMode, ProfileStatus
+from models_registry.engines import user_url_check
 from models_registry.hf import SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT, HubClient, HubError
 from models_registry.models import ModelInstallation, ModelProfile
 from models_registry.selectors import runtime_target
@@ -169,6 +170,9 @@ def profile_attach(
     ``model.attach`` job that does the work; audited."""
     runtime_target(workspace=actor.workspace, runtime_id=runtime_id)  # 404 if not ours
     mode = install_mode or InstallMode.PULL_FROM_SOURCE
+    probed = endpoint_url or profile.source_uri
+    if mode == InstallMode.EXTERNAL_ENDPOINT and probed.startswith(("http://", "https://")):
+        user_url_check(probed)  # a 422 naming the egress guard's refusal, before any row
     with transaction.atomic():
         installation = ModelInstallation.objects.create(
             workspace=actor.workspace,

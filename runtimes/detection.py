@@ -6,6 +6,8 @@ takes seconds) or its HTTP endpoint answers. The endpoints come from
 ``MATRIX_RUNTIME_OLLAMA_URL`` (default ``http://127.0.0.1:11434``),
 ``MATRIX_RUNTIME_VLLM_URL`` and ``MATRIX_RUNTIME_SGLANG_URL`` (unset: not probed).
 Results are cached for :data:`CACHE_SECONDS` so ``/v1/capabilities`` stays fast.
+Probes go through the egress guard (:mod:`matrixcloud.lib.egress`) as the operator's
+URLs.
 """
 
 from __future__ import annotations
@@ -15,18 +17,17 @@ import logging
 import shutil
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+from matrixcloud.lib import egress
 from matrixcloud.lib.env import env_str
 
 logger = logging.getLogger(__name__)
 
 CACHE_SECONDS = 30.0
 PROBE_TIMEOUT_SECONDS = 0.3
+PROBE_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,27 +50,41 @@ ENGINES: tuple[Engine, ...] = (
     Engine("sglang", "sglang", "sglang", "MATRIX_RUNTIME_SGLANG_URL", "", "/v1/models"),
 )  # fmt: skip
 
-# Engines are usually on loopback or the local network: never route probes via a proxy.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _lock = threading.Lock()
 _cache: tuple[float, dict[str, bool]] | None = None
 
 
+def engine_url(engine: Engine) -> str:
+    """The URL the operator configured for ``engine`` ("" when unset: not probed)."""
+    return env_str(engine.url_variable, engine.default_url).rstrip("/")
+
+
+def configured_engine_urls() -> tuple[str, ...]:
+    """Every engine URL the operator configured: the egress guard treats a URL of the
+    same origin as the operator's (reachable on loopback or the LAN in production)."""
+    return tuple(url for url in map(engine_url, ENGINES) if url)
+
+
 def endpoint_answers(base_url: str, path: str, *, timeout: float = PROBE_TIMEOUT_SECONDS) -> bool:
-    """True when an HTTP server at ``base_url`` answers ``path`` (2xx, or 401/403)."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        logger.warning("ignoring engine URL %r: not an http(s) URL", base_url)
-        return False
-    url = base_url.rstrip("/") + path
+    """True when an HTTP server at ``base_url`` answers ``path`` (2xx, or 401/403).
+
+    Through the egress guard like every fetch (no proxy, the checked address only), as
+    the operator's URL: an engine URL naming this server's API, bus or database, or a
+    metadata address, is never probed."""
     try:
-        with _OPENER.open(url, timeout=timeout) as response:
-            return 200 <= response.status < 300
-    except urllib.error.HTTPError as exc:
-        # An engine started with an API key refuses anonymous calls but is there.
-        return exc.code in (401, 403)
-    except (OSError, ValueError):
+        answer = egress.request(
+            "GET",
+            base_url.rstrip("/") + path,
+            timeout=timeout,
+            max_bytes=PROBE_MAX_BYTES,
+            configured=(base_url,),
+        )
+    except egress.EgressError as exc:
+        if exc.refused:
+            logger.warning("ignoring engine URL %r: %s", base_url, exc.message)
         return False
+    # An engine started with an API key refuses anonymous calls but is there.
+    return answer.ok or answer.status in (401, 403)
 
 
 def module_available(name: str) -> bool:
@@ -86,7 +101,7 @@ def engine_present(engine: Engine) -> bool:
         return True
     if engine.module and module_available(engine.module):
         return True
-    url = env_str(engine.url_variable, engine.default_url)
+    url = engine_url(engine)
     return bool(url) and endpoint_answers(url, engine.probe_path)
 
 

@@ -11,16 +11,19 @@ Three ways, first match wins:
    (meta, set by whoever stored the credential) or the provider's public endpoint.
    Reading it is audited (``provider.credential.read``, purpose ``agent.run``).
 
-Anything missing is a :class:`EndpointUnavailable` that says what to configure.
+Anything missing is a :class:`EndpointUnavailable` that says what to configure. Every
+URL, whichever way it came, is fetched through the egress guard
+(:mod:`matrixcloud.lib.egress`), and a ``base_url`` is checked by it at creation too.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from accounts.models import ProviderCredential
 from accounts.services.providers import provider_secret_read
+from matrixcloud.lib import egress
+from runtimes.detection import configured_engine_urls
 from sandbox.agent.llm import ChatEndpoint
 
 PROVIDER_ENDPOINTS = {
@@ -37,13 +40,14 @@ class EndpointUnavailable(Exception):
 
 
 def url_check(url: str) -> str:
-    """An http(s) URL with a host, else ValueError (checked at job creation)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host")
-    if parts.username or parts.password:
-        raise ValueError("must not carry credentials (store a provider credential instead)")
-    return url
+    """An http(s) URL with a host that the egress guard does not refuse on sight (an
+    address of this server's API, bus or database, a metadata address, ...), else
+    ValueError naming why. Checked at job creation and for a credential's base_url;
+    the fetch checks again (a name may resolve elsewhere by then)."""
+    try:
+        return egress.url_check(url, configured=configured_engine_urls())
+    except egress.EgressError as exc:
+        raise ValueError(exc.message) from None
 
 
 def endpoint_resolve(

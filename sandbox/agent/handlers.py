@@ -3,7 +3,7 @@
 The payload is an MCP server (as for ``tool.run``: command policy, env rules,
 network) plus the prompt, the endpoint (``installation_id``, ``base_url`` or a
 provider credential: sandbox/agent/endpoint.py), the model and the limits, all
-checked at creation (a 422 naming the field).
+checked at creation (a 422 naming the field; ``base_url`` by the egress guard too).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from accounts.services.providers import provider_use_check
 from jobs.handlers import JobParams
@@ -44,7 +45,12 @@ class AgentRunParams(McpServerParams):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
-        return url_check(value) if value else value
+        """Shape and, for an address or ``localhost``, the egress guard's rules: a URL
+        naming this server's API, bus, database or a metadata address is a 422 now."""
+        try:
+            return url_check(value) if value else value
+        except ValueError as exc:
+            raise PydanticCustomError("url_refused", str(exc)) from None
 
     @field_validator("provider", "credential", "system", "model", "base_url", mode="before")
     @classmethod

@@ -2,23 +2,24 @@
 
 Non-streaming requests with ``tools`` (function tools); one answer is a
 :class:`ModelTurn`: the assistant message to append, its tool calls and the token
-usage the server reported. The standard library's HTTP client runs in a worker
-thread, bounded by the time the run has left; any failure is an :class:`LlmError`
-whose message says what went wrong (status and the server's own error text).
+usage the server reported. The request goes through the egress guard
+(:mod:`matrixcloud.lib.egress`) in a worker thread, bounded by the time the run has
+left; any failure is an :class:`LlmError` whose message says what went wrong: the
+refusal, or the status and the server's own (short, sanitised) error message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from matrixcloud.lib import egress
+from runtimes.detection import configured_engine_urls
+
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
-ERROR_TEXT_CHARS = 500
 
 
 class LlmError(Exception):
@@ -96,44 +97,30 @@ async def chat_complete(
     if tools:
         body["tools"] = tools
         body["tool_choice"] = "auto"
-    raw = await asyncio.to_thread(_post, endpoint, json.dumps(body).encode(), timeout)
+    raw = await asyncio.to_thread(_post, endpoint, body, timeout)
     return turn_parse(raw, sent=body)
 
 
-def _post(endpoint: ChatEndpoint, data: bytes, timeout: float) -> bytes:
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if endpoint.api_key:
-        headers["Authorization"] = f"Bearer {endpoint.api_key}"
-    if urlsplit(endpoint.url).scheme not in ("http", "https"):
-        raise LlmError(f"the model endpoint {endpoint.host} is not an http(s) URL")
-    request = urllib.request.Request(endpoint.url, data=data, headers=headers, method="POST")  # noqa: S310
+def _post(endpoint: ChatEndpoint, body: dict[str, Any], timeout: float) -> bytes:
+    """POST through the egress guard (matrixcloud/lib/egress): the checked address only,
+    no redirect elsewhere, a bounded answer; a remote body never reaches the error."""
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
     try:
-        with urllib.request.urlopen(request, timeout=max(timeout, 0.1)) as response:  # noqa: S310
-            body: bytes = response.read(MAX_RESPONSE_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read(ERROR_TEXT_CHARS * 4).decode(errors="replace")
-        raise LlmError(f"the model endpoint answered {exc.code}: {_error_text(detail)}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise LlmError(
-            f"the model endpoint {endpoint.host} could not be reached: {reason}"
-        ) from None
-    if len(body) > MAX_RESPONSE_BYTES:
-        raise LlmError(f"the model's answer is larger than {MAX_RESPONSE_BYTES} bytes")
-    return body
-
-
-def _error_text(detail: str) -> str:
-    """The server's error message (OpenAI's ``{"error": {"message"}}``), else its text."""
-    try:
-        parsed = json.loads(detail)
-        error = parsed.get("error") if isinstance(parsed, dict) else None
-        message = error.get("message") if isinstance(error, dict) else error
-        if isinstance(message, str) and message:
-            return message[:ERROR_TEXT_CHARS]
-    except ValueError:
-        pass
-    return detail.strip()[:ERROR_TEXT_CHARS] or "(no body)"
+        answer = egress.request(
+            "POST",
+            endpoint.url,
+            json_body=body,
+            headers=headers,
+            timeout=max(timeout, 0.1),
+            max_bytes=MAX_RESPONSE_BYTES,
+            configured=configured_engine_urls(),
+        )
+    except egress.EgressError as exc:
+        raise LlmError(f"the model endpoint {endpoint.host}: {exc.message}") from None
+    if not answer.ok:
+        reason = egress.error_reason(answer) or "(no error message)"
+        raise LlmError(f"the model endpoint answered {answer.status}: {reason}")
+    return answer.body
 
 
 def turn_parse(raw: bytes, *, sent: dict[str, Any]) -> ModelTurn:
@@ -142,7 +129,10 @@ def turn_parse(raw: bytes, *, sent: dict[str, Any]) -> ModelTurn:
         answer = json.loads(raw)
         message = answer["choices"][0]["message"]
     except (ValueError, KeyError, IndexError, TypeError):
-        raise LlmError(f"the model endpoint sent no chat completion: {raw[:200]!r}") from None
+        # Never the body itself: it may be anything the URL's server says (#17).
+        raise LlmError(
+            f"the model endpoint sent no chat completion ({len(raw)} bytes that are not one)"
+        ) from None
     if not isinstance(message, dict):
         raise LlmError("the model endpoint sent a chat completion without a message")
     content = message.get("content") if isinstance(message.get("content"), str) else ""
