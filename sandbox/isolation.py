@@ -29,6 +29,7 @@ arguments, so resolved secrets do not show in the host's process list.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import logging
@@ -368,6 +369,15 @@ async def spawn(spec: SandboxSpec, *, tier: str | None = None) -> asyncio.subpro
 
 # bwrap's pid -> its sandbox's cgroup, removed by terminate_tree
 _CGROUPS: dict[int, SandboxCgroup] = {}
+
+
+@atexit.register
+def _cgroups_release() -> None:
+    """At exit, remove the cgroups of sandboxes nobody stopped (a caller that only
+    waited for its process): their processes are gone with bwrap's pid namespace."""
+    while _CGROUPS:
+        _, group = _CGROUPS.popitem()
+        group.remove(wait=0.5)
 
 
 async def _cgroup_for(handshake: UsernsHandshake | None) -> SandboxCgroup | None:
