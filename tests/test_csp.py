@@ -145,7 +145,7 @@ def test_no_console_python_emits_inline_script_or_handlers() -> None:
 def test_the_scan_would_see_each_kind_of_inline_markup() -> None:
     """The patterns are the test: each one catches what it names, not the allowed form."""
     samples = {
-        "inline <script>": '<script>alert(1)</script>',
+        "inline <script>": "<script>alert(1)</script>",
         "on*= handler": '<img src="x" onerror="alert(1)">',
         "javascript: URL": '<a href="javascript:alert(1)">x</a>',
         "<style> block": "<style>body{}</style>",

@@ -34,7 +34,8 @@ INJECT = """() => {
 
 def policy(page: Page, path: str, console: Console) -> str:
     response = page.goto(f"{console.url}{path}")
-    assert response is not None and response.ok, path
+    assert response is not None, path
+    assert response.ok, (path, response.status)
     return response.headers["content-security-policy"]
 
 
