@@ -280,7 +280,10 @@ INSTALLED_APPS = [
     "matrixcloud.console",
 ]
 
+# Content-Security-Policy (matrixcloud/middleware.py): outermost, so every response,
+# refusals and static files included, carries it; the pages need no inline script.
 MIDDLEWARE = [
+    "matrixcloud.middleware.ContentSecurityPolicyMiddleware",
     "matrixcloud.middleware.ApiGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

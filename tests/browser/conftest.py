@@ -5,6 +5,11 @@ The catalog the server reads is a copy of the shipped one whose MCP servers star
 the npm fixtures by absolute path (sandboxes are offline, so ``npx`` could not fetch
 them); that is what ``MATRIX_RUNTIME_CATALOG_FILE`` is for. Screenshots go to
 ``artifacts/screenshots/`` (or ``MATRIX_CONSOLE_SCREENSHOTS``).
+
+Every page a test opens reports its Content-Security-Policy violations (the DOM's
+``securitypolicyviolation`` events and Chromium's console lines about the policy) into
+``Console.violations``; each test must end with none, so every scripted feature the
+walk exercises is known to work under the policy.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -42,9 +47,14 @@ HUB_MODEL = "acme/tiny-llama-1B"
 # progress bar is seen between 0 and 100.
 HUB_RATE = 250_000
 HUB_SHARDS = 4
+# Runs before any page script, so a violation during load is seen too.
+REPORT_CSP_VIOLATIONS = """document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolation(event.violatedDirective + " blocked " + (event.blockedURI || "inline")
+    + " on " + event.documentURI);
+});"""
 
 try:
-    from playwright.sync_api import Browser, Page, sync_playwright
+    from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 except ImportError:  # pragma: no cover - the dev group installs it
     sync_playwright = None  # type: ignore[assignment]
 
@@ -76,6 +86,7 @@ class Console:
     worker: Worker
     hub: FakeHub
     browser: Browser
+    violations: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -84,9 +95,19 @@ class Console:
     def page(self) -> Page:
         """A fresh browser profile (its own cookies) with bounded waits."""
         context = self.browser.new_context(viewport={"width": 1280, "height": 900})
+        context.expose_function("__cspViolation", self._violation)
+        context.add_init_script(REPORT_CSP_VIOLATIONS)
         page = context.new_page()
+        page.on("console", self._console_line)
         page.set_default_timeout(STEP_TIMEOUT_MS)
         return page
+
+    def _violation(self, report: str) -> None:
+        self.violations.append(report)
+
+    def _console_line(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.violations.append(f"console: {message.text}")
 
 
 def shot(page: Page, name: str) -> Path:
@@ -125,6 +146,18 @@ def start_worker(log: Path, env: dict[str, str]) -> Worker:
             start_new_session=True,
         )
     return Worker(proc, log)
+
+
+@pytest.fixture(autouse=True)
+def no_csp_violations(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each browser test ends with no Content-Security-Policy violation on any page."""
+    if "console" not in request.fixturenames:
+        yield
+        return
+    console: Console = request.getfixturevalue("console")
+    console.violations.clear()
+    yield
+    assert console.violations == [], console.violations
 
 
 @pytest.fixture(scope="module")
