@@ -13,7 +13,6 @@ import os
 import socket
 import threading
 import traceback
-from pathlib import Path
 from typing import Any
 
 from django import db
@@ -24,6 +23,7 @@ from jobs.choices import JobStatus
 from jobs.handlers import BaseHandler, JobContext, JobFailed, JobInterrupted
 from jobs.models import Job
 from jobs.services import job_claim, job_finish
+from matrixcloud.lib.processes import process_gone
 
 logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
@@ -49,7 +49,7 @@ def runner_gone(runner: str) -> bool:
         return _sandbox_host_gone(runner)
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    return _process_gone(int(pid))
+    return process_gone(int(pid))
 
 
 def _sandbox_host_gone(reply_channel: str) -> bool:
@@ -69,26 +69,7 @@ def _sandbox_host_gone(reply_channel: str) -> bool:
     )
     if row is None or row["hostname"] != socket.gethostname():
         return False
-    return _process_gone(int(row["pid"]))
-
-
-def _process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A dead process nobody has reaped yet (``/proc`` only; elsewhere: False)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+    return process_gone(int(row["pid"]))
 
 
 class Watchdog(threading.Thread):

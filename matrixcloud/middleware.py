@@ -94,12 +94,9 @@ def check_write_rate(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
-class ApiGuardMiddleware:
-    """Write rate limit, body limit, Origin and Content-Type checks for the API.
-
-    Works in sync and async stacks; the rate limiter's database work runs in a thread
-    in the async case, and only for writes (never for event streams).
-    """
+class DualMiddleware:
+    """Base of a middleware that runs in sync and async stacks: it is marked a
+    coroutine function when the next one is, and ``__call__`` picks the path."""
 
     sync_capable = True
     async_capable = True
@@ -110,7 +107,15 @@ class ApiGuardMiddleware:
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
-            markcoroutinefunction(self)
+            markcoroutinefunction(self)  # type: ignore[type-var]  # subclasses define __call__
+
+
+class ApiGuardMiddleware(DualMiddleware):
+    """Write rate limit, body limit, Origin and Content-Type checks for the API.
+
+    Works in sync and async stacks; the rate limiter's database work runs in a thread
+    in the async case, and only for writes (never for event streams).
+    """
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
@@ -153,23 +158,12 @@ def add_content_security_policy(response: HttpResponse) -> HttpResponse:
     return response
 
 
-class ContentSecurityPolicyMiddleware:
+class ContentSecurityPolicyMiddleware(DualMiddleware):
     """The ``Content-Security-Policy`` header on every response, refusals included.
 
     Outermost in ``MIDDLEWARE`` so the API guard's refusals and WhiteNoise's files get
     it too; works in sync and async stacks (streams pass through unread).
     """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(
-        self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
-    ) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:

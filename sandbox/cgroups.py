@@ -40,6 +40,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from matrixcloud.lib.processes import earlier_process_gone
+
 logger = logging.getLogger(__name__)
 
 TIER_V2 = "cgroup-v2"
@@ -278,25 +280,13 @@ def leftovers_remove() -> int:
     for key, parent in support.parents.items():
         for path in parent.glob(f"{prefix}*"):
             host_pid = path.name.removeprefix(prefix).split(".")[0]
-            if not host_pid.isdigit() or _alive(int(host_pid)):
+            if not host_pid.isdigit() or not earlier_process_gone(int(host_pid)):
                 continue
             group = SandboxCgroup(CgroupSupport(support.tier, "", {key: parent}), _NO_LIMITS)
             group.dirs = {key: path}
             group.remove()
             removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a leftover of an earlier process that had our pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _NO_LIMITS = CgroupLimits(memory_bytes=0, max_processes=0, cpus=0)

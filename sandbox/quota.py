@@ -26,6 +26,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from matrixcloud.lib.processes import earlier_process_gone
 from sandbox.bubblewrap import SANDBOX_UID
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def leftovers_remove(mount_root: Path) -> int:
     removed = 0
     for image in disks_dir().glob("*.img"):
         host_pid, _, rest = image.name.partition(".")
-        if not host_pid.isdigit() or (int(host_pid) != os.getpid() and _alive(int(host_pid))):
+        if not host_pid.isdigit() or not earlier_process_gone(int(host_pid)):
             continue
         try:
             _unmount(mount_root / rest.removesuffix(".img"))
@@ -138,13 +139,3 @@ def leftovers_remove(mount_root: Path) -> int:
         except (OSError, subprocess.SubprocessError) as exc:
             logger.warning("could not remove sandbox disk %s: %s", image, exc)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -149,17 +149,23 @@ def _upsert_row(
     return credential, False
 
 
+def _credential_locked(workspace: Workspace, credential_id: str) -> ProviderCredential:
+    """A credential of ``workspace``, row-locked, secret not loaded (404 otherwise)."""
+    credential = (
+        ProviderCredential.objects.select_for_update()
+        .defer("secret")
+        .filter(workspace=workspace, pk=credential_id)
+        .first()
+    )
+    if credential is None:
+        raise NotFound("provider credential not found")
+    return credential
+
+
 def provider_delete(*, workspace: Workspace, credential_id: str, actor: str, ip: str = "") -> None:
     """Remove a credential of ``workspace`` (404 for any other workspace's)."""
     with transaction.atomic():
-        credential = (
-            ProviderCredential.objects.select_for_update()
-            .defer("secret")
-            .filter(workspace=workspace, pk=credential_id)
-            .first()
-        )
-        if credential is None:
-            raise NotFound("provider credential not found")
+        credential = _credential_locked(workspace, credential_id)
         credential.delete()
         audit_record(
             action="provider.credential.deleted",
@@ -182,14 +188,7 @@ def provider_update(
     """Mark a credential of ``workspace`` usable by members or not (404 for any other
     workspace's); the secret is left as it is."""
     with transaction.atomic():
-        credential = (
-            ProviderCredential.objects.select_for_update()
-            .defer("secret")
-            .filter(workspace=workspace, pk=credential_id)
-            .first()
-        )
-        if credential is None:
-            raise NotFound("provider credential not found")
+        credential = _credential_locked(workspace, credential_id)
         credential.usable_by_members = usable_by_members
         credential.updated_at = timezone.now()
         credential.save(update_fields=["usable_by_members", "updated_at"])
