@@ -16,8 +16,10 @@ import signal
 import subprocess
 import threading
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from django.utils import timezone
 from pydantic import BaseModel, ConfigDict
 
 from jobs.choices import JobKind, JobStatus
@@ -68,6 +70,7 @@ class JobContext:
 
     def __init__(self, job: Job) -> None:
         self.job = job
+        self.progress_at = job.progress_at
         self._interrupted = threading.Event()
         self.interrupt_status: str | None = None
         self._procs: set[subprocess.Popen[Any]] = set()
@@ -77,6 +80,19 @@ class JobContext:
         self, step: str, status: str, message: str, data: dict[str, Any] | None = None
     ) -> None:
         job_event_emit(self.job.pk, step=step, status=status, message=message, data=data)
+
+    def progress(self) -> None:
+        """Say the job made progress (bytes written): a job timed by progress
+        (``BaseHandler.timed_by_progress``) then lives another ``ttl_seconds``."""
+        self.progress_at = timezone.now()
+
+    def expires_at(self) -> datetime:
+        """When the job runs out of time: its ``expires_at``, or for a job timed by
+        progress ``ttl_seconds`` after its last progress, never past its hard cap."""
+        job = self.job
+        if job.deadline_at is None or self.progress_at is None:
+            return job.expires_at
+        return min(self.progress_at + timedelta(seconds=job.ttl_seconds), job.deadline_at)
 
     @property
     def interrupted(self) -> bool:
@@ -164,6 +180,12 @@ class BaseHandler:
 
     kind: ClassVar[str] = JobKind.BATCH
     Params: ClassVar[type[JobParams]] = JobParams
+    # May run again after its runner died (resuming what the first run left, such as a
+    # partial download), up to MATRIX_RUNTIME_JOB_MAX_ATTEMPTS: see job_runner_lost.
+    resumable: ClassVar[bool] = False
+    # Timed by progress (``JobContext.progress``), not wall time: ``ttl_seconds`` is the
+    # time allowed without progress, under the hard cap MATRIX_RUNTIME_MODEL_MAX_SECONDS.
+    timed_by_progress: ClassVar[bool] = False
 
     def __init__(self, ctx: JobContext, params: JobParams) -> None:
         self.ctx = ctx

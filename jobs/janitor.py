@@ -18,7 +18,7 @@ from django.utils import timezone
 from jobs.choices import JobStatus
 from jobs.models import Job
 from jobs.runner import runner_gone
-from jobs.services import job_dispatch_pending, job_finish
+from jobs.services import job_dispatch_pending, job_finish, job_runner_lost
 
 logger = logging.getLogger(__name__)
 # A runner heart-beats its job every runner.HEARTBEAT_SECONDS (2 s).
@@ -68,7 +68,8 @@ def janitor_schedule() -> None:
 
 
 def _end_orphans(now: datetime) -> int:
-    """Running jobs whose runner stopped heart-beating: the process died."""
+    """Running jobs whose runner stopped heart-beating: the process died. Each goes by
+    ``job_runner_lost`` (a resumable one is queued again, any other ends ``error``)."""
     ended = 0
     silent_jobs = Job.objects.filter(
         status=JobStatus.RUNNING, heartbeat_at__lt=now - DEAD_RUNNER_AFTER
@@ -77,11 +78,11 @@ def _end_orphans(now: datetime) -> int:
         silence = now - job.heartbeat_at if job.heartbeat_at else STALE_AFTER
         if silence < STALE_AFTER and not runner_gone(job.runner):
             continue
-        error = (
+        reason = (
             f"the process running this job ({job.runner or 'unknown'}) stopped "
             f"heart-beating {int(silence.total_seconds())} s ago; the job was interrupted"
         )
-        ended += job_finish(job.pk, JobStatus.ERROR, error=error)
+        ended += bool(job_runner_lost(job.pk, reason=reason))
     return ended
 
 

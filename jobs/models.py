@@ -33,7 +33,8 @@ class Job(models.Model):
     conditional updates on ``status``, so exactly one process starts a job and exactly
     one terminal status wins. ``runner`` and ``heartbeat_at`` let the janitor find
     work whose process died; ``dispatched_at`` lets it re-dispatch queued work the queue
-    lost without flooding the queue with duplicates.
+    lost without flooding the queue with duplicates. ``attempts`` counts claims: a
+    resumable job whose runner died is queued again until it reaches the maximum.
     """
 
     id = models.CharField(primary_key=True, max_length=32, default=new_job_id, editable=False)
@@ -62,6 +63,10 @@ class Job(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Jobs timed by progress (model downloads): ``expires_at`` moves with each progress,
+    # ``ttl_seconds`` is the time allowed without any, and ``deadline_at`` the hard cap.
+    progress_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
     last_seq = models.PositiveIntegerField(default=0)
 
     objects = JobQuerySet.as_manager()

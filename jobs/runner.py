@@ -1,9 +1,10 @@
 """Runs one batch job in a worker: claim, run the handler under a watchdog, finish.
 
 The watchdog thread polls the job row (every ``POLL_SECONDS``) for a cancel request,
-enforces the TTL, and heart-beats the row so the janitor can tell a live runner from
-a dead one. On cancel or expiry it interrupts the context, which wakes the handler's
-waits and kills its subprocess groups.
+enforces the TTL (for a job timed by progress, the time since its last progress), and
+heart-beats the row so the janitor can tell a live runner from a dead one. On cancel or
+expiry it interrupts the context, which wakes the handler's waits and kills its
+subprocess groups.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ class Watchdog(threading.Thread):
     def _tick(self, last_beat: float) -> float:
         job = self.ctx.job
         now = timezone.now()
-        if now >= job.expires_at:
+        expires_at = self.ctx.expires_at()  # moves with progress for a model download
+        if now >= expires_at:
             self.ctx.interrupt(JobStatus.EXPIRED)
         row = Job.objects.filter(pk=job.pk).values("cancel_requested_at", "status").first()
         if row is None or row["cancel_requested_at"] is not None:
@@ -114,7 +116,10 @@ class Watchdog(threading.Thread):
             self.ctx.interrupt(JobStatus.CANCELLED)  # ended elsewhere (janitor): stop work
         mono = now.timestamp()
         if mono - last_beat >= HEARTBEAT_SECONDS:
-            Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(heartbeat_at=now)
+            beat: dict[str, Any] = {"heartbeat_at": now}
+            if job.deadline_at is not None:  # the janitor reads the moved deadline
+                beat.update(expires_at=expires_at, progress_at=self.ctx.progress_at)
+            Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(**beat)
             return mono
         return last_beat
 

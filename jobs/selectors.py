@@ -37,6 +37,10 @@ SNAPSHOT_FIELDS = (
     "result",
     "error",
     "workspace_id",
+    "ttl_seconds",
+    "progress_at",
+    "deadline_at",
+    "attempts",
 )
 
 
@@ -57,6 +61,12 @@ def job_snapshot(job: Job) -> dict[str, Any]:
         snapshot["finished_at"] = rfc3339(job.finished_at)
     if job.error:
         snapshot["error"] = job.error
+    if job.deadline_at is not None:  # timed by progress: both clocks
+        snapshot["stall_seconds"] = job.ttl_seconds
+        snapshot["progress_at"] = rfc3339(job.progress_at)
+        snapshot["deadline_at"] = rfc3339(job.deadline_at)
+    if job.attempts > 1:
+        snapshot["attempts"] = job.attempts
     return snapshot
 
 

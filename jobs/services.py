@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from accounts.models import Workspace
 from jobs import registry
 from jobs.choices import TERMINAL_EVENTS, JobKind, JobStatus
 from jobs.events import job_event_emit, storable
+from jobs.handlers import BaseHandler
 from jobs.models import Job, JobSlots
 from matrixcloud.errors import BadRequest, UnprocessableEntity
 
@@ -40,6 +42,30 @@ def ttl_resolve(ttl_seconds: int | None) -> int:
     if ttl > maximum:
         raise UnprocessableEntity(f"ttl_seconds {ttl} exceeds maximum {maximum}")
     return ttl or maximum
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """How long a new job may live: ``ttl_seconds`` and ``expires_at``, and for a job
+    timed by progress the hard cap ``deadline_at`` (``ttl_seconds`` is then the time
+    allowed without progress, counted from the claim)."""
+
+    ttl_seconds: int
+    expires_at: datetime
+    deadline_at: datetime | None
+
+
+def job_lifetime(handler: type[BaseHandler], ttl_seconds: int, now: datetime) -> Lifetime:
+    """The lifetime of a job of ``handler``'s type created ``now``; ``ttl_seconds`` is
+    what the client asked for (already checked), 0 for the default."""
+    if not handler.timed_by_progress:
+        ttl = ttl_seconds or settings.MATRIX_MAX_TTL_SECONDS
+        return Lifetime(ttl, now + timedelta(seconds=ttl), None)
+    window = ttl_seconds or settings.MATRIX_MODEL_STALL_SECONDS
+    deadline = now + timedelta(seconds=settings.MATRIX_MODEL_MAX_SECONDS)
+    # Queued, it makes no progress yet: it waits for a slot as long as any job may.
+    queued_for = timedelta(seconds=max(window, settings.MATRIX_MAX_TTL_SECONDS))
+    return Lifetime(window, min(now + queued_for, deadline), deadline)
 
 
 def payload_validate(job_type: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +100,7 @@ def job_enqueue(
     payload = payload_validate(job_type, payload or {})
     handler.admit(workspace=workspace, user=user, payload=payload, actor=actor, ip=ip)
     now = timezone.now()
+    lifetime = job_lifetime(handler, ttl if ttl_seconds else 0, now)
     with transaction.atomic():
         handler.reserve(workspace=workspace)
         job = Job.objects.create(
@@ -82,9 +109,10 @@ def job_enqueue(
             type=job_type,
             kind=handler.kind,
             payload=payload,
-            ttl_seconds=ttl,
+            ttl_seconds=lifetime.ttl_seconds,
             created_at=now,
-            expires_at=now + timedelta(seconds=ttl),
+            expires_at=lifetime.expires_at,
+            deadline_at=lifetime.deadline_at,
             dispatched_at=now,
         )
         # Registered before the queue event's publish, so the worker hears of the job
@@ -158,16 +186,24 @@ def job_claim(job_id: str, *, runner: str) -> Job | None:
         if job.kind == JobKind.BATCH and not _slot_free(job):
             Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(dispatched_at=None)
             return None
+        timing: dict[str, Any] = {}
+        if job.deadline_at is not None:  # timed by progress: the clock starts now
+            window = timedelta(seconds=job.ttl_seconds)
+            timing = {"progress_at": now, "expires_at": min(now + window, job.deadline_at)}
         claimed = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
             status=JobStatus.RUNNING,
-            started_at=now,
+            started_at=job.started_at or now,
             runner=runner,
             heartbeat_at=now,
             attempts=F("attempts") + 1,
+            **timing,
         )
         if claimed != 1:
             return None
-        job_event_emit(job_id, step="start", status=JobStatus.RUNNING, message="Job started")
+        attempt = job.attempts + 1
+        message = "Job started" if attempt == 1 else f"Job started again (attempt {attempt})"
+        data = {"attempt": attempt} if attempt > 1 else None
+        job_event_emit(job_id, step="start", status=JobStatus.RUNNING, message=message, data=data)
     job.refresh_from_db()
     return job
 
@@ -201,12 +237,64 @@ def _finish(
         return False
     step, template = TERMINAL_EVENTS[status]
     message = template.format(error=error, ttl=job.ttl_seconds)
+    if status == JobStatus.EXPIRED and job.deadline_at is not None:
+        message = _expired_by_progress(job, now)
     job_event_emit(job.pk, step=step, status=status, message=message, terminal=True)
     handler = registry.handler_for(job.type)
     if handler is not None:
         handler.ended(job.pk, status, error)  # in this transaction: it ends with the job
     transaction.on_commit(lambda: job_dispatch_pending())
     return True
+
+
+def _expired_by_progress(job: Job, now: datetime) -> str:
+    """The terminal message of a job timed by progress that ran out of time."""
+    if job.status == JobStatus.QUEUED:
+        return f"Job expired after {int((now - job.created_at).total_seconds())} seconds queued"
+    if job.deadline_at is not None and now >= job.deadline_at:
+        cap = int((job.deadline_at - job.created_at).total_seconds())
+        return f"Job expired: it reached its {cap} s cap (MATRIX_RUNTIME_MODEL_MAX_SECONDS)"
+    return f"Job expired: no progress for {job.ttl_seconds} seconds"
+
+
+def job_runner_lost(job_id: str, *, reason: str) -> str:
+    """The process running ``job_id`` is gone (its worker died, or its lease lapsed):
+    the one rule for what happens next. A resumable job (``BaseHandler.resumable``) with
+    attempts left, time left and no cancel request is queued again, to resume from what
+    the lost run left; any other job ends ``error`` with ``reason``. Returns the status
+    the job is in afterwards, or "" if it was no longer running (nothing done)."""
+    now = timezone.now()
+    with transaction.atomic():
+        _lock_slots()
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status != JobStatus.RUNNING:
+            return ""
+        handler = registry.handler_for(job.type)
+        maximum = settings.MATRIX_JOB_MAX_ATTEMPTS
+        if job.cancel_requested_at is not None or handler is None or not handler.resumable:
+            _finish(job, JobStatus.ERROR, error=reason, now=now)
+            return JobStatus.ERROR
+        if job.attempts >= maximum:
+            _finish(job, JobStatus.ERROR, error=f"{reason} (attempt {job.attempts} of {maximum})")
+            return JobStatus.ERROR
+        if (job.deadline_at or job.expires_at) <= now:
+            _finish(job, JobStatus.EXPIRED, now=now)
+            return JobStatus.EXPIRED
+        Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+            status=JobStatus.QUEUED, runner="", heartbeat_at=None, dispatched_at=now
+        )
+        job_event_emit(
+            job_id,
+            step="retry",
+            status=JobStatus.QUEUED,
+            message=(
+                f"{reason}; queued again to resume where it stopped "
+                f"(attempt {job.attempts + 1} of {maximum})"
+            ),
+            data={"attempt": job.attempts + 1, "max_attempts": maximum},
+        )
+        transaction.on_commit(lambda: job_dispatch(job_id, job.kind))
+    return JobStatus.QUEUED
 
 
 def job_cancel(*, job: Job, actor: str, ip: str = "") -> str:

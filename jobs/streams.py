@@ -58,7 +58,8 @@ def job_stream_response(job: Job, *, after: int) -> HttpResponseBase:
         terminal = job_terminal_seq(job.pk)
         if terminal is not None and after >= terminal:
             return sse.no_content()
-    lifetime = (job.expires_at + STREAM_GRACE - timezone.now()).total_seconds()
+    # A job timed by progress may live until its hard cap; the stream ends with the job.
+    lifetime = ((job.deadline_at or job.expires_at) + STREAM_GRACE - timezone.now()).total_seconds()
     stream = sse.DurableStream(
         hubs, job_group(job.pk), partial(_read, job.pk), after=after, lifetime=lifetime
     )

@@ -53,6 +53,18 @@ MATRIX_HOST = env_str("MATRIX_RUNTIME_HOST", "127.0.0.1")
 _port_var, _port_value = env_first("MATRIX_RUNTIME_PORT", "PORT")
 MATRIX_PORT = env_int(_port_var, 8080, minimum=1, maximum=65535) if _port_var else 8080
 MATRIX_MAX_TTL_SECONDS = env_int("MATRIX_RUNTIME_MAX_TTL_SECONDS", 600, minimum=1)
+# Model downloads (model.pull, model.attach) count the time without progress, not wall
+# time: a job that wrote no byte for this long expires, and none outlives the hard cap.
+MATRIX_MODEL_STALL_SECONDS = env_int(
+    "MATRIX_RUNTIME_MODEL_STALL_SECONDS",
+    min(120, MATRIX_MAX_TTL_SECONDS),
+    minimum=1,
+    maximum=MATRIX_MAX_TTL_SECONDS,
+)
+MATRIX_MODEL_MAX_SECONDS = env_int("MATRIX_RUNTIME_MODEL_MAX_SECONDS", 6 * 3600, minimum=60)
+# A resumable job (model.pull, model.attach, model.preload) whose runner died is queued
+# again, up to this many attempts in all; any other job ends ``error``.
+MATRIX_JOB_MAX_ATTEMPTS = env_int("MATRIX_RUNTIME_JOB_MAX_ATTEMPTS", 3, minimum=1, maximum=10)
 MATRIX_MAX_CONCURRENT_JOBS = env_int(
     "MATRIX_RUNTIME_MAX_CONCURRENT_JOBS", int(str(_MODE_DEFAULTS["concurrency"])), minimum=1
 )
@@ -235,8 +247,10 @@ Q_CLUSTER = {
     # One pool process per job that may run at once (at least two, so a slow job never
     # delays the janitor's schedule).
     "workers": env_int("MATRIX_RUNTIME_WORKERS", max(MATRIX_MAX_CONCURRENT_JOBS, 2), minimum=1),
-    "timeout": MATRIX_MAX_TTL_SECONDS + 60,
-    "retry": MATRIX_MAX_TTL_SECONDS + 120,
+    # A backstop: the runner ends its job on time itself (a model download may run up to
+    # its hard cap while it makes progress).
+    "timeout": max(MATRIX_MAX_TTL_SECONDS, MATRIX_MODEL_MAX_SECONDS) + 60,
+    "retry": max(MATRIX_MAX_TTL_SECONDS, MATRIX_MODEL_MAX_SECONDS) + 120,
     "max_attempts": 2,
     "poll": env_float("MATRIX_RUNTIME_QUEUE_POLL", 0.1, minimum=0.01),
     "catch_up": False,

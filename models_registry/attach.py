@@ -55,6 +55,8 @@ class AttachHandler(BaseHandler):
     """Install a model profile on a runtime (see the module docstring)."""
 
     Params = AttachParams
+    resumable = True  # its steps may run again; a download resumes its partial files
+    timed_by_progress = True
 
     def run(self) -> dict[str, Any]:
         params = self.params

@@ -167,7 +167,12 @@ class SnapshotDownload:
         return [self._pool.submit(self._fetch, hub_file) for hub_file in todo]
 
     def wait(self, futures: list[Future[None]], on_tick: Callable[[], None]) -> None:
-        """Wait for the fetches, calling ``on_tick`` regularly; the first failure wins."""
+        """Wait for the fetches, calling ``on_tick`` regularly; the first failure wins.
+
+        An interrupt returns at once (``DownloadStopped``), even while a fetch is stuck
+        in a read of a silent connection: that thread writes nothing more (it checks
+        the abort before each write) and ends at its read timeout at the latest.
+        """
         try:
             pending = set(futures)
             while pending:
@@ -175,11 +180,14 @@ class SnapshotDownload:
                 on_tick()
                 for future in done:
                     future.result()
+                if pending and self.stopped():
+                    raise DownloadStopped("interrupted")
         except BaseException:
             self._abort.set()  # the other files stop at their next chunk
             raise
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            # An interrupt does not wait for a fetch stuck in a read; a failure does.
+            self._pool.shutdown(wait=not self.stopped(), cancel_futures=True)
 
     def finish(self) -> PullResult:
         """Link the snapshot and record the revision's commit."""

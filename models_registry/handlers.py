@@ -95,10 +95,19 @@ def run_download(
 
     def tick() -> None:
         done, total, file = download.progress.snapshot()
+        if done > high[0]:
+            ctx.progress()  # bytes arrived: a model job lives on while they do
         if done > high[0] or done == total:
             high[0] = max(high[0], done)
             report(high[0], total, file)
 
+    if high[0] and high[0] < download.progress.total:
+        ctx.emit(
+            "download",
+            "running",
+            f"resuming: {high[0]} of {download.progress.total} bytes already on disk",
+            {"resumed_bytes": high[0], "total_bytes": download.progress.total},
+        )
     report(high[0], download.progress.total, "")
     try:
         download.wait(download.start(), tick)
@@ -117,6 +126,8 @@ class PullHandler(BaseHandler):
     """Download a Hugging Face snapshot into the cache (resumable, verified)."""
 
     Params = ModelParams
+    resumable = True  # a run after a worker's death resumes the partial files
+    timed_by_progress = True
 
     def run(self) -> dict[str, Any]:
         params = self.params
@@ -186,6 +197,7 @@ class PreloadHandler(BaseHandler):
     """Ask a running serving engine to load the model and say when it answers."""
 
     Params = PreloadParams
+    resumable = True  # asking again is harmless
 
     def run(self) -> dict[str, Any]:
         params = self.params

@@ -12,7 +12,8 @@ paths-info (``POST /api/models/<repo>/paths-info/<rev>``) and files
 Faults for tests: ``cut_once`` (the first full GET of a path sends half its bytes and
 drops the connection), ``corrupt`` (a path's bytes differ from the checksum the hub
 announces), ``rate`` (bytes per second, so a download can be caught mid-way) and
-``fail_search``. Every request is logged as ``(method, path, headers)``.
+``fail_search``, ``stall`` (a path's body stops half way and the connection stays
+open, silent, until ``released``). Every request is logged as ``(method, path, headers)``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tests.loopback import LoopbackServer
 
 LFS_MIN_SIZE = 1024
 CHUNK = 1 << 20
+STALL_SECONDS = 30.0
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -209,6 +211,10 @@ class FakeHub(LoopbackServer):
         self.cut_once: set[str] = set()
         self.corrupt: set[str] = set()
         self.rate: float = 0.0
+        # Paths whose next full GET sends half its bytes, then holds the connection open
+        # without sending more until ``released`` is set (at most STALL_SECONDS).
+        self.stall: set[str] = set()
+        self.released = threading.Event()
         self.fail_search = False
         self._lock = threading.Lock()
 
@@ -407,12 +413,18 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return None
         cut = status == 200 and self.fake.take_cut(file_path)
+        held = status == 200 and not cut and file_path in self.fake.stall
         self._send_body(
             entry,
             start,
-            end if not cut else start + (end - start) // 2,
+            end if not (cut or held) else start + (end - start) // 2,
             corrupt=file_path in self.fake.corrupt,
         )
+        if held:
+            self.wfile.flush()
+            self.fake.released.wait(STALL_SECONDS)
+            self.close_connection = True
+            return None
         if cut:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)

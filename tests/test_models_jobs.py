@@ -15,12 +15,10 @@ import contextlib
 import json
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
 from accounts.models import AuditEvent, UsageEvent, Workspace
 from accounts.services.providers import provider_upsert
@@ -63,6 +61,8 @@ def fresh(hub: FakeHub, settings: Any, tmp_path: Path) -> FakeHub:
     hub.cut_once.clear()
     hub.corrupt.clear()
     hub.rate = 0.0
+    hub.stall.clear()
+    hub.released.clear()
     hub.requests.clear()
     return hub
 
@@ -457,15 +457,22 @@ def test_a_runtime_short_of_disk_fails_the_attach_before_downloading(
 def test_an_attach_that_expires_mid_download_fails_the_installation(
     api: Any, owner: Any, hub: FakeHub
 ) -> None:
+    """A model job is timed by its progress: the download stops sending bytes half way
+    (the connection stays open), and the job expires after its window without progress."""
     _, token = owner
-    hub.rate = 500_000  # about 4 s for the big file: longer than the TTL below
+    hub.stall.add(BIG_FILE)
     profile = profile_of(api, token, provider="Hugging Face", external_id="acme/big-model-2B")
     body = api.post(
         f"/v1/model-profiles/{profile['id']}/attach", {"runtimeId": "local"}, **bearer(token)
     ).json()
-    Job.objects.filter(pk=body["job_id"]).update(expires_at=timezone.now() + timedelta(seconds=2))
-    run_job(body["job_id"])
-    assert Job.objects.get(pk=body["job_id"]).status == "expired"
+    Job.objects.filter(pk=body["job_id"]).update(ttl_seconds=2)  # 2 s without progress
+    try:
+        run_job(body["job_id"])
+    finally:
+        hub.released.set()
+    job = Job.objects.get(pk=body["job_id"])
+    assert job.status == "expired"
+    assert events(job)[-1].message == "Job expired: no progress for 2 seconds"
     row = ModelInstallation.objects.get(pk=body["installation_id"])
     assert (row.status, row.error) == ("failed", "the model.attach job was expired")
     assert ModelProfile.objects.get(pk=profile["id"]).status == "failed"

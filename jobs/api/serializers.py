@@ -58,6 +58,23 @@ class JobSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     result = serializers.JSONField(allow_null=True, help_text="The type's result; null until done.")
     error = serializers.CharField(required=False, help_text="Present only when the job failed.")
+    stall_seconds = serializers.IntegerField(
+        required=False,
+        help_text=(
+            "Model downloads only: they expire after this long without progress "
+            "(expires_at moves with each progress), never past deadline_at."
+        ),
+    )
+    progress_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Model downloads only: the last progress."
+    )
+    deadline_at = serializers.DateTimeField(
+        required=False, help_text="Model downloads only: the hard cap on the job's life."
+    )
+    attempts = serializers.IntegerField(
+        required=False,
+        help_text="Present from a second run: a resumable job whose runner died runs again.",
+    )
 
 
 class JobListSerializer(serializers.Serializer):
