@@ -7,11 +7,15 @@ class ModelsRegistryConfig(AppConfig):
     """Models: Hugging Face sources, model profiles and installations.
 
     ``ready()`` registers the model job types (``model.inspect``, ``model.pull``,
-    ``model.preload``, ``model.attach``) with the job engine.
+    ``model.preload``, ``model.attach``) with the job engine, and puts the Hub client's
+    every request through the hub guard (:mod:`models_registry.hub_guard`).
     """
 
     name = "models_registry"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from models_registry import attach, handlers  # noqa: F401  (registers the job types)
+        # attach and handlers register the job types
+        from models_registry import attach, handlers, hub_guard  # noqa: F401
+
+        hub_guard.install()

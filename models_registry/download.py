@@ -15,19 +15,21 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx2
 from django.conf import settings
 from huggingface_hub.utils import get_session, hf_raise_for_status
 
 from matrixcloud.errors import ApplicationError
+from matrixcloud.lib.paths import PathRefused, inside_roots
 from models_registry.hf import (
     HubClient,
     HubError,
@@ -36,6 +38,7 @@ from models_registry.hf import (
     RepoMetadata,
     hub_errors,
 )
+from models_registry.hub_guard import UnsafeHubName, shown
 from models_registry.sources import ModelRef
 
 CHUNK_BYTES = 1 << 18
@@ -58,6 +61,13 @@ class NotEnoughDisk(ApplicationError):
 
     http_status = 507
     default_message = "not enough free disk"
+
+
+class OversizedFile(ApplicationError):
+    """The Hub sent more bytes than it listed for a file."""
+
+    http_status = 502
+    default_message = "the hub sent more bytes than it listed"
 
 
 class DownloadStopped(Exception):
@@ -121,6 +131,7 @@ class SnapshotDownload:
         self._count_lock = threading.Lock()
         self._abort = threading.Event()
         self.files: list[HubFile] = []
+        self.blobs: list[HubFile] = []
         self.progress = Progress(total=0)
 
     def plan(self) -> Progress:
@@ -130,15 +141,33 @@ class SnapshotDownload:
             # The cache is shared by the installation: files another workspace could
             # fetch are only handed out to a token Hugging Face lets read them too.
             self.client.check_access(self.ref, self.meta.commit, self.files[0].path)
-        total = sum(f.size for f in self.files)
-        self.progress = Progress(total=total)
         for hub_file in self.files:
+            self.inside(self.snapshot_dir() / hub_file.path)  # before anything is written
+        # One blob per content: files with the same content share it (and its partial).
+        self.blobs = list({f.etag: f for f in self.files}.values())
+        self.progress = Progress(total=sum(f.size for f in self.blobs))
+        for hub_file in self.blobs:
             blob = self.blob(hub_file)
-            if blob.exists() and blob.stat().st_size == hub_file.size:
+            if own_file(blob) and blob.stat().st_size == hub_file.size:
                 self.progress.done += hub_file.size
-            elif self.partial(hub_file).exists():
+            elif own_file(self.partial(hub_file)):
                 self.progress.done += min(self.partial(hub_file).stat().st_size, hub_file.size)
         return self.progress
+
+    def inside(self, path: Path) -> Path:
+        """``path``, once its real path (links followed) is inside the repo's cache dir:
+        nothing a listing names is written anywhere else."""
+        try:
+            return inside_roots(str(path), [self.root], what="cache path")
+        except PathRefused:
+            relative = os.path.relpath(path, self.root)
+            raise UnsafeHubName(
+                f'a file of "{self.ref.repo_id}" would be written outside its cache dir: '
+                f"{shown(relative)}; nothing was written"
+            ) from None
+
+    def snapshot_dir(self) -> Path:
+        return self.root / "snapshots" / self.meta.commit
 
     def missing_bytes(self) -> int:
         return max(self.progress.total - self.progress.done, 0)
@@ -161,8 +190,8 @@ class SnapshotDownload:
 
     def start(self) -> list[Future[None]]:
         """Start fetching every missing file; the caller watches the futures."""
-        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
-        todo = [f for f in self.files if not self.blob(f).exists()]
+        self.inside(self.root / "blobs").mkdir(parents=True, exist_ok=True)
+        todo = [f for f in self.blobs if not own_file(self.blob(f))]
         self._pool = ThreadPoolExecutor(max_workers=PARALLEL_FILES, thread_name_prefix="hf-pull")
         return [self._pool.submit(self._fetch, hub_file) for hub_file in todo]
 
@@ -191,17 +220,21 @@ class SnapshotDownload:
 
     def finish(self) -> PullResult:
         """Link the snapshot and record the revision's commit."""
-        snapshot = self.root / "snapshots" / self.meta.commit
+        snapshot = self.snapshot_dir()
         for hub_file in self.files:
             link = snapshot / hub_file.path
-            link.parent.mkdir(parents=True, exist_ok=True)
+            self.inside(link.parent).mkdir(parents=True, exist_ok=True)
+            self.inside(link.parent)  # no link in the way was followed by the mkdir
             target = os.path.relpath(self.blob(hub_file), link.parent)
-            if link.is_symlink() or link.exists():
-                link.unlink()
+            if link.is_symlink() or link.is_file():
+                link.unlink()  # never follows the link
             link.symlink_to(target)
-        refs = self.root / "refs"
+        refs = self.inside(self.root / "refs")
         refs.mkdir(parents=True, exist_ok=True)
-        (refs / self.ref.revision.replace("/", "--")).write_text(self.meta.commit)
+        ref_file = self.inside(refs / self.ref.revision.replace("/", "--"))
+        if ref_file.is_symlink():
+            ref_file.unlink()
+        ref_file.write_text(self.meta.commit)
         return PullResult(
             local_path=snapshot,
             commit=self.meta.commit,
@@ -226,11 +259,18 @@ class SnapshotDownload:
                 if partial.exists() and partial.stat().st_size == 0:
                     partial.unlink()  # nothing to resume from
                 raise
+            except OversizedFile:
+                self.progress.add(-partial.stat().st_size, hub_file.path)
+                partial.unlink()  # a bad copy must not be resumed from
+                raise
         self._verify(hub_file, partial, digest.hexdigest())
-        partial.replace(self.blob(hub_file))
+        partial.replace(self.blob(hub_file))  # replaces a link in the way, never follows it
 
     def _stream(self, hub_file: HubFile, partial: Path) -> Any:
-        """Fetch what ``partial`` lacks; the hash of the whole file so far."""
+        """Fetch what ``partial`` lacks; the hash of the whole file so far. Reads no more
+        than the listed size (nor than the answer's Content-Length)."""
+        if partial.is_symlink():
+            partial.unlink()  # the download never makes one: not followed
         have = partial.stat().st_size if partial.exists() else 0
         if have > hub_file.size:
             partial.unlink()
@@ -260,10 +300,18 @@ class SnapshotDownload:
                 have, digest = 0, new_digest(hub_file)
             with self._count_lock:
                 self.resumed += have
-            with partial.open("ab" if have else "wb") as out:
+            room = hub_file.size - have
+            with open_no_follow(partial, append=bool(have)) as out:
                 for chunk in response.iter_raw(CHUNK_BYTES):
                     if self._abort.is_set() or self.stopped():
                         raise DownloadStopped(hub_file.path)
+                    if len(chunk) > room:
+                        out.write(chunk[: max(room, 0)])
+                        raise OversizedFile(
+                            f"the hub sent more than the {hub_file.size} bytes it listed for "
+                            f'{shown(hub_file.path)} of "{self.ref.repo_id}": stopped there'
+                        )
+                    room -= len(chunk)
                     out.write(chunk)
                     digest.update(chunk)
                     self.progress.add(len(chunk), hub_file.path)
@@ -281,6 +329,20 @@ class SnapshotDownload:
         raise ChecksumMismatch(
             f"checksum mismatch for {hub_file.path}: expected {kind} {hub_file.etag}, got {got}"
         )
+
+
+def own_file(path: Path) -> bool:
+    """A regular file the download made (a link, whatever it points to, is not one)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def open_no_follow(path: Path, *, append: bool) -> BinaryIO:
+    """``path`` opened for writing without following a link at its last part."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o644), "ab" if append else "wb")
 
 
 def new_digest(hub_file: HubFile) -> Any:

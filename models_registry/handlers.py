@@ -4,6 +4,7 @@ so ``POST /v1/jobs`` accepts them and ``/v1/capabilities`` lists them."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from matrixcloud.errors import ApplicationError
 from models_registry import engines
 from models_registry.download import DownloadStopped, PullResult, SnapshotDownload
 from models_registry.hf import HubClient, RepoMetadata
+from models_registry.hub_guard import shown
 from models_registry.inspection import fits_runtime, inspect_model, inspection_result
 from models_registry.selectors import runtime_target
 from models_registry.services import usage_note
@@ -89,6 +91,22 @@ def run_download(
     """Plan, check the disk, fetch (reporting bytes, never fewer than before), verify
     and link; an interrupt stops it and leaves the partial files for a resume."""
     download = SnapshotDownload(client, meta, stopped=lambda: ctx.interrupted)
+    try:
+        return _download(ctx, download, report)
+    except DownloadStopped:
+        ctx.check()
+        raise
+    except OSError as exc:  # the cache's disk, not the network (those are HubErrors)
+        where = os.path.relpath(str(exc.filename), download.root) if exc.filename else ""
+        raise JobFailed(
+            f"writing the model cache failed: {exc.strerror or type(exc).__name__}"
+            + (f" ({shown(where)})" if where else "")
+        ) from exc
+
+
+def _download(
+    ctx: JobContext, download: SnapshotDownload, report: Callable[[int, int, str], None]
+) -> PullResult:
     download.plan()
     download.check_disk()
     high = [download.progress.snapshot()[0]]
@@ -109,16 +127,10 @@ def run_download(
             {"resumed_bytes": high[0], "total_bytes": download.progress.total},
         )
     report(high[0], download.progress.total, "")
-    try:
-        download.wait(download.start(), tick)
-        ctx.check()
-        tick()
-        return download.finish()
-    except DownloadStopped:
-        ctx.check()
-        raise
-    except OSError as exc:  # the cache's disk, not the network (those are HubErrors)
-        raise JobFailed(f"writing the model cache failed: {exc}") from exc
+    download.wait(download.start(), tick)
+    ctx.check()
+    tick()
+    return download.finish()
 
 
 @register("model.pull")

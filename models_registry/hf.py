@@ -34,6 +34,7 @@ from huggingface_hub.utils import get_session, hf_raise_for_status
 from accounts.models import Workspace
 from accounts.services.providers import provider_secret_read
 from matrixcloud.errors import UpstreamError
+from models_registry import hub_guard
 from models_registry.sources import SAFETENSORS_DTYPES, ModelRef
 
 logger = logging.getLogger(__name__)
@@ -158,17 +159,8 @@ class HubClient:
     def files(self, ref: ModelRef, commit: str) -> list[HubFile]:
         """Every file of the repo at ``commit``, with sizes and checksums."""
         with hub_errors(ref):
-            entries = self.api.list_repo_tree(ref.repo_id, revision=commit, recursive=True)
-            return [
-                HubFile(
-                    path=entry.path,
-                    size=int(entry.size),
-                    blob_id=entry.blob_id,
-                    sha256=entry.lfs.sha256 if entry.lfs is not None else None,
-                )
-                for entry in entries
-                if isinstance(entry, RepoFile)
-            ]
+            entries = list(self.api.list_repo_tree(ref.repo_id, revision=commit, recursive=True))
+        return [_hub_file(ref.repo_id, entry) for entry in entries if isinstance(entry, RepoFile)]
 
     def safetensors_parameters(
         self, ref: ModelRef, commit: str, files: list[str]
@@ -212,6 +204,17 @@ class HubClient:
         return build_hf_headers(token=self.token)
 
 
+def _hub_file(repo: str, entry: RepoFile) -> HubFile:
+    """One listed file, every name in it checked before it can become a path."""
+    path = hub_guard.file_name(repo, entry.path)
+    return HubFile(
+        path=path,
+        size=hub_guard.size(repo, path, entry.size),
+        blob_id=hub_guard.blob_id(repo, entry.blob_id),
+        sha256=hub_guard.sha256(repo, entry.lfs.sha256) if entry.lfs is not None else None,
+    )
+
+
 def _metadata_from_info(ref: ModelRef, info: Any) -> RepoMetadata:
     card = info.card_data.to_dict() if info.card_data is not None else {}
     tags = list(info.tags or [])
@@ -224,7 +227,7 @@ def _metadata_from_info(ref: ModelRef, info: Any) -> RepoMetadata:
     safetensors = getattr(info, "safetensors", None)
     return RepoMetadata(
         ref=ref,
-        commit=str(info.sha or ""),
+        commit=hub_guard.commit(ref.repo_id, info.sha),
         pipeline_tag=info.pipeline_tag or "",
         library_name=info.library_name or "",
         license=str(license_),
@@ -233,7 +236,7 @@ def _metadata_from_info(ref: ModelRef, info: Any) -> RepoMetadata:
         gated=_truthy_gate(info.gated),
         private=bool(info.private),
         safetensors_total=int(safetensors.total) if safetensors is not None else 0,
-        files=[s.rfilename for s in siblings],
+        files=[hub_guard.file_name(ref.repo_id, s.rfilename) for s in siblings],
         size_bytes=sum(int(s.size or 0) for s in siblings),
     )
 

@@ -17,6 +17,8 @@ from matrixcloud.errors import UnprocessableEntity
 
 HF_PREFIXES = ("hf:", "huggingface:")
 DEFAULT_REVISION = "main"
+# A branch, tag, commit or ``refs/pr/N``: it names a file under the cache's refs/.
+_REVISION_RE = re.compile(r"^(?![./-])(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,128}(?<![./])$")
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([bm])\b", re.IGNORECASE)
 _UNITS = {"b": 1_000_000_000, "m": 1_000_000}
 # Bytes per parameter of the weights in each dtype.
@@ -100,6 +102,11 @@ def parse_model_id(raw: str, revision: str = "") -> ModelRef:
             '"..", at most 96 characters a part)'
         ) from exc
     chosen = (revision or "").strip() or embedded.strip() or DEFAULT_REVISION
+    if not _REVISION_RE.match(chosen):
+        raise ModelIdInvalid(
+            f"invalid revision {chosen[:80]!r} (a branch, tag or commit: letters, digits, "
+            '".", "_", "-" and "/", no "..", at most 128 characters)'
+        )
     return ModelRef(namespace=namespace, name=name, revision=chosen)
 
 

@@ -37,7 +37,11 @@ PART = st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,30}[A-Za-z0-9])?", fullmat
     lambda part: "--" not in part and ".." not in part and not part.endswith(".git")
 )
 PREFIX = st.lists(st.sampled_from(["hf:", "HF:", "huggingface:", "HuggingFace:", " hf: "]))
-REVISION = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,20}", fullmatch=True)
+# A branch, tag or commit: it names a file of the cache, so no "..", "//" or trailing
+# "." or "/" (those are refused: test_revisions_that_could_name_a_path_are_refused).
+REVISION = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,20}", fullmatch=True).filter(
+    lambda rev: ".." not in rev and "//" not in rev and not rev.endswith((".", "/"))
+)
 JUNK = st.one_of(
     st.text(max_size=40),
     st.lists(
@@ -137,3 +141,15 @@ def test_junk_the_hub_would_refuse_is_refused_here(raw: str) -> None:
     outcome = parsed(raw)
     assert isinstance(outcome, ModelIdInvalid)
     assert outcome.message.startswith(f'invalid model id "{raw}"')
+
+
+@pytest.mark.parametrize(
+    "revision",
+    ["..", "../../x", "a/../b", "/etc", "main/", "x.", "a//b", "a\x00b", "a\nb", "r" * 129],
+)
+def test_revisions_that_could_name_a_path_are_refused(revision: str) -> None:
+    """A revision names a file under the cache's refs/: nothing that could step out of
+    it, or hold a NUL or newline, gets that far (a 422 naming it)."""
+    outcome = parsed("hf:acme/tiny", revision)
+    assert isinstance(outcome, ModelIdInvalid)
+    assert outcome.message.startswith("invalid revision ")

@@ -62,7 +62,9 @@ __all__ = [
     "allow_entries",
     "error_reason",
     "judge",
+    "origin",
     "request",
+    "same_origin",
     "sanitise",
     "system_resolver",
     "target",
@@ -86,7 +88,8 @@ def _parts(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme], path
 
 
-def _same_origin(url: str, others: Collection[str]) -> bool:
+def same_origin(url: str, others: Collection[str]) -> bool:
+    """Whether ``url`` has the scheme, host and port of one of ``others``."""
     try:
         origin = _parts(url)[:3]
         return any(_parts(other)[:3] == origin for other in others if other)
@@ -114,7 +117,7 @@ def target(
     if not addresses:
         raise EgressError(f"{host} does not resolve to any address")
     rules = policy or Policy.current()
-    operator = _same_origin(url, configured)
+    operator = same_origin(url, configured)
     for address in addresses:
         judge(host, address, port, policy=rules, configured=operator)
     return Target(scheme, host, port, tuple(addresses), path, url)
@@ -134,7 +137,7 @@ def url_check(url: str, *, configured: Collection[str] = ()) -> str:
             return url
         addresses = ["127.0.0.1", "::1"]
     rules = Policy.current()
-    operator = _same_origin(url, configured)
+    operator = same_origin(url, configured)
     for address in addresses:
         judge(host, address, port, policy=rules, configured=operator)
     return url
@@ -188,11 +191,12 @@ def _redirect(
     target(following, configured=configured, resolver=resolver)  # refused: says so by name
     if _parts(following)[:3] != _parts(url)[:3]:
         raise EgressError(
-            f"the answer ({status}) redirected to another host ({_origin(following)}): not followed"
+            f"the answer ({status}) redirected to another host ({origin(following)}): not followed"
         )
     return following
 
 
-def _origin(url: str) -> str:
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url`` (EgressError if it is no http(s) URL)."""
     scheme, host, port, _ = _parts(url)
     return f"{scheme}://{host}:{port}"
