@@ -292,6 +292,7 @@ INSTALLED_APPS = [
     "models_registry",
     "sandbox",
     "matrixcloud.console",
+    "matrixcloud.importer",
 ]
 
 # Content-Security-Policy (matrixcloud/middleware.py): outermost, so every response,

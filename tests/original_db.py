@@ -325,6 +325,100 @@ def rows(now: datetime) -> tuple[dict[str, list[dict[str, Any]]], Original]:
     return tables, original
 
 
+# A database crafted by someone who wants a workspace here: its own key and rows.
+MALLORY = "usr_0000000mallory"
+MALLORY_EMAIL = "mallory@crafted.test"
+MALLORY_PASSWORD = "mallory's crafted password"
+CRAFTED_KEY_HEX = "c4" * 32
+CRAFTED = "mallory"  # the suffix of every id the crafted rows make up
+
+
+@dataclass(frozen=True)
+class Crafted:
+    """What the crafter knows: the secrets of the rows they made up."""
+
+    session_token: str  # Mallory's session, an Owner of the target workspace
+    join_secret: str
+    runtime_token: str
+    provider_secret: str
+
+
+def crafted_rows(
+    workspace: str, now: datetime | None = None
+) -> tuple[dict[str, list[dict[str, Any]]], Crafted]:
+    """A source that reuses the id of ``workspace`` (a workspace here) with its own
+    ``owner`` user Mallory, her live session, and a row in every table the importer
+    fills, all in that workspace; its secrets sealed under ``CRAFTED_KEY_HEX``."""
+    moment = now or datetime.now(UTC)
+
+    def at(days: float) -> str:
+        return rfc3339(moment + timedelta(days=days))
+
+    key = bytes.fromhex(CRAFTED_KEY_HEX)
+    crafted = Crafted(
+        session_token=os.urandom(32).hex(),
+        join_secret=f"mxrt_{os.urandom(32).hex()}",
+        runtime_token=os.urandom(32).hex(),
+        provider_secret="sk-crafted-0123456789abcdef",
+    )
+    ids = {table: f"{prefix}_0000000{CRAFTED}" for table, prefix in ID_PREFIXES.items()}
+    secrets = {(workspace, "openai", "default"): crafted.provider_secret}
+    join = _join(ids["join"], workspace, crafted.join_secret, "crafted", 5, 0, "", at(-1))
+    tables: dict[str, list[dict[str, Any]]] = {
+        "workspaces": [{"id": workspace, "name": "Crafted", "slug": CRAFTED, "created_at": at(-9)}],
+        "users": [
+            {
+                "id": MALLORY,
+                "workspace_id": workspace,
+                "name": "Mallory",
+                "email": MALLORY_EMAIL,
+                "password_hash": go_password_hash(MALLORY_PASSWORD),
+                "role": "owner",
+                "created_at": at(-9),
+            }
+        ],
+        "sessions": [
+            {
+                "token": crafted.session_token,
+                "user_id": MALLORY,
+                "created_at": at(-1),
+                "expires_at": at(29),
+            }
+        ],
+        "model_profiles": [_profile(ids["profile"], workspace, "crafted/model", "ready", at(-5))],
+        "model_runtime_installations": [
+            _installation(ids["installation"], workspace, ids["profile"], "ready", 100, at(-5))
+        ],
+        "runtimes": [
+            _runtime(ids["runtime"], workspace, "crafted-gpu", crafted.runtime_token, at(-4), at(0))
+        ],
+        "runtime_join_tokens": [{**join, "created_by": MALLORY}],
+        "provider_credentials": [
+            _provider(
+                ids["provider"], workspace, "openai", "default", MALLORY, key, secrets, at(-3)
+            )
+        ],
+        "usage_events": [_usage(ids["usage"], workspace, MALLORY, "", "llm.tokens", 9, at(-2))],
+        "password_resets": [],
+        "email_verifications": [],
+        "audit_events": [
+            _audit(ids["audit"], workspace, MALLORY, "user.signup", MALLORY_EMAIL, None, at(-9))
+        ],
+    }
+    return tables, crafted
+
+
+ID_PREFIXES = {
+    "profile": "mp",
+    "installation": "mi",
+    "runtime": "rt",
+    "join": "jt",
+    "provider": "pc",
+    "usage": "ue",
+    "audit": "au",
+}
+
+
 def _user(id_: str, ws: str, name: str, email: str, role: str, at: str) -> dict[str, Any]:
     return {
         "id": id_,
@@ -493,6 +587,12 @@ def _insert_all(execute: Any, tables: dict[str, list[dict[str, Any]]], mark: str
 def build_sqlite(path: Path, now: datetime | None = None) -> Original:
     """Create the original's SQLite database at ``path`` (WAL, foreign keys on)."""
     tables, original = rows(now or datetime.now(UTC))
+    write_sqlite(path, tables)
+    return original
+
+
+def write_sqlite(path: Path, tables: dict[str, list[dict[str, Any]]]) -> None:
+    """Create a database in the original's schema at ``path`` holding ``tables``."""
     connection = sqlite3.connect(path)
     try:
         connection.execute("PRAGMA journal_mode=WAL")
@@ -503,12 +603,17 @@ def build_sqlite(path: Path, now: datetime | None = None) -> Original:
         connection.commit()
     finally:
         connection.close()
-    return original
 
 
 def build_postgres(url: str, schema: str, now: datetime | None = None) -> Original:
     """Create the original's tables in ``schema`` at ``url`` (dropped first if present)."""
     tables, original = rows(now or datetime.now(UTC))
+    write_postgres(url, schema, tables)
+    return original
+
+
+def write_postgres(url: str, schema: str, tables: dict[str, list[dict[str, Any]]]) -> None:
+    """Create the original's tables in ``schema`` at ``url`` holding ``tables``."""
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(
             sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
@@ -519,7 +624,6 @@ def build_postgres(url: str, schema: str, now: datetime | None = None) -> Origin
             for statement in DDL:
                 connection.execute(statement)
             _insert_all(connection.execute, tables, "%s")
-    return original
 
 
 def drop_postgres(url: str, schema: str) -> None:

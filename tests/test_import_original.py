@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import sqlite3
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,23 @@ from matrixcloud.importer.secretbox import key_from_value
 from models_registry.models import ModelInstallation, ModelProfile
 from runtimes.models import JoinToken, Runtime
 from tests import original_db
-from tests.factories import bearer, signup
-from tests.original_db import ACME, GLOBEX, KEY_HEX, LEE, MAYA, OSCAR, Original
+from tests.factories import bearer, join, signup
+from tests.original_db import (
+    ACME,
+    CRAFTED_KEY_HEX,
+    GLOBEX,
+    KEY_HEX,
+    LEE,
+    MALLORY,
+    MALLORY_EMAIL,
+    MALLORY_PASSWORD,
+    MAYA,
+    OSCAR,
+    Crafted,
+    Original,
+    go_password_hash,
+    sha256_hex,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -90,6 +106,14 @@ def table_line(output: str, table: str) -> str:
     return " ".join(line.split())
 
 
+def refused(*args: str) -> tuple[str, str]:
+    """Run an import that must be refused: its error and the report it printed."""
+    out = StringIO()
+    with pytest.raises(CommandError) as failure:
+        call_command("import_original", *args, stdout=out)
+    return str(failure.value), out.getvalue()
+
+
 def login(api: Any, email: str, password: str) -> str:
     response = api.post("/v1/auth/login", {"email": email, "password": password})
     assert response.status_code == 200, response.content
@@ -100,7 +124,9 @@ def test_import_twice_creates_each_row_once(source):
     path, original = source
     first = run("--sqlite", str(path))
 
-    assert table_line(first, "users") == "users 3 created, 0 unchanged, 0 kept, 0 skipped"
+    assert (
+        table_line(first, "users") == "users 3 created, 0 unchanged, 0 kept, 0 skipped, 0 collided"
+    )
     assert table_line(first, "sessions").startswith(
         "sessions 2 created"
     )  # the expired one is left behind
@@ -126,9 +152,10 @@ def test_import_twice_creates_each_row_once(source):
     assert counts() == after_first
     for table in TABLES:  # every row found here, the same as the source has it
         assert " 0 created, " in table_line(second, table)
-        assert table_line(second, table).endswith(" 0 kept, 0 skipped")
+        assert table_line(second, table).endswith(" 0 kept, 0 skipped, 0 collided")
     assert table_line(second, "audit events") == (
-        f"audit events 0 created, {original.counts['audit_events']} unchanged, 0 kept, 0 skipped"
+        f"audit events 0 created, {original.counts['audit_events']} unchanged, 0 kept, "
+        "0 skipped, 0 collided"
     )
     assert audit_verify().ok
 
@@ -292,7 +319,9 @@ def test_dry_run_reports_and_writes_nothing(source):
 
     assert counts() == before
     assert output.startswith(f"would import from {path}:")
-    assert table_line(output, "users") == "users 3 created, 0 unchanged, 0 kept, 0 skipped"
+    assert (
+        table_line(output, "users") == "users 3 created, 0 unchanged, 0 kept, 0 skipped, 0 collided"
+    )
     assert output.rstrip().endswith("dry run: nothing was written")
 
 
@@ -303,7 +332,9 @@ def test_rows_already_here_are_kept_not_overwritten(source):
 
     output = run("--sqlite", str(path))
 
-    assert table_line(output, "users") == "users 0 created, 2 unchanged, 1 kept, 0 skipped"
+    assert (
+        table_line(output, "users") == "users 0 created, 2 unchanged, 1 kept, 0 skipped, 0 collided"
+    )
     assert User.objects.get(pk=LEE).name == "Lee P. (renamed here)"
 
 
@@ -488,8 +519,13 @@ def test_values_ours_does_not_allow_are_normalised_and_reported(source):
     assert event.created_at.isoformat() == "2026-01-02T01:04:05+00:00"
     assert audit_verify().ok
     again = run("--sqlite", str(path))
-    assert table_line(again, "runtimes") == "runtimes 0 created, 2 unchanged, 0 kept, 0 skipped"
-    assert table_line(again, "users") == "users 0 created, 3 unchanged, 0 kept, 0 skipped"
+    assert (
+        table_line(again, "runtimes")
+        == "runtimes 0 created, 2 unchanged, 0 kept, 0 skipped, 0 collided"
+    )
+    assert (
+        table_line(again, "users") == "users 0 created, 3 unchanged, 0 kept, 0 skipped, 0 collided"
+    )
 
 
 REFUSE_USAGE = {
@@ -520,3 +556,319 @@ def test_a_row_refused_late_rolls_back_everything_written_before_it(source):
 
     assert counts() == before  # workspaces, users... were inserted before usage events
     assert audit_verify().ok
+
+
+# --- Collisions: a crafted source meets rows that are here already --------------------
+
+
+@dataclass(frozen=True)
+class Victim:
+    """A workspace here (not imported): its Owner's session, a join token and a runtime."""
+
+    workspace: str
+    owner: str
+    owner_token: str
+    join_secret: str
+    runtime: str
+    runtime_token: str
+
+
+def victim_here(api: Any) -> Victim:
+    """Vera signs up, invites Mo, mints a join token and registers a runtime, over HTTP."""
+    owner, workspace, token = signup("Vera Victim", "vera@victim.test", "Victim Co")
+    join(workspace, owner, name="Mo Member", email="mo@victim.test")
+    minted = api.post("/v1/cloud/join-tokens", {"label": "gpu", "max_uses": 3}, **bearer(token))
+    assert minted.status_code == 201, minted.content
+    secret = minted.json()["secret"]
+    registered = api.post(
+        "/v1/cloud/runtimes/register",
+        {"join_token": secret, "name": "victim-gpu", "kind": "self-hosted"},
+    )
+    assert registered.status_code == 201, registered.content
+    body = registered.json()
+    return Victim(
+        workspace=workspace.pk,
+        owner=owner.pk,
+        owner_token=token,
+        join_secret=secret,
+        runtime=body["runtime"]["id"],
+        runtime_token=body["runtime_token"],
+    )
+
+
+def members(api: Any, token: str) -> list[tuple[str, str, str]]:
+    response = api.get("/v1/auth/members", **bearer(token))
+    assert response.status_code == 200, response.content
+    return sorted((m["user_id"], m["email"], m["role"]) for m in response.json()["members"])
+
+
+def crafted_source(tmp_path: Path, tables: dict[str, list[dict[str, Any]]]) -> Path:
+    """The crafted database and, beside it, the crafter's own secret.key."""
+    folder = tmp_path / "crafted"
+    folder.mkdir()
+    original_db.write_sqlite(folder / "matrixcloud.db", tables)
+    (folder / "secret.key").write_text(CRAFTED_KEY_HEX + "\n")
+    return folder / "matrixcloud.db"
+
+
+def assert_no_secret(text: str, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in text
+        assert sha256_hex(secret) not in text
+
+
+def assert_locked_out(api: Any, crafted: Crafted, victim: Victim) -> None:
+    """Nothing the crafter knows opens or acts on the victim's workspace, over HTTP."""
+    for url in ("/v1/auth/me", "/v1/auth/members", "/v1/cloud/providers", "/v1/cloud/audit"):
+        assert api.get(url, **bearer(crafted.session_token)).status_code == 401, url
+    signin = {"email": MALLORY_EMAIL, "password": MALLORY_PASSWORD}
+    assert api.post("/v1/auth/login", signin).status_code == 401
+    registered = api.post(
+        "/v1/cloud/runtimes/register", {"join_token": crafted.join_secret, "name": "x"}
+    )
+    assert registered.status_code == 401, registered.content
+    beat = api.post(
+        "/v1/cloud/runtimes/heartbeat", {"status": "idle"}, **bearer(crafted.runtime_token)
+    )
+    assert beat.status_code == 401, beat.content
+    seen = [
+        api.get(url, **bearer(victim.owner_token)).json()
+        for url in (
+            "/v1/model-profiles",
+            "/v1/model-installations",
+            "/v1/cloud/runtimes",
+            "/v1/cloud/join-tokens?all=true",
+            "/v1/cloud/providers",
+            "/v1/cloud/usage",
+            "/v1/cloud/audit",
+        )
+    ]
+    assert original_db.CRAFTED not in str(seen).lower()  # no crafted id, name or email
+
+
+def test_a_crafted_source_cannot_take_over_a_workspace_here(api, tmp_path):
+    victim = victim_here(api)
+    tables, crafted = original_db.crafted_rows(victim.workspace)
+    path = crafted_source(tmp_path, tables)
+    team = members(api, victim.owner_token)
+    assert sorted(role for *_, role in team) == ["Member", "Owner"]
+    before = counts()
+
+    dry = run("--sqlite", str(path), "--dry-run")
+
+    assert counts() == before
+    for table in TABLES:  # a row in every table, each one joining the victim's workspace
+        expected = "1 created" if table == "users" else "1 collided"  # Mallory herself is new
+        assert expected in table_line(dry, table), table
+    ws = victim.workspace
+    for line in (
+        f"  workspaces: workspace {ws}: already here, and not imported from this source",
+        f"  memberships: membership of {MALLORY} in {ws}: its workspace {ws} is not this source's",
+        f"  sessions: a session of {MALLORY}: its workspace {ws} is not this source's",
+        f"  runtimes: runtime rt_0000000mallory: its workspace {ws} is not this source's",
+        f"  join tokens: join token jt_0000000mallory: its workspace {ws} is not this source's",
+        f"  provider credentials: provider credential pc_0000000mallory: its workspace {ws} "
+        "is not this source's",
+        f"  audit events: audit event au_0000000mallory: its workspace {ws} is not this source's",
+    ):
+        assert line in dry.splitlines()
+    assert "collisions: 10 rows would join or take over rows here" in dry
+    assert "they would refuse the import" in dry
+    assert dry.rstrip().endswith("dry run: nothing was written")
+    secrets = (crafted.session_token, crafted.join_secret, crafted.runtime_token)
+    assert_no_secret(dry, *secrets, crafted.provider_secret)
+
+    message, report = refused("--sqlite", str(path))
+
+    assert "refused: 10 rows of the source collide with rows here" in message
+    assert f"workspace {ws}: already here, and not imported from this source" in message
+    assert report.startswith(f"refused to import from {path}:")
+    assert report.rstrip().endswith("import refused: nothing was written")
+    assert_no_secret(message + report, *secrets, crafted.provider_secret)
+    assert counts() == before
+    assert not User.objects.filter(pk=MALLORY).exists()
+    assert audit_verify().ok
+    assert_locked_out(api, crafted, victim)
+    assert members(api, victim.owner_token) == team  # the Owner is still Vera, alone
+
+
+def test_a_crafted_source_cannot_take_over_a_user_or_a_token_here(api, tmp_path):
+    victim = victim_here(api)
+    theirs = "ws_0000000mallory"  # a workspace of the crafter's own this time
+    tables, crafted = original_db.crafted_rows(theirs)
+    planted = "ab" * 32  # a session the crafter would hold for Vera's account
+    vera_as_theirs = {  # Vera's id, with the crafter's email and password
+        **tables["users"][0],
+        "id": victim.owner,
+        "email": "vera-again@crafted.test",
+        "password_hash": go_password_hash(MALLORY_PASSWORD),
+    }
+    mo_again = {**tables["users"][0], "id": "usr_000000mallory2", "email": "MO@victim.test"}
+    tables["users"] += [vera_as_theirs, mo_again]
+    session = tables["sessions"][0]
+    tables["sessions"] = [
+        {**session, "token": planted, "user_id": victim.owner},
+        {**session, "token": victim.owner_token},  # Vera's own token, for Mallory
+    ]
+    tables["runtime_join_tokens"][0]["token_hash"] = sha256_hex(victim.join_secret)
+    tables["runtimes"][0]["token_hash"] = sha256_hex(victim.runtime_token)
+    signup_event = AuditEvent.objects.filter(workspace_id=victim.workspace).order_by("seq")[0]
+    tables["audit_events"][0]["id"] = signup_event.id
+    path = crafted_source(tmp_path, tables)
+    team = members(api, victim.owner_token)
+    before = counts()
+
+    dry = run("--sqlite", str(path), "--dry-run")
+
+    lines = dry.splitlines()
+    for line in (
+        f"  users: user {victim.owner} (vera-again@crafted.test): already here, and not "
+        "imported from this source",
+        "  users: user usr_000000mallory2 (mo@victim.test): another user here already has the "
+        "email 'mo@victim.test'",
+        f"  memberships: membership of {victim.owner} in {theirs}: its user {victim.owner} is "
+        "not this source's",
+        "  memberships: membership of usr_000000mallory2 in ws_0000000mallory: its user "
+        "usr_000000mallory2 is not this source's",
+        f"  sessions: a session of {victim.owner}: its user {victim.owner} is not this source's",
+        f"  sessions: a session of {MALLORY}: already here, and not imported from this source",
+        "  runtimes: runtime rt_0000000mallory: another runtime here already has its token",
+        "  join tokens: join token jt_0000000mallory: another join token here already has its "
+        "token",
+        f"  audit events: audit event {signup_event.id}: already here, and not imported from "
+        "this source",
+    ):
+        assert line in lines
+    assert counts() == before
+    assert_no_secret(dry, planted, victim.owner_token, victim.join_secret, victim.runtime_token)
+
+    message, report = refused("--sqlite", str(path))
+
+    assert "refused: 9 rows of the source collide" in message
+    assert_no_secret(message + report, planted, victim.owner_token, victim.join_secret)
+    assert counts() == before
+    assert api.get("/v1/auth/me", **bearer(planted)).status_code == 401
+    assert api.get("/v1/auth/me", **bearer(crafted.session_token)).status_code == 401
+    me = api.get("/v1/auth/me", **bearer(victim.owner_token)).json()["user"]
+    assert (me["id"], me["email"], me["workspace_id"], me["role"]) == (
+        victim.owner,
+        "vera@victim.test",
+        victim.workspace,
+        "Owner",
+    )
+    bad = {"email": "vera@victim.test", "password": MALLORY_PASSWORD}
+    assert api.post("/v1/auth/login", bad).status_code == 401
+    beat = api.post(
+        "/v1/cloud/runtimes/heartbeat", {"status": "idle"}, **bearer(victim.runtime_token)
+    )
+    assert beat.json()["runtime"]["id"] == victim.runtime
+    assert JoinToken.objects.get(token_hash=sha256_hex(victim.join_secret)).workspace_id == (
+        victim.workspace
+    )
+    assert members(api, victim.owner_token) == team
+
+
+def test_another_source_with_the_same_ids_collides_and_the_same_source_stays_idempotent(
+    api, source, tmp_path
+):
+    path, original = source
+    run("--sqlite", str(path))
+    maya = login(api, "maya@acme.io", original.passwords["maya@acme.io"])
+    team = members(api, maya)
+    # A copy of the same rows under another key (so without the provider secrets it
+    # cannot open), with Mallory added as an Owner of Acme.
+    tables, _ = original_db.rows(datetime.now(UTC))
+    tables["provider_credentials"] = []
+    mallory, crafted = original_db.crafted_rows(ACME)
+    tables["users"] += mallory["users"]
+    tables["sessions"] += mallory["sessions"]
+    copy = crafted_source(tmp_path, tables)
+    before = counts()
+
+    message, report = refused("--sqlite", str(copy))
+
+    assert f"workspace {ACME}: already here, and not imported from this source" in report
+    assert f"user {MAYA} (maya@acme.io): already here, and not imported from this source" in (
+        report
+    )
+    assert f"membership of {MALLORY} in {ACME}: its workspace {ACME} is not this source's" in (
+        report
+    )
+    assert (
+        table_line(report, "users") == "users 1 created, 0 unchanged, 0 kept, 0 skipped, 3 collided"
+    )
+    assert "refused:" in message
+    assert counts() == before
+    assert api.get("/v1/auth/me", **bearer(crafted.session_token)).status_code == 401
+    assert members(api, maya) == team
+
+    again = run("--sqlite", str(path))  # the same source, with its own key: its own rows
+
+    for table in TABLES:  # Maya's password was re-hashed at sign-in: her row is kept
+        assert " 0 created, " in table_line(again, table)
+        assert table_line(again, table).endswith(" 0 skipped, 0 collided")
+    assert "users 0 created, 2 unchanged, 1 kept" in table_line(again, "users")
+    assert counts() == before
+    assert api.get("/v1/auth/me", **bearer(original.session_token)).status_code == 200
+
+
+def test_a_reimport_adds_what_the_original_made_since_and_not_what_was_removed_here(api, source):
+    path, original = source
+    run("--sqlite", str(path))
+    maya = login(api, "maya@acme.io", original.passwords["maya@acme.io"])
+    removed = api.delete("/v1/cloud/runtimes/rt_00000000000acme", **bearer(maya))
+    assert removed.status_code == 200, removed.content
+    nina_token = "cd" * 32
+    with sqlite3.connect(path) as connection:  # the original lives on: Nina joins Acme
+        connection.execute(
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                "usr_00000000000nina",
+                ACME,
+                "Nina Roe",
+                "nina@acme.io",
+                go_password_hash("nina's own password"),
+                "Member",
+                "2026-01-01T00:00:00Z",
+            ),
+        )
+        connection.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?)",
+            (nina_token, "usr_00000000000nina", "2026-01-01T00:00:00Z", "2999-01-01T00:00:00Z"),
+        )
+
+    again = run("--sqlite", str(path))
+
+    assert (
+        table_line(again, "users") == "users 1 created, 2 unchanged, 1 kept, 0 skipped, 0 collided"
+    )
+    assert table_line(again, "memberships").startswith("memberships 1 created, 3 unchanged")
+    assert table_line(again, "sessions").startswith("sessions 1 created, 2 unchanged")
+    assert table_line(again, "runtimes") == (
+        "runtimes 0 created, 1 unchanged, 1 kept, 0 skipped, 0 collided"
+    )
+    assert "1 runtimes imported before and removed here since (not imported)" in again
+    assert not Runtime.objects.filter(pk="rt_00000000000acme").exists()
+    beat = api.post(
+        "/v1/cloud/runtimes/heartbeat", {"status": "idle"}, **bearer(original.runtime_token)
+    )
+    assert beat.status_code == 401  # the removed runtime's token stays dead
+    assert api.get("/v1/auth/me", **bearer(nina_token)).json()["user"]["workspace_id"] == ACME
+    assert [email for _, email, _ in members(api, maya)] == [
+        "lee@acme.io",
+        "maya@acme.io",
+        "nina@acme.io",
+    ]
+
+
+def test_the_key_is_needed_even_without_provider_credentials(source, tmp_path):
+    path, _ = source
+    with sqlite3.connect(path) as connection:
+        connection.execute("DELETE FROM provider_credentials")
+    (tmp_path / "secret.key").unlink()
+
+    with pytest.raises(CommandError, match="it names the source") as failure:
+        run("--sqlite", str(path), "--dry-run")
+
+    assert str(tmp_path / "secret.key") in str(failure.value)
+    assert User.objects.count() == 0

@@ -8,6 +8,7 @@ go into the schema ``matrixcloud`` of the test database, the original's default
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from io import StringIO
 from typing import Any
 
@@ -16,19 +17,28 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from accounts.audit import audit_verify
-from accounts.models import AuditEvent, ProviderCredential, SessionToken, User
+from accounts.models import AuditEvent, Membership, ProviderCredential, SessionToken, User
 from accounts.services.providers import provider_secret_read
 from models_registry.models import ModelInstallation, ModelProfile
 from runtimes.models import JoinToken, Runtime
 from tests import original_db
 from tests.factories import bearer
-from tests.original_db import ACME, KEY_HEX, MAYA, Original
+from tests.original_db import ACME, CRAFTED_KEY_HEX, KEY_HEX, MALLORY, MAYA, Original
+from tests.test_import_original import (
+    assert_locked_out,
+    assert_no_secret,
+    counts,
+    members,
+    refused,
+    victim_here,
+)
 
 pytestmark = [
     pytest.mark.django_db,
     pytest.mark.skipif(connection.vendor != "postgresql", reason="our database is not PostgreSQL"),
 ]
 SCHEMA = "matrixcloud"
+CRAFTED_SCHEMA = "crafted"
 
 
 def database_url() -> str:
@@ -51,6 +61,13 @@ def source(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Original]]:
     original_db.drop_postgres(url, SCHEMA)
 
 
+@pytest.fixture
+def crafted_schema() -> Iterator[str]:
+    """A schema for a crafted source, dropped after the test."""
+    yield CRAFTED_SCHEMA
+    original_db.drop_postgres(database_url(), CRAFTED_SCHEMA)
+
+
 def run(*args: str) -> str:
     out = StringIO()
     call_command("import_original", *args, stdout=out)
@@ -65,7 +82,7 @@ def summary(output: str, table: str) -> str:
 def test_import_from_a_postgres_schema_twice_then_sign_in(api: Any, source):
     url, original = source
     first = run("--postgres", url, "--schema", SCHEMA)
-    assert summary(first, "users") == "users 3 created, 0 unchanged, 0 kept, 0 skipped"
+    assert summary(first, "users") == "users 3 created, 0 unchanged, 0 kept, 0 skipped, 0 collided"
     assert f"(schema {SCHEMA})" in first
     rows = (User.objects.count(), Runtime.objects.count(), AuditEvent.objects.count())
 
@@ -74,7 +91,7 @@ def test_import_from_a_postgres_schema_twice_then_sign_in(api: Any, source):
     assert (User.objects.count(), Runtime.objects.count(), AuditEvent.objects.count()) == rows
     for table in ("users", "runtimes", "join tokens", "provider credentials", "audit events"):
         assert " 0 created," in summary(second, table)
-        assert summary(second, table).endswith(" 0 kept, 0 skipped")
+        assert summary(second, table).endswith(" 0 kept, 0 skipped, 0 collided")
 
     response = api.post(
         "/v1/auth/login",
@@ -125,3 +142,68 @@ def test_a_schema_without_the_originals_tables_is_refused(source):
     with pytest.raises(CommandError, match="has no schema 'elsewhere' with tables in it"):
         run("--postgres", url, "--schema", "elsewhere")
     assert User.objects.count() == 0
+
+
+def test_a_crafted_postgres_source_cannot_take_over_a_workspace_here(
+    api: Any, crafted_schema, monkeypatch
+):
+    victim = victim_here(api)
+    tables, crafted = original_db.crafted_rows(victim.workspace)
+    url = database_url()
+    original_db.write_postgres(url, crafted_schema, tables)
+    monkeypatch.setenv("MATRIXCLOUD_ORIGINAL_SECRET_KEY", CRAFTED_KEY_HEX)  # the crafter's key
+    team = members(api, victim.owner_token)
+    before = counts()
+
+    dry = run("--postgres", url, "--schema", crafted_schema, "--dry-run")
+
+    ws = victim.workspace
+    assert f"  workspaces: workspace {ws}: already here, and not imported from this source" in (
+        dry.splitlines()
+    )
+    assert f"membership of {MALLORY} in {ws}: its workspace {ws} is not this source's" in dry
+    assert (
+        summary(dry, "sessions") == "sessions 0 created, 0 unchanged, 0 kept, 0 skipped, 1 collided"
+    )
+    assert "collisions: 10 rows would join or take over rows here" in dry
+    secrets = (crafted.session_token, crafted.join_secret, crafted.runtime_token)
+    assert_no_secret(dry, *secrets, crafted.provider_secret)
+    assert counts() == before
+
+    message, report = refused("--postgres", url, "--schema", crafted_schema)
+
+    assert "refused: 10 rows of the source collide with rows here" in message
+    assert report.rstrip().endswith("import refused: nothing was written")
+    assert_no_secret(message + report, *secrets, crafted.provider_secret)
+    assert counts() == before
+    assert not Membership.objects.filter(user_id=MALLORY).exists()
+    assert audit_verify().ok
+    assert_locked_out(api, crafted, victim)
+    assert members(api, victim.owner_token) == team
+
+
+def test_another_postgres_source_with_the_same_ids_collides_and_a_reimport_does_not(
+    api: Any, source, crafted_schema, monkeypatch
+):
+    url, original = source
+    run("--postgres", url)
+    before = counts()
+    tables, _ = original_db.rows(datetime.now(UTC))  # the same ids under another key
+    tables["provider_credentials"] = []
+    original_db.write_postgres(url, crafted_schema, tables)
+    monkeypatch.setenv("MATRIXCLOUD_ORIGINAL_SECRET_KEY", CRAFTED_KEY_HEX)
+
+    message, report = refused("--postgres", url, "--schema", crafted_schema)
+
+    assert f"workspace {ACME}: already here, and not imported from this source" in message
+    assert summary(report, "users") == "users 0 created, 0 unchanged, 0 kept, 0 skipped, 3 collided"
+    assert counts() == before
+    monkeypatch.setenv("MATRIXCLOUD_ORIGINAL_SECRET_KEY", KEY_HEX)
+
+    again = run("--postgres", url)
+
+    for table in ("workspaces", "users", "memberships", "sessions", "runtimes", "audit events"):
+        assert summary(again, table).endswith(" 0 kept, 0 skipped, 0 collided"), table
+        assert " 0 created," in summary(again, table)
+    assert counts() == before
+    assert api.get("/v1/auth/me", **bearer(original.session_token)).status_code == 200

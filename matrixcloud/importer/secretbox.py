@@ -5,6 +5,10 @@ sealed data, with no associated data (reference §15.4). The key is resolved as 
 original resolved it: a value (its ``MATRIXCLOUD_SECRET_KEY``) that is 32 bytes of hex,
 else 32 bytes of base64 in any of Go's four alphabets, else the SHA-256 of the text;
 or its key file ``secret.key`` (hex of 32 bytes) beside the SQLite database.
+
+The key is also the source's identity: every original installation has one (it makes
+``secret.key`` at first start), nobody who crafts a database without it can compute its
+fingerprint, and it stays the same while the original lives on, whatever rows change.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,7 @@ ORIGINAL_KEY_ENV = "MATRIXCLOUD_ORIGINAL_SECRET_KEY"
 SHARED_KEY_ENV = "MATRIXCLOUD_SECRET_KEY"
 KEY_FILE_NAME = "secret.key"
 NONCE_BYTES = 12
+ORIGIN_LABEL = b"matrixcloud import origin v1"
 
 
 def key_from_value(value: str) -> bytes:
@@ -66,6 +72,12 @@ class SourceKey:
 
     key: bytes
     origin: str
+
+    @property
+    def fingerprint(self) -> str:
+        """The source's identity in our import ledger: an HMAC of a fixed label under the
+        key (hex), which names the key without revealing it."""
+        return hmac.new(self.key, ORIGIN_LABEL, hashlib.sha256).hexdigest()
 
     def open(self, sealed: str) -> str:
         """The plaintext of a stored ``secret_enc``; raises ValueError for a wrong key."""
@@ -118,7 +130,8 @@ def _key_from_file(path: Path, *, required: bool) -> SourceKey | None:
 def missing_key_message(data_dir: Path | None) -> str:
     looked = f" (no {data_dir / KEY_FILE_NAME} either)" if data_dir is not None else ""
     return (
-        "the original's provider credentials need its encryption key: set "
-        f"{ORIGINAL_KEY_ENV} to the value of its {SHARED_KEY_ENV}, or pass --key-file "
-        f"with its {KEY_FILE_NAME}{looked}"
+        "the import needs the original's encryption key (it opens the provider "
+        "credentials, and it names the source, so that a re-import recognises its own "
+        f"rows): set {ORIGINAL_KEY_ENV} to the value of its {SHARED_KEY_ENV}, or pass "
+        f"--key-file with its {KEY_FILE_NAME}{looked}"
     )

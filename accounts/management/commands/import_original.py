@@ -4,9 +4,11 @@
 ``--schema`` (its ``MATRIXCLOUD_DB_SCHEMA``, ``matrixcloud`` by default). The original's
 encryption key opens its provider secrets: ``--key-file``, else
 ``MATRIXCLOUD_ORIGINAL_SECRET_KEY``, else ``MATRIXCLOUD_SECRET_KEY``, else the
-``secret.key`` beside the SQLite file. Safe to run again: rows already here are left as
-they are and reported ``unchanged`` (or ``kept`` when ours differs). ``--dry-run``
-prints the same report and writes nothing.
+``secret.key`` beside the SQLite file; the key is required, as it also names the source.
+Safe to run again: rows this source imported before are left as they are and reported
+``unchanged`` (or ``kept`` when ours differs). A row that would join or take over a row
+here that this source did not import is a collision: the report lists every one and the
+import is refused. ``--dry-run`` prints the same report and writes nothing.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from matrixcloud.importer import ImportFailed, original_import
+from matrixcloud.importer.errors import ImportFailed, ImportRefused
 from matrixcloud.importer.secretbox import missing_key_message, resolve_key
+from matrixcloud.importer.services import original_import
 from matrixcloud.importer.source import Source, open_postgres, open_sqlite
 
 
 class Command(BaseCommand):
     """Import the original's accounts, workspaces, models, runtimes, tokens, provider
-    keys, usage and audit history (ids kept), in one transaction."""
+    keys, usage and audit history (ids kept), in one transaction, refused on any
+    collision with a row here that this source did not import."""
 
     help = "Import a matrix-runtime (original Go server) database into MatrixCloud."
 
@@ -51,14 +55,18 @@ class Command(BaseCommand):
         try:
             key = resolve_key(key_file=options["key_file"], data_dir=data_dir)
             with _opened(options) as source:
+                if key is None:  # after opening: a source that is not the original's says so
+                    raise ImportFailed(missing_key_message(data_dir))
                 report = original_import(
                     source,
                     key=key,
-                    missing_key=missing_key_message(data_dir),
                     dry_run=options["dry_run"],
                     carry_sessions=not options["skip_sessions"],
                 )
         except ImportFailed as exc:
+            if isinstance(exc, ImportRefused):
+                for line in exc.lines:
+                    self.stdout.write(line)
             raise CommandError(f"import_original: {exc}") from exc
         for line in report.lines():
             self.stdout.write(line)

@@ -3,7 +3,9 @@
 A user's ``workspace_id`` and ``role`` become a ``Membership``. Password hashes are kept
 as they are: ``accounts.hashers.GoPBKDF2PasswordHasher`` reads them and the first
 sign-in re-hashes with Argon2id. A session keeps working: ours stores the SHA-256 of
-the same token the original kept in plaintext.
+the same token the original kept in plaintext. A membership and a session join a user
+and a workspace, which must both be the source's; an email another user here holds is a
+collision.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def user(ctx: Context, row: Row) -> Target:
         label=f"user {row['id']} ({email})",
         volatile=volatile,
         unique=({"email__iexact": email},),
-        on_conflict=OnConflict.FAIL,
+        on_conflict=OnConflict.COLLIDE,
     )
 
 
@@ -89,6 +91,7 @@ def membership(ctx: Context, row: Row) -> Target | None:
             "created_at": time_or(row["created_at"], EPOCH),
         },
         label=f"membership of {row['id']} in {row['workspace_id']}",
+        owners=(("users", row["id"]), ("workspaces", row["workspace_id"])),
     )
 
 
@@ -116,4 +119,5 @@ def session(ctx: Context, row: Row) -> Target | None:
         },
         label=f"a session of {row['user_id']}",
         volatile=frozenset({"last_used_at", "idle_expires_at"}),
+        owners=(("users", row["user_id"]), ("workspaces", workspace_id)),
     )

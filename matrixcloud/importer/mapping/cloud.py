@@ -2,7 +2,9 @@
 
 Join-token and runtime-token hashes are SHA-256 of the same secrets in both, so they
 carry as they are. Provider secrets are opened with the original's key and stored
-through our encrypted field (the key ring's primary key).
+through our encrypted field (the key ring's primary key). Each row joins its workspace,
+which must be the source's; a token another runtime or join token here holds is a
+collision; a creator or user that is not the source's is left empty.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from accounts.models import AuditEvent, ProviderCredential, UsageEvent
 from accounts.services.providers import DEFAULT_LABEL, credential_hint
 from matrixcloud.importer.errors import ImportFailed
 from matrixcloud.importer.mapping.context import Context
-from matrixcloud.importer.plan import Target
+from matrixcloud.importer.plan import OnConflict, Target
 from matrixcloud.importer.secretbox import ORIGINAL_KEY_ENV
 from matrixcloud.importer.source import Row
 from matrixcloud.importer.values import EPOCH, NEVER, integer, parse_json, text, time_or
@@ -69,6 +71,8 @@ def runtime(ctx: Context, row: Row) -> Target | None:
         label=f"runtime {row['id']}",
         volatile=volatile,
         unique=() if volatile else ({"token_hash": token_hash},),
+        on_conflict=OnConflict.COLLIDE,
+        owners=ctx.owners(row),
     )
 
 
@@ -99,6 +103,9 @@ def join_token(ctx: Context, row: Row) -> Target | None:
         },
         label=f"join token {row['id']}",
         unique=({"token_hash": token_hash},),
+        on_conflict=OnConflict.COLLIDE,
+        owners=ctx.owners(row),
+        optional=ctx.user_ref("created_by_id", row["created_by"]),
     )
 
 
@@ -134,6 +141,8 @@ def provider(ctx: Context, row: Row) -> Target | None:
         },
         label=f"provider credential {row['id']}",
         unique=({"workspace_id": row["workspace_id"], "provider": name, "label": label},),
+        owners=ctx.owners(row),
+        optional=ctx.user_ref("created_by_id", row["created_by"]),
     )
 
 
@@ -141,8 +150,6 @@ def _open(ctx: Context, row: Row) -> str | None:
     if not row["secret_enc"]:
         ctx.tally["provider credentials without a stored secret (not imported)"] += 1
         return None
-    if ctx.key is None:
-        raise ImportFailed(ctx.missing_key)
     try:
         return ctx.key.open(str(row["secret_enc"]))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -173,11 +180,16 @@ def usage(ctx: Context, row: Row) -> Target | None:
             "created_at": time_or(row["created_at"], EPOCH),
         },
         label=f"usage event {row['id']}",
+        owners=ctx.owners(row),
+        optional=ctx.user_ref("user_id", row["user_id"]),
     )
 
 
 def audit(ctx: Context, row: Row) -> Target:
     status = str(row["status"] or "")
+    # An audit row may name a workspace that is gone (the original kept them); one that
+    # is here must be the source's.
+    known = row["workspace_id"] in ctx.workspaces
     return Target(
         table="audit events",
         model=AuditEvent,
@@ -194,6 +206,7 @@ def audit(ctx: Context, row: Row) -> Target:
             "created_at": time_or(row["created_at"], EPOCH),
         },
         label=f"audit event {row['id']}",
+        owners=ctx.owners(row) if known else (),
     )
 
 

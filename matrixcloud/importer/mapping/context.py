@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from accounts.models import User, Workspace
+from matrixcloud.importer.plan import Ref
 from matrixcloud.importer.secretbox import SourceKey
 from matrixcloud.importer.source import Row
 from matrixcloud.importer.values import parse_time
@@ -17,22 +18,21 @@ class Context:
     """One source's rows (read in full) and what the mapping learns on the way.
 
     ``workspaces``, ``users`` and ``profiles`` are the ids a reference may point at:
-    the source's own, and ours among those it references. ``tally`` counts rows changed
-    or left out for a reason; each reason becomes one note.
+    the source's own, and ours among those it references (which planning accepts only
+    when an earlier import of this source made them). ``tally`` counts rows changed or
+    left out for a reason; each reason becomes one note.
     """
 
     def __init__(
         self,
         data: dict[str, list[Row]],
         *,
-        key: SourceKey | None,
-        missing_key: str,
+        key: SourceKey,
         now: datetime,
         carry_sessions: bool = True,
     ) -> None:
         self.data = data
         self.key = key
-        self.missing_key = missing_key
         self.now = now
         self.carry_sessions = carry_sessions
         self.notes: list[str] = []
@@ -55,6 +55,14 @@ class Context:
             return False
         self.tally[f"{table} of an unknown workspace"] += 1
         return True
+
+    def owners(self, row: Row) -> tuple[Ref, ...]:
+        """The workspace a workspace-scoped row joins."""
+        return (("workspaces", row["workspace_id"]),)
+
+    def user_ref(self, name: str, user_id: Any) -> dict[str, Ref]:
+        """``name`` (a field that only points at a user) as a `plan.Target.optional`."""
+        return {name: ("users", user_id)} if user_id in self.users else {}
 
     def summarise(self) -> None:
         """Turn the tally into notes, and say what is not carried at all."""

@@ -54,6 +54,7 @@ def profile(ctx: Context, row: Row) -> Target | None:
             "updated_at": time_or(row["updated_at"], created),
         },
         label=f"model profile {row['id']}",
+        owners=ctx.owners(row),
     )
 
 
@@ -91,4 +92,6 @@ def installation(ctx: Context, row: Row) -> Target | None:
             "updated_at": time_or(row["updated_at"], created),
         },
         label=f"model installation {row['id']}",
+        owners=ctx.owners(row),
+        optional={"profile_id": ("model profiles", profile_id)} if profile_id else {},
     )
