@@ -38,6 +38,7 @@ from sandbox.matrixshell.workspace import (
     shell_quota_support,
     shell_spec,
 )
+from sandbox.quota import TIER_LOOP, TIER_NONE
 
 INSTALL_JOB_TYPE = "matrixshell.install"
 INSTALL_TTL_SECONDS = 600
@@ -83,14 +84,25 @@ def matrixshell_disk_full(paths: ShellPaths, output: str) -> str:
 
 
 def _disk_report(paths: ShellPaths) -> dict[str, Any]:
+    """The quota's tier and why, and the dir's use and limit in bytes (null without one)."""
     support = shell_quota_support()
     usage = shell_disk_usage(paths)
-    limit = settings.MATRIX_MATRIXSHELL_DISK_MB * MIB if support.tier != "none" else None
+    if usage is not None:  # on its image, whatever the setting says now
+        reason = support.reason
+        if support.tier == TIER_NONE:
+            reason = f"still on its {usage.limit_bytes // MIB} MiB image ({support.reason})"
+        return {
+            "disk_quota": TIER_LOOP,
+            "disk_quota_reason": reason,
+            "disk_used_bytes": usage.used_bytes,
+            "disk_limit_bytes": usage.limit_bytes,
+        }
+    bounded = support.tier != TIER_NONE  # the image is made by the first install
     return {
         "disk_quota": support.tier,
         "disk_quota_reason": support.reason,
-        "disk_used_bytes": usage.used_bytes if usage else (0 if limit else None),
-        "disk_limit_bytes": usage.limit_bytes if usage else limit,
+        "disk_used_bytes": 0 if bounded else None,
+        "disk_limit_bytes": settings.MATRIX_MATRIXSHELL_DISK_MB * MIB if bounded else None,
     }
 
 
