@@ -602,3 +602,53 @@ def host_bytes(root: Path) -> int:
         ["du", "-s", "-B1", str(root)], capture_output=True, text=True, check=True, timeout=30
     )
     return int(result.stdout.split()[0])
+
+
+def test_a_dir_from_before_the_quota_is_carried_into_its_image(settings, tmp_path):
+    """An upgrade: a workspace dir that already holds files (no image yet) keeps them on
+    its new file system, owned as before; one holding more than the quota is refused with
+    a clear error and left as it was; a grown setting grows the image at its next mount."""
+    require_quota()
+    settings.MATRIX_DATA_DIR = tmp_path / "data"
+    owner = SANDBOX_UID if os.geteuid() == 0 else os.geteuid()
+    paths = ShellPaths.for_workspace("ws_carried")
+    (paths.root / "proj").mkdir(parents=True)
+    (paths.root / "proj" / "keep.txt").write_text("from before\n")
+    os.chown(paths.root / "proj" / "keep.txt", owner, owner)
+    big = ShellPaths.for_workspace("ws_toobig")
+    big.root.mkdir(parents=True)
+    (big.root / "blob").write_bytes(os.urandom(24 * MIB))
+    try:
+        assert quota.persistent_mount(paths.root, paths.image, size_mb=16, owner=owner)
+        assert quota.mounted_backing(paths.root) == str(paths.image)
+        assert (paths.root / "proj" / "keep.txt").read_text() == "from before\n"
+        assert (paths.root / "proj" / "keep.txt").stat().st_uid == owner
+        assert paths.root.stat().st_uid == owner
+        quota.persistent_unmount(paths.root)
+        assert list(paths.root.iterdir()) == []  # moved in, not left under the mount point
+
+        assert quota.persistent_mount(paths.root, paths.image, size_mb=24, owner=owner)
+        usage = quota.persistent_usage(paths.root, paths.image)
+        assert usage is not None
+        assert usage.limit_bytes == 24 * MIB
+        assert (paths.root / "proj" / "keep.txt").read_text() == "from before\n"
+
+        with pytest.raises(OSError, match=r"holds does not fit in 16 MiB"):
+            quota.persistent_mount(big.root, big.image, size_mb=16, owner=owner)
+        assert not os.path.ismount(big.root)
+        assert not big.image.exists()
+        assert (big.root / "blob").stat().st_size == 24 * MIB
+    finally:
+        unmount_shells(settings.MATRIX_DATA_DIR)
+
+
+def test_a_hosts_start_leaves_persistent_images_alone(api, installed, shell_settings):
+    """The sandbox host's start-up clean-up removes a dead host's scratch disks only: a
+    workspace's image (and its mount) is not a leftover."""
+    require_quota()
+    paths = ShellPaths.for_workspace(WORKSPACE_ID)
+    assert ran(api, "echo still > start.txt")["exit_code"] == 0
+    assert quota.leftovers_remove(shell_settings / "mcp") == 0
+    assert paths.image.exists()
+    assert quota.mounted_backing(paths.root) == str(paths.image)
+    assert ran(api, "cat start.txt")["stdout"] == "still\n"
