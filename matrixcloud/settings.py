@@ -89,6 +89,9 @@ MATRIX_MATRIXSHELL_TIMEOUT = env_float("MATRIX_RUNTIME_MATRIXSHELL_TIMEOUT", 60.
 MATRIX_MATRIXSHELL_OUTPUT_BYTES = env_int(
     "MATRIX_RUNTIME_MATRIXSHELL_OUTPUT_BYTES", 1024 * 1024, minimum=1024
 )
+# Each workspace's MatrixShell dir is a persistent file system of this size (sandbox/quota.py);
+# 0 turns the quota off.
+MATRIX_MATRIXSHELL_DISK_MB = env_int("MATRIX_RUNTIME_MATRIXSHELL_DISK_MB", 1024, minimum=0)
 MATRIX_MAX_BODY_BYTES = env_int("MATRIX_RUNTIME_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 MATRIX_HEARTBEAT_SECONDS = env_float("MATRIX_RUNTIME_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
 # A registered remote runtime silent this long is listed as offline.

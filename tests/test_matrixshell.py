@@ -8,15 +8,22 @@ install runs once per module (the first test that needs it), into a workspace wi
 fixed id, so the venv outlives each test's database flush; tests act as the operator
 (the operator token) in that workspace (``X-Matrix-Workspace``): the anonymous local-dev
 caller acts in the local workspace only.
+
+Each workspace's dir is its own persistent quota file system (sandbox/quota.py) where
+this host can mount (root, loop devices): the quota test fills one past its limit
+with a real command; the module unmounts every workspace's dir at its end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,9 +34,11 @@ from django.test import override_settings
 from accounts.models import AuditEvent, UsageEvent, Workspace
 from jobs.models import Job, JobEvent
 from jobs.tasks import run_job
+from matrixcloud.lib.readiness import readiness_warnings
+from sandbox import quota
 from sandbox.isolation import SANDBOX_UID, TIER_BUBBLEWRAP, isolation_tier, tier_probe
 from sandbox.matrixshell.denylist import command_denied
-from sandbox.matrixshell.workspace import ShellPaths
+from sandbox.matrixshell.workspace import ShellPaths, shell_disk_mount, shell_quota_support
 from tests.factories import bearer, error, signup
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -38,6 +47,9 @@ WORKSPACE_ID = "ws_matrixshelltest01"
 WORKSPACE_SLUG = "shell-test"
 OTHER_ID = "ws_matrixshelltest02"
 WHEEL_ID = "ws_matrixshelltest03"
+QUOTA_ID = "ws_matrixshelltest04"
+QUOTA_MB = 64  # a venv takes ~26 MiB: the smallest quota a real install fits in, with room
+MIB = 1024 * 1024
 CANARY = "MXC_SHELL_CANARY_SECRET"
 OPERATOR_TOKEN = "operator-token-for-matrixshell-tests-0123456789"
 DATA_FILES = ("matrixcloud.sqlite3", "secret.key", "django-secret.key")
@@ -119,12 +131,34 @@ def shell_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         (data / name).write_text(f"canary {name}")
         (data / name).chmod(0o600)
     package = write_package(root)
-    with override_settings(
-        MATRIX_DATA_DIR=data,
-        MATRIX_MATRIXSHELL_ENABLED=True,
-        MATRIX_MATRIXSHELL_SPEC=str(package),
-    ):
-        yield data
+    try:
+        with override_settings(
+            MATRIX_DATA_DIR=data,
+            MATRIX_MATRIXSHELL_ENABLED=True,
+            MATRIX_MATRIXSHELL_SPEC=str(package),
+        ):
+            yield data
+    finally:
+        unmount_shells(data)
+
+
+def unmount_shells(data: Path) -> None:
+    """Unmount every workspace's quota file system under ``data`` (a test's end)."""
+    for root in (data / "matrixshell").glob("ws_*"):
+        while os.path.ismount(root):
+            assert subprocess.run(["umount", "-l", str(root)], check=False).returncode == 0
+
+
+def require_quota() -> None:
+    support = shell_quota_support()
+    if support.tier != quota.TIER_LOOP:
+        pytest.skip(f"this host cannot give MatrixShell a disk quota: {support.reason}")
+
+
+def mounts_on(path: Path) -> int:
+    """How many file systems are mounted on ``path`` (the host's mount table)."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return sum(1 for line in lines if line.split()[4] == str(path))
 
 
 @pytest.fixture(autouse=True)
@@ -298,14 +332,25 @@ def test_status_reports_the_workspaces_install(api, installed, settings):
     paths = ShellPaths.for_workspace(WORKSPACE_ID)
     response = api.get(STATUS, **as_workspace())
     assert response.status_code == 200
-    assert response.json() == {
+    body = response.json()
+    support = shell_quota_support()
+    bounded = support.tier == quota.TIER_LOOP
+    assert body == {
         "installed": True,
         "version": "0.1.0",
         "venv": str(paths.venv),
         "python": str(paths.python),
         "sandbox": str(paths.root),
         "spec": settings.MATRIX_MATRIXSHELL_SPEC,
+        "disk_quota": support.tier,
+        "disk_quota_reason": support.reason,
+        "disk_used_bytes": body["disk_used_bytes"] if bounded else None,
+        "disk_limit_bytes": 1024 * MIB if bounded else None,
     }
+    if bounded:  # the venv is on the workspace's own file system, and counted
+        assert 20 * MIB < body["disk_used_bytes"] < 1024 * MIB
+        assert os.path.ismount(paths.root)
+        assert quota.mounted_backing(paths.root) == str(paths.image)
 
 
 def test_another_workspace_has_its_own_uninstalled_shell(api, installed):
@@ -424,3 +469,186 @@ def test_commands_see_neither_the_servers_environment_nor_its_data_dir(
     assert listed == [WORKSPACE_ID]
     uid = ran(api, "id -u")["stdout"].strip()
     assert uid == str(SANDBOX_UID if os.geteuid() == 0 else os.geteuid())
+
+
+# --- the disk quota -------------------------------------------------------------------------
+
+
+def test_writing_past_the_disk_quota_fails_clearly_and_stays_bounded(api, settings, workspace):
+    """The attack: a command writes 96 MiB into a workspace whose quota is 64 MiB."""
+    require_quota()
+    settings.MATRIX_MATRIXSHELL_DISK_MB = QUOTA_MB
+    Workspace.objects.create(pk=QUOTA_ID, slug="shell-quota", name="Quota")
+    paths = ShellPaths.for_workspace(QUOTA_ID)
+    job_id = api.post(INSTALL, **as_workspace("shell-quota")).json()["job_id"]
+    run_job(job_id)
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "complete", job.error
+    before = api.get(STATUS, **as_workspace("shell-quota")).json()
+    assert (before["disk_quota"], before["disk_limit_bytes"]) == ("loop-ext4", QUOTA_MB * MIB)
+    assert 20 * MIB < before["disk_used_bytes"] < QUOTA_MB * MIB
+
+    fill = "for i in 1 2 3 4 5 6; do head -c 16777216 /dev/zero > fill$i || exit 7; done"
+    body = ran_in(api, fill, "shell-quota")
+    assert (body["exit_code"], body["disk_full"], body["timed_out"]) == (7, True, False)
+    assert "No space left on device" in body["stderr"]
+    note = re.search(
+        r"matrixshell: the workspace's disk quota is full \((\d+) of (\d+) bytes used; the "
+        r"quota is (\d+) MiB, set by MATRIX_RUNTIME_MATRIXSHELL_DISK_MB\): delete files to make "
+        r"room, or ask the operator to raise it",
+        body["stderr"],
+    )
+    assert note is not None, body["stderr"]
+    assert int(note[2]) == QUOTA_MB * MIB
+    assert int(note[3]) == QUOTA_MB
+    assert QUOTA_MB * MIB - MIB < int(note[1]) <= QUOTA_MB * MIB
+    # From outside: the host holds at most the quota, in the image and under the dir.
+    assert paths.image.stat().st_blocks * 512 <= QUOTA_MB * MIB
+    assert host_bytes(paths.root) <= QUOTA_MB * MIB
+    assert host_bytes(paths.root) > 48 * MIB  # it did fill (the venv and fill1..fill4)
+    full = api.get(STATUS, **as_workspace("shell-quota")).json()
+    assert full["disk_limit_bytes"] == QUOTA_MB * MIB
+    assert QUOTA_MB * MIB - MIB < full["disk_used_bytes"] <= QUOTA_MB * MIB
+
+    # A command within the quota still works once room is made, and the venv is intact.
+    later = ran_in(
+        api, "rm fill*; echo kept > small.txt; cat small.txt; matrixsh --help", "shell-quota"
+    )
+    assert (later["exit_code"], later["disk_full"]) == (0, False), later
+    assert later["stdout"].startswith("kept\nusage: matrixsh")
+    after = api.get(STATUS, **as_workspace("shell-quota")).json()
+    assert after["disk_used_bytes"] == pytest.approx(before["disk_used_bytes"], abs=MIB)
+    audit = AuditEvent.objects.filter(action="matrixshell.exec").order_by("created_at", "pk")
+    assert [a.meta["disk_full"] for a in audit] == [True, False]
+
+
+def test_the_quota_persists_across_a_remount_and_mounts_once_under_concurrency(api, installed):
+    """After a restart (the mount gone, as after a reboot) the same image comes back with
+    its files; four callers at once mount it once; a leftover mount of another image is
+    replaced by the workspace's own."""
+    require_quota()
+    paths = ShellPaths.for_workspace(WORKSPACE_ID)
+    assert ran(api, "echo survives > restart.txt")["exit_code"] == 0
+    unmount_shells(paths.root.parent.parent)
+    assert not paths.python.exists()  # the venv lives in the image, not in the bare dir
+    errors: list[BaseException] = []
+
+    def mount() -> None:
+        try:
+            shell_disk_mount(paths, create=False)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=mount) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert mounts_on(paths.root) == 1
+    assert quota.mounted_backing(paths.root) == str(paths.image)
+    assert ran(api, "cat restart.txt")["stdout"] == "survives\n"
+
+    unmount_shells(paths.root.parent.parent)
+    other = paths.image.with_name("leftover.img")
+    with open(other, "wb") as handle:
+        handle.truncate(8 * MIB)
+    for argv in (
+        ["mkfs.ext4", "-q", "-F", str(other)],
+        ["mount", "-o", "loop", str(other), str(paths.root)],
+    ):
+        subprocess.run(argv, check=True, timeout=30, capture_output=True)
+    try:
+        status = api.get(STATUS, **as_workspace()).json()
+        assert status["installed"] is True
+        assert quota.mounted_backing(paths.root) == str(paths.image)
+        assert mounts_on(paths.root) == 1
+        assert ran(api, "cat restart.txt")["stdout"] == "survives\n"
+    finally:
+        other.unlink()
+
+
+def test_a_zero_quota_turns_it_off_and_says_so(api, installed, settings, shell_settings):
+    settings.MATRIX_MATRIXSHELL_DISK_MB = 0
+    off = "MATRIX_RUNTIME_MATRIXSHELL_DISK_MB=0 turns the quota off"
+    if quota.host_support().tier == quota.TIER_LOOP:
+        # A dir already on its image stays there (and bounded) until it is unmounted.
+        body = api.get(STATUS, **as_workspace()).json()
+        assert (body["disk_quota"], body["disk_limit_bytes"]) == ("loop-ext4", 1024 * MIB)
+        assert body["disk_quota_reason"] == f"still on its 1024 MiB image ({off})"
+        unmount_shells(shell_settings)
+    body = api.get(STATUS, **as_workspace()).json()
+    assert body["disk_quota"] == "none"
+    assert body["disk_quota_reason"] == off
+    assert (body["disk_used_bytes"], body["disk_limit_bytes"]) == (None, None)
+    warnings = {warning["code"]: warning["message"] for warning in readiness_warnings()}
+    assert warnings["matrixshell_disk_quota_off"] == (
+        "MatrixShell's workspace dirs have no disk quota: "
+        "MATRIX_RUNTIME_MATRIXSHELL_DISK_MB=0 turns the quota off"
+    )
+    settings.MATRIX_MATRIXSHELL_ENABLED = False
+    assert "matrixshell_disk_quota_off" not in {w["code"] for w in readiness_warnings()}
+
+
+def ran_in(api: Any, command: str, slug: str) -> dict[str, Any]:
+    response = run(api, command, slug=slug)
+    assert response.status_code == 200, response.content
+    return dict(response.json())
+
+
+def host_bytes(root: Path) -> int:
+    """Bytes the files under ``root`` take on the host (``du``, as an operator sees it)."""
+    result = subprocess.run(
+        ["du", "-s", "-B1", str(root)], capture_output=True, text=True, check=True, timeout=30
+    )
+    return int(result.stdout.split()[0])
+
+
+def test_a_dir_from_before_the_quota_is_carried_into_its_image(settings, tmp_path):
+    """An upgrade: a workspace dir that already holds files (no image yet) keeps them on
+    its new file system, owned as before; one holding more than the quota is refused with
+    a clear error and left as it was; a grown setting grows the image at its next mount."""
+    require_quota()
+    settings.MATRIX_DATA_DIR = tmp_path / "data"
+    owner = SANDBOX_UID if os.geteuid() == 0 else os.geteuid()
+    paths = ShellPaths.for_workspace("ws_carried")
+    (paths.root / "proj").mkdir(parents=True)
+    (paths.root / "proj" / "keep.txt").write_text("from before\n")
+    os.chown(paths.root / "proj" / "keep.txt", owner, owner)
+    big = ShellPaths.for_workspace("ws_toobig")
+    big.root.mkdir(parents=True)
+    (big.root / "blob").write_bytes(os.urandom(24 * MIB))
+    try:
+        assert quota.persistent_mount(paths.root, paths.image, size_mb=16, owner=owner)
+        assert quota.mounted_backing(paths.root) == str(paths.image)
+        assert (paths.root / "proj" / "keep.txt").read_text() == "from before\n"
+        assert (paths.root / "proj" / "keep.txt").stat().st_uid == owner
+        assert paths.root.stat().st_uid == owner
+        quota.persistent_unmount(paths.root)
+        assert list(paths.root.iterdir()) == []  # moved in, not left under the mount point
+
+        assert quota.persistent_mount(paths.root, paths.image, size_mb=24, owner=owner)
+        usage = quota.persistent_usage(paths.root, paths.image)
+        assert usage is not None
+        assert usage.limit_bytes == 24 * MIB
+        assert (paths.root / "proj" / "keep.txt").read_text() == "from before\n"
+
+        with pytest.raises(OSError, match=r"holds does not fit in 16 MiB"):
+            quota.persistent_mount(big.root, big.image, size_mb=16, owner=owner)
+        assert not os.path.ismount(big.root)
+        assert not big.image.exists()
+        assert (big.root / "blob").stat().st_size == 24 * MIB
+    finally:
+        unmount_shells(settings.MATRIX_DATA_DIR)
+
+
+def test_a_hosts_start_leaves_persistent_images_alone(api, installed, shell_settings):
+    """The sandbox host's start-up clean-up removes a dead host's scratch disks only: a
+    workspace's image (and its mount) is not a leftover."""
+    require_quota()
+    paths = ShellPaths.for_workspace(WORKSPACE_ID)
+    assert ran(api, "echo still > start.txt")["exit_code"] == 0
+    assert quota.leftovers_remove(shell_settings / "mcp") == 0
+    assert paths.image.exists()
+    assert quota.mounted_backing(paths.root) == str(paths.image)
+    assert ran(api, "cat start.txt")["stdout"] == "still\n"

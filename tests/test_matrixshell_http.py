@@ -5,6 +5,10 @@ lane thread: with a single thread, another request is answered while the command
 runs, and the command's answer, audit record and usage row still arrive. The venv is
 installed in this process by a real ``matrixshell.install`` job into the local
 workspace (the anonymous local-dev caller's), on the database the server shares.
+
+Both processes give each workspace's dir a quota of 64 MiB
+(``MATRIX_RUNTIME_MATRIXSHELL_DISK_MB``): a command the server runs that writes past
+it fails with the clear error, and the server's status shows the use and the limit.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +31,7 @@ from accounts.services import local_workspace
 from jobs.models import Job
 from jobs.tasks import run_job
 from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
-from tests.test_matrixshell import write_package
+from tests.test_matrixshell import MIB, QUOTA_MB, require_quota, unmount_shells, write_package
 from tests.test_sse import Server, shared_db, start_daphne
 
 __all__ = ["shared_db"]  # the fixture, imported for this module's tests
@@ -47,13 +52,18 @@ def shell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "MATRIX_RUNTIME_DATA_DIR": str(root / "data"),
         "MATRIX_RUNTIME_MATRIXSHELL_ENABLED": "1",
         "MATRIX_RUNTIME_MATRIXSHELL_SPEC": str(write_package(root)),
+        "MATRIX_RUNTIME_MATRIXSHELL_DISK_MB": str(QUOTA_MB),
     }
-    with override_settings(
-        MATRIX_DATA_DIR=Path(env["MATRIX_RUNTIME_DATA_DIR"]),
-        MATRIX_MATRIXSHELL_ENABLED=True,
-        MATRIX_MATRIXSHELL_SPEC=env["MATRIX_RUNTIME_MATRIXSHELL_SPEC"],
-    ):
-        yield env
+    try:
+        with override_settings(
+            MATRIX_DATA_DIR=Path(env["MATRIX_RUNTIME_DATA_DIR"]),
+            MATRIX_MATRIXSHELL_ENABLED=True,
+            MATRIX_MATRIXSHELL_SPEC=env["MATRIX_RUNTIME_MATRIXSHELL_SPEC"],
+            MATRIX_MATRIXSHELL_DISK_MB=QUOTA_MB,
+        ):
+            yield env
+    finally:
+        unmount_shells(root / "data")
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +85,16 @@ def request(server: Server, method: str, path: str, body: Any = None) -> tuple[i
     return response.status, json.loads(response.read() or b"null")
 
 
-def test_a_long_command_holds_no_lane_thread(server: Server, api: Any) -> None:
-    job_id = api.post("/v1/matrixshell/install").json()["job_id"]
+def install(api: Any) -> str:
+    """A real install job into the local workspace, run in this process; its id."""
+    job_id: str = api.post("/v1/matrixshell/install").json()["job_id"]
     run_job(job_id)
     assert Job.objects.get(pk=job_id).status == "complete", Job.objects.get(pk=job_id).error
+    return job_id
+
+
+def test_a_long_command_holds_no_lane_thread(server: Server, api: Any) -> None:
+    job_id = install(api)
 
     answers: dict[str, Any] = {}
     slow_started = threading.Event()
@@ -113,6 +129,43 @@ def test_a_long_command_holds_no_lane_thread(server: Server, api: Any) -> None:
     )
     assert (
         UsageEvent.objects.filter(kind="matrixshell.exec", workspace=local_workspace()).count() == 1
+    )
+
+
+def test_a_write_past_the_quota_fails_clearly_and_status_shows_it(server: Server, api: Any) -> None:
+    require_quota()
+    install(api)
+    limit = QUOTA_MB * MIB
+    status, before = request(server, "GET", "/v1/matrixshell/status")
+    assert status == 200, before
+    assert (before["installed"], before["disk_quota"]) == (True, "loop-ext4")
+    assert before["disk_limit_bytes"] == limit
+    assert 20 * MIB < before["disk_used_bytes"] < limit
+
+    fill = "for i in 1 2 3 4 5 6; do head -c 16777216 /dev/zero > fill$i || exit 7; done"
+    status, body = request(server, "POST", "/v1/matrixshell/exec", {"command": fill})
+    assert status == 200, body
+    assert (body["exit_code"], body["disk_full"]) == (7, True)
+    assert "No space left on device" in body["stderr"]
+    assert (
+        f"bytes used; the quota is {QUOTA_MB} MiB, set by MATRIX_RUNTIME_MATRIXSHELL_DISK_MB): "
+        "delete files to make room, or ask the operator to raise it"
+    ) in body["stderr"]
+    sandbox = Path(before["sandbox"])
+    du = subprocess.run(
+        ["du", "-s", "-B1", str(sandbox)], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert 48 * MIB < int(du.stdout.split()[0]) <= limit  # filled, and no further
+    status, full = request(server, "GET", "/v1/matrixshell/status")
+    assert limit - MIB < full["disk_used_bytes"] <= full["disk_limit_bytes"] == limit
+
+    again = {"command": "rm fill*; echo fits > small.txt && cat small.txt"}
+    status, later = request(server, "POST", "/v1/matrixshell/exec", again)
+    assert (status, later["exit_code"], later["stdout"], later["disk_full"]) == (
+        200,
+        0,
+        "fits\n",
+        False,
     )
 
 

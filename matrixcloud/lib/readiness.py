@@ -31,6 +31,7 @@ from sandbox.isolation import (
     isolation_tier,
     limits_report,
 )
+from sandbox.matrixshell.workspace import shell_quota_support
 
 DATABASE_TIMEOUT_MS = 3000
 BUS_TIMEOUT_SECONDS = 1.0
@@ -182,6 +183,11 @@ def readiness_warnings() -> list[dict[str, str]]:
             limits["disk_quota"] == "none",
             "sandbox_disk_quota_off",
             f"sandboxes have no disk quota: {limits['disk_quota_reason']}",
+        ),
+        (
+            settings.MATRIX_MATRIXSHELL_ENABLED and shell_quota_support().tier == TIER_NONE,
+            "matrixshell_disk_quota_off",
+            f"MatrixShell's workspace dirs have no disk quota: {shell_quota_support().reason}",
         ),
         (
             settings.MATRIX_MODE == "local-dev",

@@ -45,6 +45,7 @@ class ExecResultSerializer(MatrixShellExecResultSerializer):
 
     timed_out = serializers.BooleanField(help_text="Killed at the exec timeout.")
     truncated = serializers.BooleanField(help_text="Killed when its output passed the cap.")
+    disk_full = serializers.BooleanField(help_text="The workspace's disk quota is full.")
     duration_ms = serializers.IntegerField()
 
 
@@ -54,7 +55,10 @@ class MatrixShellStatusView(APIView):
     @extend_schema(
         operation_id="matrixshell_status",
         summary="MatrixShell install status (403 when disabled)",
-        responses={200: MatrixShellStatusSerializer, **error_responses(401, SHELL_DISABLED)},
+        responses={
+            200: MatrixShellStatusSerializer,
+            **error_responses(401, SHELL_DISABLED, (503, "Its disk could not be mounted")),
+        },
     )
     def get(self, request: Request) -> Response:
         matrixshell_gate()
@@ -94,7 +98,13 @@ class MatrixShellExecView(APIView):
         request=MatrixShellExecSerializer,
         responses={
             200: ExecResultSerializer,
-            **error_responses(400, 401, (403, "Disabled or blocked by denylist"), 422),
+            **error_responses(
+                400,
+                401,
+                (403, "Disabled or blocked by denylist"),
+                422,
+                (503, "Its disk could not be mounted"),
+            ),
         },
     )
     def post(self, request: Request) -> HttpResponseBase:

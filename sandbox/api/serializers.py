@@ -99,6 +99,17 @@ class MatrixShellStatusSerializer(serializers.Serializer):
     python = serializers.CharField(allow_blank=True)
     sandbox = serializers.CharField()
     spec = serializers.CharField(help_text="The package spec that install uses.")
+    disk_quota = serializers.CharField(
+        help_text="What bounds the workspace's MatrixShell dir: loop-ext4, or none."
+    )
+    disk_quota_reason = serializers.CharField(help_text="Why (or why there is no quota).")
+    disk_used_bytes = serializers.IntegerField(
+        allow_null=True, help_text="Bytes taken on the quota's file system (its metadata too)."
+    )
+    disk_limit_bytes = serializers.IntegerField(
+        allow_null=True,
+        help_text="The quota (MATRIX_RUNTIME_MATRIXSHELL_DISK_MB); null without one.",
+    )
 
 
 class MatrixShellInstallSerializer(serializers.Serializer):

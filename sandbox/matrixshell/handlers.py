@@ -8,6 +8,8 @@ pip prints it. The spec is the operator's (``MATRIX_RUNTIME_MATRIXSHELL_SPEC``,
 index), a local wheel or package dir (for offline installs) without, with
 ``--no-index``; a package dir is copied into the workspace first so its build can
 write next to its sources. Two installs of one workspace never overlap (a file lock).
+The workspace's dir is on its disk quota first (made here on the first install): an
+install that does not fit fails naming the quota and its setting.
 """
 
 from __future__ import annotations
@@ -28,8 +30,15 @@ from pydantic_core import PydanticCustomError
 
 from jobs.handlers import BaseHandler, JobFailed, JobParams
 from jobs.registry import register
+from matrixcloud.errors import ApplicationError
 from sandbox.matrixshell.process import RunOutcome, isolated_run
-from sandbox.matrixshell.services import DISABLED, INSTALL_JOB_TYPE, matrixshell_version
+from sandbox.matrixshell.services import (
+    DISABLED,
+    INSTALL_JOB_TYPE,
+    matrixshell_disk_full,
+    matrixshell_disk_ready,
+    matrixshell_version,
+)
 from sandbox.matrixshell.workspace import ShellPaths, base_python, local_spec, shell_spec
 
 INSTALL_OUTPUT_CAP = 16 * 1024 * 1024
@@ -60,6 +69,10 @@ class MatrixShellInstallHandler(BaseHandler):
         paths = ShellPaths.for_workspace(self.ctx.job.workspace_id)
         self.ctx.emit("queue", "ok", "Preparing MatrixShell sandbox")
         with self._locked(paths):
+            try:
+                matrixshell_disk_ready(paths, create=True)
+            except ApplicationError as exc:
+                raise JobFailed(exc.message) from exc
             if not paths.python.exists():
                 self._create_venv(paths)
             self._pip_install(paths, settings.MATRIX_MATRIXSHELL_SPEC)
@@ -138,6 +151,9 @@ class MatrixShellInstallHandler(BaseHandler):
                 outcome.stderr.strip().splitlines()[-1:] or outcome.stdout.strip().splitlines()[-1:]
             )
             detail = f": {tail[0]}" if tail else ""
+            full = matrixshell_disk_full(paths, outcome.stdout + outcome.stderr)
+            if full:
+                detail += f"; {full}"
             raise JobFailed(f"{what}: exit status {outcome.exit_code}{detail}")
 
     def _stream(self, spec: Any, *, quiet: bool) -> RunOutcome:

@@ -27,7 +27,8 @@ MAX_LINE = 1024 * 1024  # longer streamed lines are cut (reference §14.3: 1 MiB
 
 @dataclass
 class RunOutcome:
-    """How a run ended: exit code (-1 when killed), output, and why it was cut short."""
+    """How a run ended: exit code (-1 when killed), output, and why it was cut short
+    (``disk_full``: set by the caller that knows the run's disk quota)."""
 
     exit_code: int
     stdout: str = ""
@@ -35,6 +36,7 @@ class RunOutcome:
     timed_out: bool = False
     truncated: bool = False
     stopped: bool = False
+    disk_full: bool = False
     duration_ms: int = 0
 
 

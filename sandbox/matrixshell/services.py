@@ -3,13 +3,15 @@
 Each endpoint first checks the gate (403 when MatrixShell is off), then acts in the
 caller's workspace only: its own venv and working dir (:mod:`.workspace`). ``exec``
 runs the command with ``bash -lc`` isolated like a sandbox, denylist first, with a
-timeout and an output cap; every exec, refused or run, is audited, and every run is
-metered (``matrixshell.exec``).
+timeout and an output cap, on the workspace's disk quota (a write past it fails with
+ENOSPC, and the answer says the quota is full and which setting sets it); every exec,
+refused or run, is audited, and every run is metered (``matrixshell.exec``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,11 +25,20 @@ from accounts.services.usage import usage_record
 from jobs.choices import JobStatus
 from jobs.models import Job
 from jobs.services import job_enqueue
-from matrixcloud.errors import Conflict, Forbidden, UnprocessableEntity
+from matrixcloud.errors import Conflict, Forbidden, ServiceUnavailable, UnprocessableEntity
 from sandbox.errors import SandboxStartError
 from sandbox.matrixshell.denylist import command_denied
 from sandbox.matrixshell.process import RunOutcome, isolated_run
-from sandbox.matrixshell.workspace import VERSION_PROBE, ShellPaths, shell_spec
+from sandbox.matrixshell.workspace import (
+    QUOTA_SETTING,
+    VERSION_PROBE,
+    ShellPaths,
+    shell_disk_mount,
+    shell_disk_usage,
+    shell_quota_support,
+    shell_spec,
+)
+from sandbox.quota import TIER_LOOP, TIER_NONE
 
 INSTALL_JOB_TYPE = "matrixshell.install"
 INSTALL_TTL_SECONDS = 600
@@ -35,12 +46,64 @@ STATUS_TIMEOUT = 8.0
 STATUS_OUTPUT_CAP = 64 * 1024
 AUDIT_COMMAND_CHARS = 200
 DISABLED = "MatrixShell is disabled (set MATRIX_RUNTIME_MATRIXSHELL_ENABLED=true to enable)"
+NO_SPACE = "No space left on device"
+MIB = 1024 * 1024
 
 
 def matrixshell_gate() -> None:
     """403 unless MatrixShell is enabled on this installation."""
     if not settings.MATRIX_MATRIXSHELL_ENABLED:
         raise Forbidden(DISABLED)
+
+
+# --- the disk quota ------------------------------------------------------------------------
+
+
+def matrixshell_disk_ready(paths: ShellPaths, *, create: bool = False) -> None:
+    """The workspace's dir on its quota file system where the host can (see
+    ``shell_disk_mount``); 503 naming why when mounting fails."""
+    try:
+        shell_disk_mount(paths, create=create)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ServiceUnavailable(
+            f"the workspace's MatrixShell disk ({QUOTA_SETTING}) could not be mounted: {exc}"
+        ) from exc
+
+
+def matrixshell_disk_full(paths: ShellPaths, output: str) -> str:
+    """A clear note when the workspace's quota is full (a write failed with ENOSPC, or
+    no byte is left); "" otherwise, and always without a quota."""
+    usage = shell_disk_usage(paths)
+    if usage is None or (NO_SPACE not in output and usage.free_bytes > 0):
+        return ""
+    return (
+        f"matrixshell: the workspace's disk quota is full ({usage.used_bytes} of "
+        f"{usage.limit_bytes} bytes used; the quota is {usage.limit_bytes // MIB} MiB, set "
+        f"by {QUOTA_SETTING}): delete files to make room, or ask the operator to raise it"
+    )
+
+
+def _disk_report(paths: ShellPaths) -> dict[str, Any]:
+    """The quota's tier and why, and the dir's use and limit in bytes (null without one)."""
+    support = shell_quota_support()
+    usage = shell_disk_usage(paths)
+    if usage is not None:  # on its image, whatever the setting says now
+        reason = support.reason
+        if support.tier == TIER_NONE:
+            reason = f"still on its {usage.limit_bytes // MIB} MiB image ({support.reason})"
+        return {
+            "disk_quota": TIER_LOOP,
+            "disk_quota_reason": reason,
+            "disk_used_bytes": usage.used_bytes,
+            "disk_limit_bytes": usage.limit_bytes,
+        }
+    bounded = support.tier != TIER_NONE  # the image is made by the first install
+    return {
+        "disk_quota": support.tier,
+        "disk_quota_reason": support.reason,
+        "disk_used_bytes": 0 if bounded else None,
+        "disk_limit_bytes": settings.MATRIX_MATRIXSHELL_DISK_MB * MIB if bounded else None,
+    }
 
 
 # --- status ------------------------------------------------------------------------------
@@ -58,6 +121,7 @@ def matrixshell_version(paths: ShellPaths) -> str:
 def matrixshell_status(*, workspace: Workspace) -> dict[str, Any]:
     """The workspace's install status, as the contract's ``/v1/matrixshell/status``."""
     paths = ShellPaths.for_workspace(workspace.pk)
+    matrixshell_disk_ready(paths)
     version = matrixshell_version(paths)
     return {
         "installed": bool(version),
@@ -66,6 +130,7 @@ def matrixshell_status(*, workspace: Workspace) -> dict[str, Any]:
         "python": str(paths.python) if paths.python.exists() else "",
         "sandbox": str(paths.root),
         "spec": settings.MATRIX_MATRIXSHELL_SPEC,
+        **_disk_report(paths),
     }
 
 
@@ -138,6 +203,7 @@ def matrixshell_exec_prepare(
         )
         raise Forbidden("refused by safety denylist")
     paths = ShellPaths.for_workspace(workspace.pk)
+    matrixshell_disk_ready(paths)
     if not paths.python.exists():
         raise UnprocessableEntity("MatrixShell sandbox is not installed yet")
     return PreparedExec(workspace, command, actor, user, ip, paths)
@@ -158,6 +224,12 @@ async def matrixshell_exec_run(prepared: PreparedExec) -> RunOutcome:
         outcome.stderr += f"\nmatrixshell: the command ran past {timeout:g} s and was killed\n"
     elif outcome.truncated:
         outcome.stderr += f"\nmatrixshell: output passed {cap} bytes; the command was killed\n"
+    full = await asyncio.to_thread(
+        matrixshell_disk_full, prepared.paths, outcome.stdout + outcome.stderr
+    )
+    if full:
+        outcome.disk_full = True
+        outcome.stderr += f"\n{full}\n"
     return outcome
 
 
@@ -187,6 +259,7 @@ def matrixshell_exec_record(prepared: PreparedExec, outcome: RunOutcome) -> dict
         "exit_code": outcome.exit_code,
         "timed_out": outcome.timed_out,
         "truncated": outcome.truncated,
+        "disk_full": outcome.disk_full,
         "duration_ms": outcome.duration_ms,
     }
 

@@ -17,9 +17,20 @@ from pathlib import Path
 from django.conf import settings
 
 from sandbox.bubblewrap import toolchain_path
-from sandbox.isolation import SandboxSpec
+from sandbox.isolation import SandboxSpec, isolation_tier, scratch_owner
+from sandbox.quota import (
+    TIER_NONE,
+    DiskUsage,
+    QuotaSupport,
+    persistent_image,
+    persistent_mount,
+    persistent_support,
+    persistent_usage,
+)
 
 CONSOLE_SCRIPT = "matrixsh"
+QUOTA_SETTING = "MATRIX_RUNTIME_MATRIXSHELL_DISK_MB"
+DISK_KIND = "matrixshell"
 VERSION_PROBE = "import importlib.metadata as m; print(m.version('matrixsh'))"
 
 
@@ -48,6 +59,37 @@ class ShellPaths:
     @property
     def lock(self) -> Path:
         return self.root.with_name(f"{self.root.name}.lock")
+
+    @property
+    def image(self) -> Path:
+        return persistent_image(DISK_KIND, self.root.name)
+
+
+def shell_quota_support() -> QuotaSupport:
+    """Whether workspaces' MatrixShell dirs get their disk quota here, and why (not)."""
+    return persistent_support(
+        settings.MATRIX_MATRIXSHELL_DISK_MB, QUOTA_SETTING, "each workspace's MatrixShell dir"
+    )
+
+
+def shell_disk_mount(paths: ShellPaths, *, create: bool) -> bool:
+    """Put the workspace's dir on its quota file system (made first when ``create``, or
+    when the dir already holds files from before the quota); False without a quota.
+    Raises OSError (or a subprocess error) when mounting fails."""
+    if shell_quota_support().tier == TIER_NONE:
+        return False
+    return persistent_mount(
+        paths.root,
+        paths.image,
+        size_mb=settings.MATRIX_MATRIXSHELL_DISK_MB,
+        owner=scratch_owner(isolation_tier()),
+        create=create,
+    )
+
+
+def shell_disk_usage(paths: ShellPaths) -> DiskUsage | None:
+    """The use and limit of the workspace's mounted quota file system; None without one."""
+    return persistent_usage(paths.root, paths.image)
 
 
 def base_python() -> str:
