@@ -279,7 +279,7 @@ class SnapshotDownload:
         digest = new_digest(hub_file)
         if have:
             hash_file(partial, digest)
-        if have == hub_file.size:
+        if have and have == hub_file.size:
             return digest
         headers = self.client.headers()
         if have:

@@ -160,7 +160,8 @@ class HubClient:
         """Every file of the repo at ``commit``, with sizes and checksums."""
         with hub_errors(ref):
             entries = list(self.api.list_repo_tree(ref.repo_id, revision=commit, recursive=True))
-        return [_hub_file(ref.repo_id, entry) for entry in entries if isinstance(entry, RepoFile)]
+        files = [_hub_file(ref.repo_id, entry) for entry in entries if isinstance(entry, RepoFile)]
+        return hub_guard.distinct_paths(ref.repo_id, files)
 
     def safetensors_parameters(
         self, ref: ModelRef, commit: str, files: list[str]
@@ -237,7 +238,9 @@ def _metadata_from_info(ref: ModelRef, info: Any) -> RepoMetadata:
         private=bool(info.private),
         safetensors_total=int(safetensors.total) if safetensors is not None else 0,
         files=[hub_guard.file_name(ref.repo_id, s.rfilename) for s in siblings],
-        size_bytes=sum(int(s.size or 0) for s in siblings),
+        size_bytes=sum(
+            hub_guard.size(ref.repo_id, s.rfilename, s.size) for s in siblings if s.size is not None
+        ),
     )
 
 
@@ -300,7 +303,7 @@ def hub_errors(ref: ModelRef | None) -> Iterator[None]:
         raise HubUnreachable(
             f"hugging face request failed (no network or DNS?): {_first_line(exc)}"
         ) from exc
-    except ValueError as exc:  # a body that is not the JSON expected
+    except (ValueError, KeyError, TypeError) as exc:  # a body that is not the JSON expected
         raise HubError(f"decode hf response: {_first_line(exc)}") from exc
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from typing import Any
 
 import httpx2
@@ -99,6 +100,23 @@ def size(repo: str, name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise _refuse(repo, f"size of {shown(name)}", str(value), "not a whole number of bytes")
     return value
+
+
+def distinct_paths(repo: str, files: list[Any]) -> list[Any]:
+    """``files`` (each with a ``path``) when no name repeats and none is both a file and a
+    folder of others; else UnsafeHubName naming it."""
+    names = {f.path for f in files}
+    if len(names) != len(files):
+        counted = Counter(f.path for f in files)
+        twice = next(name for name, count in counted.items() if count > 1)
+        raise _refuse(repo, "file name", twice, "listed twice")
+    for name in names:
+        parts = name.split("/")
+        for cut in range(1, len(parts)):
+            folder = "/".join(parts[:cut])
+            if folder in names:
+                raise _refuse(repo, "file name", folder, "both a file and a folder")
+    return files
 
 
 # --- where the Hub client may go -------------------------------------------------------------

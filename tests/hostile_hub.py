@@ -52,6 +52,7 @@ class Crafted:
     entries: list[Listed]
     oversize: dict[str, int] = field(default_factory=dict)  # name → bytes to send
     redirect: dict[str, str] = field(default_factory=dict)  # name → Location
+    drop_oid: bool = False  # tree entries without their "oid" (a malformed answer)
 
 
 class HostileHub(FakeHub):
@@ -95,6 +96,10 @@ class HostileHandler(HubRequestHandler):
     def _crafted_api(self, crafted: Crafted, kind: str | None) -> None:
         entries = [entry.tree_entry() for entry in crafted.entries]
         if kind == "tree":
+            if crafted.drop_oid:
+                return self._json(
+                    200, [{k: v for k, v in e.items() if k != "oid"} for e in entries]
+                )
             return self._json(200, entries)
         siblings = [{"rfilename": e["path"], "size": e["size"]} for e in entries]
         info = {"id": "x", "sha": crafted.sha, "siblings": siblings, "tags": []}

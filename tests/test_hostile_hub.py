@@ -285,3 +285,30 @@ def test_the_endpoints_own_redirects_still_work(hub: HostileHub, data: Path, own
     job = run(owner[0], "model.pull", model=f"hf:{REPO}")
     assert job.status == "complete", job.error
     assert job.result["files"] == 2
+
+
+def test_an_empty_file_pulls(hub: HostileHub, data: Path, owner: Any) -> None:
+    """A repo's empty file (``__init__.py``, ``.gitkeep``) is a file like any other."""
+    hub.serve_listing(REPO, [Listed("config.json", b"{}"), Listed("pkg/__init__.py", b"")])
+    job = run(owner[0], "model.pull", model=f"hf:{REPO}")
+    assert job.status == "complete", job.error
+    assert (Path(job.result["local_path"]) / "pkg" / "__init__.py").read_bytes() == b""
+
+
+def test_a_name_that_is_both_a_file_and_a_folder_is_refused_up_front(
+    hub: HostileHub, data: Path, owner: Any
+) -> None:
+    hub.serve_listing(REPO, [Listed("a", b"1"), Listed("a/b", b"2")])
+    job = run(owner[0], "model.pull", model=f"hf:{REPO}")
+    assert job.status == "error"
+    assert "unsafe file name for \"evil/model\": 'a' (both a file and a folder)" in job.error
+    assert not [p for _m, p, _h in hub.requests if "/resolve/" in p]
+
+
+def test_a_malformed_listing_is_a_clear_error(hub: HostileHub, data: Path, owner: Any) -> None:
+    crafted = hub.serve_listing(REPO, [Listed("config.json")])
+    crafted.drop_oid = True  # a tree entry without its "oid"
+    job = run(owner[0], "model.pull", model=f"hf:{REPO}")
+    assert job.status == "error"
+    assert job.error.startswith("decode hf response: ")
+    assert "internal error" not in job.error

@@ -872,3 +872,26 @@ def test_the_key_is_needed_even_without_provider_credentials(source, tmp_path):
 
     assert str(tmp_path / "secret.key") in str(failure.value)
     assert User.objects.count() == 0
+
+
+def test_a_crafted_source_cannot_take_the_id_of_a_workspace_removed_here(api, tmp_path):
+    """A workspace deleted here (the Django admin) leaves its audit trail: a source that
+    reuses its id must not get a fresh workspace of that id and read the old trail."""
+    victim = victim_here(api)
+    trail = set(
+        AuditEvent.objects.filter(workspace_id=victim.workspace).values_list("pk", flat=True)
+    )
+    assert trail
+    Workspace.objects.filter(pk=victim.workspace).delete()
+    assert AuditEvent.objects.filter(workspace_id=victim.workspace).count() == len(trail)
+    tables, _crafted = original_db.crafted_rows(victim.workspace)
+    path = crafted_source(tmp_path, tables)
+
+    message, _report = refused("--sqlite", str(path))
+
+    assert (
+        f"workspace {victim.workspace}: the id of a workspace removed here, whose audit "
+        "history remains" in message
+    )
+    assert not Workspace.objects.filter(pk=victim.workspace).exists()
+    assert not User.objects.filter(pk=MALLORY).exists()

@@ -27,6 +27,7 @@ from typing import Any
 
 from django.db import models
 
+from accounts.models import AuditEvent, Workspace
 from accounts.services.identity import unique_slug
 
 Ref = tuple[str, str]  # (table, key): a row as the ledger records it
@@ -221,6 +222,10 @@ class Planner:
             self.removed[f"{target.table} imported before and removed here since"] += 1
             self.gone.add(target.ref)
             return Action.KEPT
+        if target.model is Workspace and _leftovers_name(target.key.get("pk")):
+            return self._collide(
+                target, "the id of a workspace removed here, whose audit history remains"
+            )
         for unique in target.unique:
             claim = (target.table, frozenset(unique.items()))
             taken = claim in self.claimed or target.model._default_manager.filter(**unique).exists()
@@ -265,6 +270,14 @@ class Planner:
             return Action.CREATE
         self.notes.append(f"{target.label} skipped: another {singular} already has {held}")
         return Action.SKIPPED
+
+
+def _leftovers_name(workspace_id: Any) -> bool:
+    """Whether rows that outlive a workspace (its audit trail) still name this id: a
+    source may not take the id over and read them."""
+    return (
+        workspace_id is not None and AuditEvent.objects.filter(workspace_id=workspace_id).exists()
+    )
 
 
 def _held(unique: dict[str, Any]) -> str:
