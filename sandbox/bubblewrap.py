@@ -22,7 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -191,6 +191,18 @@ def visible_binds(spec: SandboxSpec) -> list[str]:
     bind_check(scratch, scratch=scratch)
     args += [*parent_dirs(scratch), "--bind", str(scratch), str(scratch)]
     return [*args, "--chdir", str(scratch)]
+
+
+def sandbox_sees(path: Path, *, scratch: Path, ro_binds: Sequence[Path] = ()) -> bool:
+    """Whether a host path is visible, at the same place, inside a sandbox that
+    :func:`bwrap_argv` builds: ``/usr`` (and its merged-usr links), the ``/etc`` entries,
+    the toolchains, the prefetch cache, ``ro_binds`` and the scratch dir. A host
+    ``/tmp`` path is not: the sandbox has a ``/tmp`` of its own."""
+    resolved = path.resolve()
+    roots = [Path("/usr"), *toolchain_dirs(), prefetch_cache_dir(), scratch.resolve()]
+    roots += [Path(bind).resolve() for bind in ro_binds]
+    roots += [Path(f"/etc/{name}") for name in ETC_ENTRIES]
+    return any(resolved == root or resolved.is_relative_to(root) for root in roots)
 
 
 def parent_dirs(path: Path) -> list[str]:

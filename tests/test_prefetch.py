@@ -127,7 +127,8 @@ def assert_read_only(root: Path) -> None:
 
 def test_npm_tarball_installs_read_only_and_starts_offline(data_dir, npm_tarball):
     commands = prefetch(str(npm_tarball))
-    package = data_dir / "sandbox-cache" / "npm" / "node_modules" / NPM_NAME
+    # each package in a folder of its own: <cache>/npm/<name>/node_modules/<name>
+    package = data_dir / "sandbox-cache" / "npm" / NPM_NAME / "node_modules" / NPM_NAME
     assert commands == [f"node {package / 'index.js'}"]
     assert_read_only(data_dir / "sandbox-cache")
     report = start_in_sandbox(commands[0], data_dir / "mcp" / "sbx_npm")
@@ -149,7 +150,7 @@ def test_a_second_prefetch_keeps_the_first_and_relocks(data_dir, tmp_path, npm_t
     prefetch(str(npm_tarball))
     prefetch(str(wheel(tmp_path)))
     cache = data_dir / "sandbox-cache"
-    assert (cache / "npm" / "node_modules" / NPM_NAME / "index.js").is_file()
+    assert (cache / "npm" / NPM_NAME / "node_modules" / NPM_NAME / "index.js").is_file()
     assert_read_only(cache)
 
 
@@ -185,7 +186,8 @@ def test_default_allow_list_is_the_catalogs_servers(settings):
 
 def test_npx_of_a_prefetched_package_starts_from_the_cache(data_dir, npm_tarball):
     prefetch(str(npm_tarball))
-    package = (data_dir / "sandbox-cache" / "npm" / "node_modules" / NPM_NAME).resolve()
+    folder = data_dir / "sandbox-cache" / "npm" / NPM_NAME
+    package = (folder / "node_modules" / NPM_NAME).resolve()
     started = ["node", str(package / "index.js"), "--flag"]
     assert cached_argv(["npx", "-y", NPM_NAME, "--flag"]) == started
     assert cached_argv(["/usr/bin/npx", "--yes", f"{NPM_NAME}@1.0.0", "--flag"]) == started

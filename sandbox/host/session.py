@@ -29,14 +29,17 @@ from pydantic import ValidationError
 
 from jobs.choices import JobStatus
 from matrixcloud.errors import ApplicationError
+from sandbox.bubblewrap import sandbox_sees
 from sandbox.choices import CallFailure
 from sandbox.handlers import McpServerParams, ToolRunParams
 from sandbox.host import records
 from sandbox.host.calls import REFUSED, call_entry, failure, tool_call
+from sandbox.host.install import InstallFailed, PackageInstall, host_paths, unseen_path_message
 from sandbox.host.logs import LogPump
 from sandbox.host.recorder import CallRecorder
 from sandbox.host.records import Claimed, Event
 from sandbox.isolation import (
+    TIER_BUBBLEWRAP,
     SandboxSpec,
     isolation_tier,
     scratch_owner,
@@ -46,7 +49,7 @@ from sandbox.isolation import (
 )
 from sandbox.mcp import McpClient, McpError, McpTool, ServerInfo
 from sandbox.policy import resolve_env
-from sandbox.prefetch import cached_argv
+from sandbox.prefetch import PrefetchRefused, cached_argv, check_allowed, wanted_package
 from sandbox.quota import quota_mount, quota_unmount
 from sandbox.secrets import resolve_secret
 
@@ -198,6 +201,9 @@ class LiveSession:
         await asyncio.to_thread(self._prepare_scratch)
         argv = self.session.argv
         cached = await asyncio.to_thread(cached_argv, argv)  # npx/uvx of a prefetched package
+        if cached is None:
+            cached = await self._install(params, argv)
+        await asyncio.to_thread(self._paths_check, cached or argv)
         await self._emit(
             ("sandbox", "start", "Creating temporary sandbox", {"work_dir": str(self.scratch)}),
             (
@@ -249,6 +255,36 @@ class LiveSession:
             quota_mount(self.scratch, owner=scratch_owner(tier))
         except (OSError, subprocess.SubprocessError) as exc:
             raise SessionFailed("sandbox", f"create sandbox dir: {exc}") from exc
+
+    async def _install(self, params: McpServerParams, argv: list[str]) -> list[str] | None:
+        """Install the package an ``npx``/``uvx``/``pipx run`` command runs into the
+        prefetch cache, as the session's ``install`` step; the argv that starts it from
+        there. None (the command runs as written) for any other command, and for a
+        package off the allow-list in a session that has the network to fetch it."""
+        wanted = wanted_package(argv)
+        if wanted is None:
+            return None
+        installer = PackageInstall(wanted, emit=self._emit)
+        try:
+            check_allowed(wanted.spec)
+        except PrefetchRefused:
+            if params.allow_network:
+                return None
+            raise SessionFailed("install", installer.refusal()) from None
+        try:
+            return await installer.run(argv)
+        except InstallFailed as exc:
+            raise SessionFailed("install", str(exc)) from exc
+
+    def _paths_check(self, argv: list[str]) -> None:
+        """A host path the command names must be one the sandbox sees (else the server
+        fails later with a bare "not found")."""
+        if isolation_tier() != TIER_BUBBLEWRAP:
+            return
+        for path in host_paths(argv):
+            binds = settings.MATRIX_SANDBOX_RO_BINDS
+            if not sandbox_sees(path, scratch=self.scratch, ro_binds=binds):
+                raise SessionFailed("validate", unseen_path_message(path))
 
     async def _launch(self, params: McpServerParams, env: dict[str, str], argv: list[str]) -> None:
         """Spawn the server isolated, set up MCP, list the tools, store them: ready."""
