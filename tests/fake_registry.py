@@ -171,7 +171,7 @@ def _handler(registry: FakeRegistry) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        def do_HEAD(self) -> None:  # noqa: N802 (uv asks before it downloads a wheel)
+        def do_HEAD(self) -> None:  # uv asks before it downloads a wheel
             self.do_GET()
 
         def _stall(self) -> None:
