@@ -159,6 +159,9 @@ MATRIX_SANDBOX_RO_BINDS = [Path(p).absolute() for p in env_list("MATRIX_RUNTIME_
 # they are loopback or private (a model server on the LAN). Metadata, link-local and
 # this installation's own API, bus and database stay refused even when listed.
 MATRIX_EGRESS_ALLOW = allow_entries(env_list("MATRIX_RUNTIME_EGRESS_ALLOW"))
+# What a sandbox session's `network_allow` may name (sandbox/egress): hosts, *.domains,
+# addresses, CIDRs, each with an optional :port; `*` any host. Empty: nothing.
+MATRIX_EGRESS_CEILING = env_list("MATRIX_RUNTIME_EGRESS_CEILING")
 
 # --- Secrets -----------------------------------------------------------------------
 # Encryption keys for provider credentials: comma-separated, the first encrypts.

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from sandbox.egress.paths import BRIDGE, BRIDGE_IN_SANDBOX, SOCKET_IN_SANDBOX
 from sandbox.errors import SandboxStartError
 
 if TYPE_CHECKING:
@@ -190,6 +191,9 @@ def visible_binds(spec: SandboxSpec) -> list[str]:
         args += [*parent_dirs(path), "--ro-bind", str(path), str(path)]
     bind_check(scratch, scratch=scratch)
     args += [*parent_dirs(scratch), "--bind", str(scratch), str(scratch)]
+    if spec.egress_socket is not None:  # the one route out: the session's proxy
+        args += [*parent_dirs(SOCKET_IN_SANDBOX), "--ro-bind", str(BRIDGE), str(BRIDGE_IN_SANDBOX)]
+        args += ["--bind", str(spec.egress_socket), str(SOCKET_IN_SANDBOX)]
     return [*args, "--chdir", str(scratch)]
 
 

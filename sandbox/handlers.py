@@ -25,6 +25,7 @@ from jobs.models import Job
 from jobs.registry import register
 from matrixcloud.errors import RateLimited
 from sandbox import policy
+from sandbox.egress import EgressRefused, requested_check
 from sandbox.errors import SessionRefused
 from sandbox.policy import ALLOWED_TRANSPORTS, CommandRejected, EnvRejected
 from sandbox.secrets import secrets_admit
@@ -60,6 +61,7 @@ class McpServerParams(JobParams):
     transport: str = ""
     runtime: str = ""
     allow_network: bool = False
+    network_allow: list[str] = Field(default_factory=list)
 
     @field_validator("env", mode="before")
     @classmethod
@@ -92,6 +94,16 @@ class McpServerParams(JobParams):
         except SessionRefused as exc:
             raise _refusal(exc) from exc
         return value
+
+    @field_validator("network_allow", mode="before")
+    @classmethod
+    def _network_allow(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        try:
+            return requested_check(value if isinstance(value, list) else [value])
+        except EgressRefused as exc:
+            raise _refusal(exc) from exc
 
     @field_validator("allow_network")
     @classmethod

@@ -36,6 +36,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ from sandbox.bubblewrap import (
     toolchain_path,
 )
 from sandbox.cgroups import SandboxCgroup, cgroup_support
+from sandbox.egress import PROXY_PORT
+from sandbox.egress.paths import BRIDGE_IN_SANDBOX, SOCKET_IN_SANDBOX
 from sandbox.errors import IsolationUnavailable, SandboxStartError
 from sandbox.quota import quota_support
 
@@ -113,7 +116,9 @@ class SandboxSpec:
 
     ``env`` is added to the clean environment (secrets already resolved);
     ``ro_binds`` are extra paths shown read-only at the same place, on top of the
-    system, the toolchains and the prefetch cache.
+    system, the toolchains and the prefetch cache. ``egress_socket`` is the session's
+    egress proxy (sandbox/egress): under bubblewrap its only route out, bound into the
+    sandbox and relayed to ``127.0.0.1:3128`` there, where ``HTTP(S)_PROXY`` point.
     """
 
     argv: Sequence[str]
@@ -122,6 +127,7 @@ class SandboxSpec:
     allow_network: bool = False
     limits: SandboxLimits = field(default_factory=SandboxLimits.from_settings)
     ro_binds: Sequence[Path] = ()
+    egress_socket: Path | None = None
 
 
 # --- Which tier --------------------------------------------------------------------------
@@ -273,7 +279,10 @@ def build_argv(
             "bubblewrap and allow user namespaces, or set MATRIX_RUNTIME_ALLOW_UNISOLATED=1"
         )
     env = sandbox_env(spec, tier=tier)
-    launcher = [*rlimit_argv(spec.limits), "--", *spec.argv]
+    program = [*spec.argv]
+    if spec.egress_socket is not None and tier == TIER_BUBBLEWRAP:
+        program = [*egress_bridge_argv(), "--", *program]
+    launcher = [*rlimit_argv(spec.limits), "--", *program]
     if tier != TIER_BUBBLEWRAP:
         return launcher, env
     if host_is_root():
@@ -295,8 +304,22 @@ def sandbox_env(spec: SandboxSpec, *, tier: str) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "TMPDIR": "/tmp" if tier == TIER_BUBBLEWRAP else scratch,  # noqa: S108 (private tmpfs)
     }
+    if spec.egress_socket is not None and tier == TIER_BUBBLEWRAP:
+        proxy = f"http://127.0.0.1:{PROXY_PORT}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env[name] = proxy
+        env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
+        env["NODE_USE_ENV_PROXY"] = "1"  # Node 22.21+/24: fetch and http use the proxy
     env.update(spec.env)
     return env
+
+
+def egress_bridge_argv() -> list[str]:
+    """The relay a sandbox with an egress proxy runs first (sandbox/egress/bridge.py):
+    the base interpreter (bound in every sandbox), isolated mode, no site."""
+    python = getattr(sys, "_base_executable", sys.executable)
+    bridge, socket = str(BRIDGE_IN_SANDBOX), str(SOCKET_IN_SANDBOX)
+    return [python, "-I", "-S", bridge, socket, str(PROXY_PORT)]
 
 
 def rlimit_argv(limits: SandboxLimits) -> list[str]:

@@ -56,6 +56,10 @@ class SandboxSession(models.Model):
     argv = models.JSONField(default=list)
     env = models.JSONField(default=dict, blank=True)
     allow_network = models.BooleanField(default=False)
+    # The allowlist its egress proxy enforced (sandbox/egress), and how many connections
+    # that proxy refused.
+    egress_allow = models.JSONField(default=list, blank=True)
+    egress_denied = models.PositiveIntegerField(default=0)
     tools = models.JSONField(default=list, blank=True)
     server_info = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -58,6 +58,13 @@ def session_snapshot(session: SandboxSession) -> dict[str, Any]:
     }
     if session.server_info:
         snapshot["server"] = session.server_info
+    if session.allow_network or session.egress_allow:
+        mode = "open" if session.allow_network else "allowlist"
+        snapshot["egress"] = {
+            "mode": mode,
+            "allow": list(session.egress_allow),
+            "denied": session.egress_denied,
+        }
     if job.error:
         snapshot["error"] = job.error
     return snapshot

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -30,6 +30,7 @@ from jobs.services import job_await_terminal, job_cancel, job_enqueue, ttl_resol
 from matrixcloud.errors import ApplicationError, Conflict, ServiceUnavailable
 from sandbox import policy, rpc
 from sandbox.choices import CallFailure, ToolCallOutcome
+from sandbox.egress import requested_check
 from sandbox.handlers import network_check, transport_check
 from sandbox.models import SandboxSession, ToolCall
 from sandbox.secrets import secrets_admit
@@ -65,6 +66,7 @@ def sandbox_create(
     ip: str = "",
     transport: str = "",
     allow_network: bool = False,
+    network_allow: Sequence[str] = (),
     job_type: str = DEFAULT_SESSION_TYPE,
 ) -> SandboxSession:
     """Check the command, env and TTL (422 each), then write the job, its session and
@@ -83,6 +85,8 @@ def sandbox_create(
         "transport": transport or "stdio",
         "allow_network": allow_network,
     }
+    if network_allow:
+        payload["network_allow"] = requested_check(network_allow)
     with transaction.atomic():
         job = job_enqueue(
             workspace=workspace,

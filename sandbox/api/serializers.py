@@ -29,6 +29,14 @@ class SandboxCreateSerializer(serializers.Serializer):
         default=False,
         help_text="Give the server network access (only where the installation allows it).",
     )
+    network_allow = serializers.ListField(
+        child=serializers.CharField(max_length=253),
+        required=False,
+        max_length=32,
+        help_text="Hosts the server may reach through the session's egress proxy "
+        "(host, *.domain, address or CIDR, optional :port), within "
+        "MATRIX_RUNTIME_EGRESS_CEILING; the catalog entry's hosts are added.",
+    )
 
 
 class SandboxResponseSerializer(serializers.Serializer):

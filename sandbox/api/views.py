@@ -80,6 +80,7 @@ class SandboxCollectionView(APIView):
             ttl_seconds=data.get("ttl_seconds"),
             transport=data.get("transport", ""),
             allow_network=data["allow_network"],
+            network_allow=data.get("network_allow") or [],
             actor=actor.id,
             user=actor.user,
             ip=client_ip(request._request),

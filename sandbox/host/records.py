@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django import db
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from jobs import registry
@@ -129,6 +130,18 @@ def session_ready(
         if change is not None:
             events = [*events[:-1], change, events[-1]]
         events_emit(session.job_id, events)
+
+
+def session_egress(session_id: str, *, allow: list[str]) -> None:
+    """The allowlist the session's egress proxy enforces, on its row."""
+    SandboxSession.objects.filter(pk=session_id).update(egress_allow=allow)
+
+
+def session_egress_denied(session_id: str, job_id: str, *, count: int, event: Event | None) -> None:
+    """``count`` more refused connections, and the event of the last (None past the cap)."""
+    SandboxSession.objects.filter(pk=session_id).update(egress_denied=F("egress_denied") + count)
+    if event is not None:
+        events_emit(job_id, [event])
 
 
 def session_tools_changed(

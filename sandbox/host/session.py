@@ -31,6 +31,8 @@ from jobs.choices import JobStatus
 from matrixcloud.errors import ApplicationError
 from sandbox.bubblewrap import sandbox_sees
 from sandbox.choices import CallFailure
+from sandbox.egress import EgressRefused, session_allow
+from sandbox.egress.runner import EgressStartError, SessionProxy
 from sandbox.handlers import McpServerParams, ToolRunParams
 from sandbox.host import records
 from sandbox.host.calls import REFUSED, call_entry, failure, tool_call
@@ -61,6 +63,7 @@ EXIT_CHECK = 1.0  # how often a served session looks for a server that closed st
 EXIT_NOTICE_WAIT = 3.0  # … and how long it waits for the client to see the exit
 SPAWN_WAIT = 15.0  # a cancelled session still waits this long for a spawn in progress
 STDERR_IN_MESSAGE = 4000
+EGRESS_EVENTS_CAP = 100  # refused connections listed as events; past it, only counted
 
 
 class SessionFailed(Exception):
@@ -110,6 +113,8 @@ class LiveSession:
         self._on_end = on_end
         self.recorder = recorder
         self._body: asyncio.Task[Ending] | None = None
+        self.egress: SessionProxy | None = None
+        self.egress_denials = 0
         self.task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -185,6 +190,8 @@ class LiveSession:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.proc.wait(), STDIN_GRACE)
             await terminate_tree(self.proc, grace=KILL_GRACE)
+        if self.egress is not None:
+            await self.egress.stop()
         await self.logs.close()
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             await asyncio.to_thread(quota_unmount, self.scratch)
@@ -289,12 +296,14 @@ class LiveSession:
     async def _launch(self, params: McpServerParams, env: dict[str, str], argv: list[str]) -> None:
         """Spawn the server isolated, set up MCP, list the tools, store them: ready."""
         assert self.session is not None
+        egress = await self._egress_start(params)
         spec = SandboxSpec(
             argv=argv,
             scratch_dir=self.scratch,
             env=env,
             allow_network=params.allow_network,
             ro_binds=tuple(settings.MATRIX_SANDBOX_RO_BINDS),
+            egress_socket=egress.socket if egress is not None else None,
         )
         started = time.perf_counter()
         self.proc = await self._spawn(spec)
@@ -308,6 +317,46 @@ class LiveSession:
             "handshake_ms": round((time.perf_counter() - spawned) * 1000, 1),
         }
         await self._mark_ready(server, tools, timings)
+
+    async def _egress_start(self, params: McpServerParams) -> SessionProxy | None:
+        """The session's egress proxy, when it has an allowlist (its catalog entry's and
+        its request's) and no open network; None otherwise. Only bubblewrap's network
+        namespace makes the proxy the one route out, so only there is one started."""
+        assert self.session is not None
+        if params.allow_network:
+            return None
+        try:
+            allow = session_allow(self.session.argv, params.network_allow)
+        except EgressRefused as exc:
+            raise SessionFailed("sandbox", exc.message) from exc
+        if not allow or isolation_tier() != TIER_BUBBLEWRAP:
+            return None
+        self.egress = SessionProxy(allow, on_denied=self._egress_denied)
+        try:
+            await self.egress.start()
+        except EgressStartError as exc:
+            raise SessionFailed("sandbox", str(exc)) from exc
+        await records.run(records.session_egress, self.session.pk, allow=allow)
+        message = f"Network: allowlist through the egress proxy ({', '.join(allow)})"
+        await self._emit(("egress", "ok", message, {"mode": "allowlist", "allow": allow}))
+        return self.egress
+
+    async def _egress_denied(self, decision: dict[str, Any]) -> None:
+        """One refused connection: counted on the row, and an event (up to a cap)."""
+        assert self.session is not None
+        self.egress_denials += 1
+        host, port = str(decision.get("host", "")), int(decision.get("port") or 0)
+        event: Event | None = None
+        if self.egress_denials <= EGRESS_EVENTS_CAP:
+            reason = str(decision.get("reason", ""))
+            data = {"host": host, "port": port, "reason": reason, "count": self.egress_denials}
+            event = ("egress_denied", "denied", f"Egress to {host}:{port} refused: {reason}", data)
+        elif self.egress_denials == EGRESS_EVENTS_CAP + 1:
+            note = f"More than {EGRESS_EVENTS_CAP} refused connections: further ones are counted"
+            event = ("egress_denied", "denied", note, {"count": self.egress_denials})
+        await records.run(
+            records.session_egress_denied, self.session.pk, self.job_id, count=1, event=event
+        )
 
     async def _spawn(self, spec: SandboxSpec) -> asyncio.subprocess.Process:
         """``spawn`` shielded: a stop during it still gets the process, to kill it."""
