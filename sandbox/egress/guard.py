@@ -73,7 +73,7 @@ class AllowlistGuard(HttpProxyBasePlugin):
         self.pinned: str | None = None
 
     def before_upstream_connection(self, request: HttpParser) -> HttpParser | None:
-        host = (request.host or b"").decode("idna", "replace").lower().rstrip(".")
+        host = (request.host or b"").decode("ascii", "replace").lower().rstrip(".")
         port = int(request.port or 0)
         if not any(entry.admits(host, port) for entry in ALLOW):
             self._refuse(host, port, "not on the session's allowlist")
