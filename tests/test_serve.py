@@ -27,7 +27,9 @@ import pytest
 from channels_redis.core import RedisChannelLayer
 
 from matrixcloud.lib.supervisor import CrashLoop, RestartPolicy, Role, Supervisor
+from sandbox.enforcement import install_command
 from sandbox.host import START_CHANNEL
+from tests.test_enforcement import path_without
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -220,6 +222,17 @@ def test_serve_runs_every_role_restarts_a_crash_and_stops_clean(served: Served) 
     assert time.monotonic() - started < HEALTH_BOUND
     up_line = f"is up at http://127.0.0.1:{served.port}"
     wait_for(lambda: up_line in served.output(), 5, "the line that says it is up")
+    # What sandboxes get here, one line each, before any role starts (bwrap runs here).
+    said = enforcement_lines(served.output())
+    assert list(said) == ["isolation", "limits", "disk quota", "network"], served.output()
+    assert said["isolation"] == (
+        "isolation: bubblewrap - bwrap runs with user, pid, ipc, uts and network namespaces"
+    )
+    assert said["network"] == (
+        "network: offline - each sandbox has an empty network namespace; allow_network is "
+        "refused (MATRIX_RUNTIME_SANDBOX_ALLOW_NETWORK is off)"
+    )
+    assert served.output().index(said["network"]) < served.output().index("embedded bus at")
 
     wait_for(lambda: live_pid(served.data_dir, "worker"), 30, "a worker heartbeat")
     host_pid = wait_for(lambda: live_pid(served.data_dir, "sandbox_host"), 30, "a host heartbeat")
@@ -261,6 +274,57 @@ def test_serve_runs_every_role_restarts_a_crash_and_stops_clean(served: Served) 
     live = [row for row in heartbeats(served.data_dir) if row["pid"] != host_pid]
     assert live
     assert all(row["stopped_at"] for row in live), live
+
+
+def enforcement_lines(output: str) -> dict[str, str]:
+    """``serve``'s enforcement lines by label (``warning:`` kept in the text)."""
+    found = re.findall(
+        r"^serve +\| ((?:warning: )?(isolation|limits|disk quota|network): .*)$", output, re.M
+    )
+    return {label: line for line, label in found}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_serve_without_bwrap_says_unisolated_and_how_to_install_it(tmp_path: Path) -> None:
+    path = path_without("bwrap", tmp_path / "bin")
+    log = tmp_path / "serve.log"
+    argv = [sys.executable, "manage.py", "serve", "--port", str(free_port())]
+    env = child_env(tmp_path / "data", PATH=path)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        said = wait_for(
+            lambda: (lines := enforcement_lines(log.read_text())) and "network" in lines and lines,
+            60,
+            "the enforcement lines",
+        )
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=STOP_BOUND) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    command = install_command("bubblewrap")
+    assert command  # this machine's os-release names a known distribution
+    assert said["isolation"] == (
+        "warning: isolation: unisolated - sandboxes run without isolation: bwrap is not "
+        f"installed; to fix, install bubblewrap: {command}"
+    )
+    assert said["limits"].startswith(
+        "warning: limits: rlimits - sandboxes have per-process rlimits only, no aggregate "
+        "limit: sandboxes are not under bubblewrap"
+    )
+    assert said["limits"].endswith(
+        f"; to fix, isolate sandboxes first, install bubblewrap: {command}"
+    )
+    assert said["network"] == (
+        "warning: network: host - sandboxes share this host's network (they are not "
+        f"isolated); to fix, isolate sandboxes, install bubblewrap: {command}"
+    )
+    assert list(said) == ["isolation", "limits", "disk quota", "network"]
 
 
 @pytest.mark.slow

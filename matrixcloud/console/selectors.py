@@ -6,6 +6,7 @@ Every one is scoped by the same ``for_workspace`` querysets the API's selectors 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Count, QuerySet
@@ -49,9 +50,79 @@ def live_sessions_count(*, workspace: Workspace | None) -> int:
     )
 
 
-def job_events(job: Job) -> list[JobEvent]:
-    """The job's events so far, in order (the page renders them; live ones follow)."""
-    return list(JobEvent.objects.filter(job_id=job.pk).order_by("seq"))
+@dataclass
+class EventRow:
+    """One row of a job's event log: an event, or a run of them shown as one.
+
+    Rows with a ``collapse`` key stand for every event of that key: the latest install
+    progress of one package replaces the previous one, and the refused connections to
+    one host:port are counted. The row sits where its first event was and carries the
+    latest one's ``seq`` (the page's script, which collapses live events the same way,
+    resumes after the highest). ``count`` is shown for egress rows.
+    """
+
+    seq: int
+    step: str
+    status: str
+    message: str
+    detail: str = ""
+    collapse: str = ""
+    count: int = 1
+
+    @property
+    def counted(self) -> bool:
+        return self.collapse.startswith("egress:")
+
+
+def event_collapse_key(step: str, status: str, data: Any) -> str:
+    """The key events shown as one row share; empty for an event that is its own row."""
+    data = data if isinstance(data, dict) else {}
+    if step == "install" and status == "progress":
+        return f"install:{data.get('package', '')}"
+    if step == "egress_denied":
+        return f"egress:{data.get('host', '')}:{data.get('port', '')}"
+    return ""
+
+
+def event_detail(step: str, data: Any) -> str:
+    """What an install or egress event's data says, as a short line."""
+    data = data if isinstance(data, dict) else {}
+    if step == "install":
+        parts = [
+            str(data["package"]) if data.get("package") else "",
+            f"{data['fetched']} fetched" if isinstance(data.get("fetched"), int) else "",
+            f"{data['elapsed_s']:.1f} s" if isinstance(data.get("elapsed_s"), int | float) else "",
+            str(data["line"]) if data.get("line") else "",
+        ]
+        return " · ".join(part for part in parts if part)
+    if step == "egress_denied" and data.get("host"):
+        return f"{data['host']}:{data.get('port', '')}"
+    return ""
+
+
+def job_events(job: Job) -> list[EventRow]:
+    """The job's event log so far, in order, collapsed as :class:`EventRow` says (the
+    page renders it; live events follow)."""
+    rows: list[EventRow] = []
+    collapsed: dict[str, EventRow] = {}
+    for event in JobEvent.objects.filter(job_id=job.pk).order_by("seq"):
+        key = event_collapse_key(event.step, event.status, event.data)
+        detail = event_detail(event.step, event.data)
+        row = collapsed.get(key) if key else None
+        if row is None:
+            row = EventRow(event.seq, event.step, event.status, event.message, detail, key)
+            rows.append(row)
+            if key:
+                collapsed[key] = row
+            continue
+        row.seq, row.status, row.message, row.detail = (
+            event.seq,
+            event.status,
+            event.message,
+            detail,
+        )
+        row.count += 1
+    return rows
 
 
 def catalog_item(item_id: str) -> dict[str, Any] | None:

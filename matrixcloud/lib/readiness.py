@@ -24,14 +24,8 @@ from django.db import DatabaseError, connection, transaction
 from matrixcloud.lib.env import env_str
 from runtimes.choices import ProcessRole
 from runtimes.selectors import role_is_live
-from sandbox.isolation import (
-    TIER_NONE,
-    isolation_ready,
-    isolation_report,
-    isolation_tier,
-    limits_report,
-)
-from sandbox.matrixshell.workspace import shell_quota_support
+from sandbox.enforcement import enforcement_summary
+from sandbox.isolation import isolation_ready, isolation_tier, limits_report
 
 DATABASE_TIMEOUT_MS = 3000
 BUS_TIMEOUT_SECONDS = 1.0
@@ -143,8 +137,9 @@ def readiness_checks() -> dict[str, Callable[[], bool]]:
 
 
 def readiness_warnings() -> list[dict[str, str]]:
-    """Configuration that serves, but should not be used like this."""
-    limits = limits_report()
+    """Configuration that serves, but should not be used like this; what sandboxes get
+    weaker than the production default comes from :mod:`sandbox.enforcement` (with its
+    fix), as ``serve`` prints it and the console's banner shows it."""
     candidates = [
         (
             settings.MATRIX_PRODUCTION and not settings.MATRIX_API_TOKEN,
@@ -169,33 +164,13 @@ def readiness_warnings() -> list[dict[str, str]]:
             "other processes",
         ),
         (
-            isolation_tier() == TIER_NONE,
-            "isolation_unavailable",
-            f"sandboxes run without isolation: {isolation_report()['reason']}",
-        ),
-        (
-            isolation_tier() != TIER_NONE and limits["limits_tier"] == "rlimits",
-            "sandbox_limits_per_process",
-            f"sandboxes have per-process rlimits only, no aggregate limit: "
-            f"{limits['limits_reason']}",
-        ),
-        (
-            limits["disk_quota"] == "none",
-            "sandbox_disk_quota_off",
-            f"sandboxes have no disk quota: {limits['disk_quota_reason']}",
-        ),
-        (
-            settings.MATRIX_MATRIXSHELL_ENABLED and shell_quota_support().tier == TIER_NONE,
-            "matrixshell_disk_quota_off",
-            f"MatrixShell's workspace dirs have no disk quota: {shell_quota_support().reason}",
-        ),
-        (
             settings.MATRIX_MODE == "local-dev",
             "local_dev_mode",
             "local-dev mode is for one developer's machine and is not hardened for production",
         ),
     ]
-    return [{"code": code, "message": message} for active, code, message in candidates if active]
+    found = [{"code": code, "message": message} for active, code, message in candidates if active]
+    return [*found, *enforcement_summary().warnings()]
 
 
 def readiness_report() -> dict[str, Any]:

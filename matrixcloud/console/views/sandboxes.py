@@ -21,6 +21,7 @@ from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import LaunchForm, SandboxForm, ToolCallForm
 from matrixcloud.console.selectors import catalog_item, job_events, sessions_recent
 from matrixcloud.errors import ApplicationError, UnprocessableEntity
+from sandbox.enforcement import enforcement_summary
 from sandbox.models import SandboxSession
 from sandbox.selectors import events_url, session_get
 from sandbox.services import sandbox_create, sandbox_stop, sandbox_tool_call
@@ -92,6 +93,7 @@ def _session_page(
         "events_url": events_url(session),
         "tools": session.tools if session.ready and not session.job.is_terminal else [],
         "call_form": call,
+        "enforcement": enforcement_summary(),
         **extra,
     }
     status = 400 if call is not None and call.errors else 200

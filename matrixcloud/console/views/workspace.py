@@ -20,6 +20,7 @@ from matrixcloud.errors import ApplicationError
 from matrixcloud.lib.readiness import readiness_report
 from models_registry.catalog import catalog_items
 from runtimes.selectors import capabilities_describe
+from sandbox.enforcement import enforcement_summary
 
 AUDIT_PAGE_SIZE = 100
 
@@ -33,8 +34,13 @@ def _counts(actor: Actor) -> dict[str, int]:
 @require_GET
 @workspace_view
 def overview(request: HttpRequest, actor: Actor) -> HttpResponse:
+    enforcement = enforcement_summary()
+    readiness = readiness_report()
+    banner = {line.warning for line in enforcement.weak}  # said once, by the banner
     context = {
-        "readiness": readiness_report(),
+        "readiness": readiness,
+        "warnings": [w for w in readiness["warnings"] if w["code"] not in banner],
+        "enforcement": enforcement,
         "capabilities": capabilities_describe(),
         "counts": _counts(actor),
     }

@@ -30,6 +30,7 @@ from matrixcloud.lib.bus import (
 )
 from matrixcloud.lib.supervisor import CrashLoop, Role, StopRequest, Supervisor
 from runtimes.agent import credential_stored as runtime_credential_stored
+from sandbox.enforcement import enforcement_summary
 
 BUS_TIMEOUT = 10.0
 HEALTH_TIMEOUT = 30.0
@@ -153,6 +154,8 @@ class Command(BaseCommand):
         )
 
     def _run(self, supervisor: Supervisor, stop: StopRequest, host: str, port: int) -> None:
+        for line in enforcement_summary().lines:  # what sandboxes get here, before any start
+            supervisor.say(line.sentence())
         env = self._child_env(host, port)
         if not settings.REDIS_URL:
             env["REDIS_URL"] = self._start_bus(supervisor, stop)

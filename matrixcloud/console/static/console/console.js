@@ -88,13 +88,72 @@
     return event.status || current;
   }
 
-  function appendEvent(list, seq, event) {
-    var item = el("li", { "data-seq": seq, "data-live": true, "class": "ev st-" + event.status });
+  // Events shown as one row (as the server renders them, console/selectors.py): the
+  // latest install progress of a package replaces the previous one; refused
+  // connections to one host:port are counted.
+  function collapseKey(event) {
+    var data = event.data || {};
+    if (event.step === "install" && event.status === "progress") return "install:" + (data.package || "");
+    if (event.step === "egress_denied") return "egress:" + (data.host || "") + ":" + (data.port || "");
+    return "";
+  }
+
+  function detailOf(event) {
+    var data = event.data || {};
+    if (event.step === "install") {
+      return [
+        data.package ? String(data.package) : "",
+        typeof data.fetched === "number" ? data.fetched + " fetched" : "",
+        typeof data.elapsed_s === "number" ? data.elapsed_s.toFixed(1) + " s" : "",
+        data.line ? String(data.line) : ""
+      ].filter(Boolean).join(" · ");
+    }
+    if (event.step === "egress_denied" && data.host) return data.host + ":" + (data.port || "");
+    return "";
+  }
+
+  function collapsedRow(list, key) {
+    var rows = list.querySelectorAll("li[data-collapse]");
+    for (var i = 0; i < rows.length; i++) {
+      if (rows[i].getAttribute("data-collapse") === key) return rows[i];
+    }
+    return null;
+  }
+
+  function fillEvent(item, event, count) {
+    item.textContent = "";
     item.appendChild(el("span", { "class": "step" }, event.step));
     item.appendChild(document.createTextNode(" "));
     item.appendChild(el("span", { "class": "status" }, event.status));
     item.appendChild(document.createTextNode(" "));
     item.appendChild(el("span", { "class": "message" }, event.message));
+    var detail = detailOf(event);
+    if (detail) {
+      item.appendChild(document.createTextNode(" "));
+      item.appendChild(el("span", { "class": "detail" }, detail));
+    }
+    if (count) {
+      item.appendChild(document.createTextNode(" "));
+      item.appendChild(el("span", { "class": "count", "data-count": count }, "\u00d7" + count));
+    }
+  }
+
+  function appendEvent(list, seq, event) {
+    var key = collapseKey(event);
+    var item = key ? collapsedRow(list, key) : null;
+    var counted = key.indexOf("egress:") === 0;
+    if (item) {
+      var before = item.querySelector(".count");
+      var count = before ? Number(before.getAttribute("data-count")) + 1 : 2;
+      item.setAttribute("data-seq", seq);
+      item.setAttribute("data-live", "");
+      item.className = "ev st-" + event.status;
+      fillEvent(item, event, counted ? count : 0);
+      return;
+    }
+    item = el("li", { "data-seq": seq, "data-live": true, "class": "ev st-" + event.status,
+      "data-collapse": key || null });
+    fillEvent(item, event, counted ? 1 : 0);
     list.appendChild(item);
   }
 
