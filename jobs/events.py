@@ -1,6 +1,7 @@
 """Job events: written as rows, then pushed on the bus once the row is committed.
 
-``job_event_emit`` is the only way events are made. The per-job sequence comes from
+``job_event_emit`` is the only way events are made; each also tells the workspace's open
+console lists to look again (``matrixcloud.lib.sse.activity``). The per-job sequence comes from
 an increment of ``Job.last_seq`` inside the same transaction as the insert, so
 sequence numbers are dense and ordered even with several emitters. Event text often
 comes from programs we do not control (a server's stderr, a tool's answer), so a NUL
@@ -19,6 +20,7 @@ from django.db import transaction
 from django.db.models import F
 
 from jobs.models import Job, JobEvent
+from matrixcloud.lib.sse.activity import activity_notice
 
 logger = logging.getLogger(__name__)
 REPLACEMENT = "\ufffd"
@@ -75,7 +77,9 @@ def job_event_emit(
         raise ValueError("every job event needs a message")
     with transaction.atomic():
         Job.objects.filter(pk=job_id).update(last_seq=F("last_seq") + 1)
-        seq = Job.objects.filter(pk=job_id).values_list("last_seq", flat=True).get()
+        seq, workspace_id = (
+            Job.objects.filter(pk=job_id).values_list("last_seq", "workspace_id").get()
+        )
         event = JobEvent.objects.create(
             job_id=job_id,
             seq=seq,
@@ -86,6 +90,8 @@ def job_event_emit(
             terminal=terminal,
         )
         transaction.on_commit(lambda: publish(event_message(event)))
+        # The workspace's open lists (jobs, sandboxes, counts) re-read their versions.
+        activity_notice(workspace_id, "jobs")
     return event
 
 

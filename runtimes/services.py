@@ -17,6 +17,7 @@ from accounts.audit import audit_record
 from accounts.choices import AuditStatus
 from accounts.models import User, Workspace
 from matrixcloud.errors import BadRequest, Unauthorized, UnprocessableEntity
+from matrixcloud.lib.sse.activity import activity_notice
 from matrixcloud.lib.tokens import new_secret, secret_hash
 from runtimes.choices import RuntimeKind, RuntimeStatus
 from runtimes.models import JoinToken, ProcessHeartbeat, Runtime
@@ -126,6 +127,7 @@ def join_token_issue(
             ip=ip,
             meta={"label": label, "max_uses": uses, "expires_at": token.expires_at.isoformat()},
         )
+        activity_notice(workspace.pk, "runtimes")
     return MintedJoinToken(token=token, secret=secret)
 
 
@@ -145,6 +147,7 @@ def join_token_revoke(*, token: JoinToken, actor: str, ip: str = "") -> JoinToke
                 ip=ip,
                 meta={"label": token.label, "uses": token.uses, "max_uses": token.max_uses},
             )
+            activity_notice(token.workspace_id, "runtimes")
     token.refresh_from_db()
     return token
 
@@ -241,6 +244,7 @@ def runtime_register(
                 ip=ip,
                 meta=meta,
             )
+            activity_notice(token.workspace_id, "runtimes")
     except _Refused as refused:
         message, known = _refusal(refused.token_hash, now)
         if known is not None:
@@ -297,6 +301,7 @@ def runtime_heartbeat(
                 ip=ip,
                 meta={"from": previous, "to": new_status},
             )
+            activity_notice(runtime.workspace_id, "runtimes")
     return runtime
 
 
@@ -322,6 +327,7 @@ def runtime_token_rotate(*, runtime: Runtime, actor: str, ip: str = "") -> Issue
             ip=ip,
             meta={"name": runtime.name, "was_revoked": runtime.token_revoked},
         )
+        activity_notice(runtime.workspace_id, "runtimes")
     runtime.refresh_from_db()
     return IssuedRuntimeToken(runtime=runtime, token=token_secret)
 
@@ -342,6 +348,7 @@ def runtime_token_revoke(*, runtime: Runtime, actor: str, ip: str = "") -> Runti
                 ip=ip,
                 meta={"name": runtime.name},
             )
+            activity_notice(runtime.workspace_id, "runtimes")
     runtime.refresh_from_db()
     return runtime
 
@@ -359,3 +366,4 @@ def runtime_remove(*, runtime: Runtime, actor: str, ip: str = "") -> None:
                 ip=ip,
                 meta={"name": runtime.name, "kind": runtime.kind},
             )
+            activity_notice(runtime.workspace_id, "runtimes")

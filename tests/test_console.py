@@ -332,21 +332,29 @@ def test_overview_counts_are_the_workspaces_own(cast: factories.Cast) -> None:
 
 
 def test_minting_a_join_token_shows_its_secret_once(owner: Client, cast: factories.Cast) -> None:
+    """Post/redirect/get: the POST answers with a redirect (no secret in it), the next
+    GET shows the secret uncached, and a reload shows none and mints nothing."""
     from runtimes.models import JoinToken
 
     response = owner.post("/console/runtimes", {"label": "edge", "max_uses": "2"})
-    assert response.status_code == 200
-    assert response["Cache-Control"] == "no-store"
-    html = response.content.decode()
-    secret = re.search(r'<code id="join-secret">([^<]+)</code>', html)
-    assert secret is not None
+    assert (response.status_code, response["Location"]) == (302, "/console/runtimes")
+    assert b"mxrt_" not in response.content
     token = JoinToken.objects.get(workspace=cast.workspace)
     assert (token.label, token.max_uses) == ("edge", 2)
+    shown = owner.get("/console/runtimes")
+    assert shown["Cache-Control"] == "no-store"
+    html = shown.content.decode()
+    secret = re.search(r'<code id="join-secret">([^<]+)</code>', html)
+    assert secret is not None
+    assert secret[1].startswith("mxrt_")
     assert secret[1] not in token.token_hash
     assert AuditEvent.objects.filter(action="runtime.join_token.created", target=token.pk).exists()
-    again = owner.get("/console/runtimes").content.decode()
-    assert token.pk in again
-    assert secret[1] not in again  # never shown again
+    again = owner.get("/console/runtimes")
+    assert token.pk in again.content.decode()
+    assert secret[1] not in again.content.decode()  # never shown again
+    assert "join-secret" not in again.content.decode()
+    assert not again.has_header("Cache-Control") or again["Cache-Control"] != "no-store"
+    assert JoinToken.objects.count() == 1  # the reload minted nothing
     assert token.pk not in signed_in(cast.outsider).get("/console/runtimes").content.decode()
     refused = signed_in(cast.member).post("/console/runtimes", {"label": "x"})
     assert refused.status_code == 400
@@ -355,6 +363,137 @@ def test_minting_a_join_token_shows_its_secret_once(owner: Client, cast: factori
     bad = owner.post("/console/runtimes", {"ttl_minutes": "99999999"})
     assert bad.status_code == 400
     assert "ttl_minutes must be between" in bad.content.decode()
+    assert "join-secret" not in bad.content.decode()
+
+
+def _registered(cast: factories.Cast, api: Any, name: str = "edge-box") -> tuple[str, str]:
+    """A runtime registered to the cast's workspace over the API: its id and token."""
+    from runtimes.services import join_token_issue
+
+    minted = join_token_issue(workspace=cast.workspace, actor="test")
+    body = {"join_token": minted.secret, "name": name}
+    registered = api.post("/v1/cloud/runtimes/register", body)
+    assert registered.status_code == 201, registered.content
+    body = registered.json()
+    return body["runtime"]["id"], body["runtime_token"]
+
+
+def _heartbeat(api: Any, token: str) -> int:
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    try:
+        return int(api.post("/v1/cloud/runtimes/heartbeat", {}).status_code)
+    finally:
+        api.credentials()
+
+
+@pytest.mark.parametrize("action", ["remove", "token/rotate", "token/revoke"])
+def test_runtime_actions_are_for_the_workspaces_owners_and_admins(
+    owner: Client, cast: factories.Cast, api: Any, action: str
+) -> None:
+    """The API's checks: another workspace's runtime is a 404, a Member is refused (403),
+    a GET is a 405, and nothing changes; a form without its CSRF token is refused."""
+    from runtimes.models import Runtime
+
+    runtime_id, token = _registered(cast, api)
+    path = f"/console/runtimes/{runtime_id}/{action}"
+    before = Runtime.objects.values().get(pk=runtime_id)
+    assert signed_in(cast.outsider).post(path).status_code == 404
+    refused = signed_in(cast.member).post(path)
+    assert refused.status_code == 403
+    assert "only a workspace Owner or Admin may" in refused.content.decode()
+    assert owner.get(path).status_code == 405
+    assert owner.post(f"/console/runtimes/rt_nope/{action}").status_code == 404
+    strict = Client(enforce_csrf_checks=True, REMOTE_ADDR="127.0.0.1")
+    strict.post("/login", {"email": cast.owner.email, "password": PASSWORD})
+    assert strict.post(path).status_code == 403
+    assert Runtime.objects.values().get(pk=runtime_id) == before
+    assert _heartbeat(api, token) == 200
+    assert not AuditEvent.objects.filter(target=runtime_id, action__startswith="runtime.t").exists()
+
+
+def test_removing_a_runtime_from_the_console(owner: Client, cast: factories.Cast, api: Any) -> None:
+    from runtimes.models import Runtime
+
+    runtime_id, token = _registered(cast, api)
+    response = owner.post(f"/console/runtimes/{runtime_id}/remove")
+    assert response["Location"] == "/console/runtimes"
+    assert not Runtime.objects.filter(pk=runtime_id).exists()
+    audit = AuditEvent.objects.get(action="runtime.removed", target=runtime_id)
+    assert (audit.actor, audit.meta["name"]) == (cast.owner.pk, "edge-box")
+    assert _heartbeat(api, token) == 401  # its token died with it
+    page = owner.get("/console/runtimes").content.decode()
+    assert f"Runtime edge-box ({runtime_id}) removed" in page
+    assert f'data-runtime="{runtime_id}"' not in page
+    assert owner.post(f"/console/runtimes/{runtime_id}/remove").status_code == 404
+
+
+def test_revoking_and_rotating_a_runtime_token_from_the_console(
+    owner: Client, cast: factories.Cast, api: Any
+) -> None:
+    """Revoke: heartbeats are refused. Rotate: a new token, shown on the next GET only
+    (post/redirect/get, uncached), that works while the old one does not."""
+    from runtimes.models import Runtime
+
+    runtime_id, old = _registered(cast, api)
+    assert owner.post(f"/console/runtimes/{runtime_id}/token/revoke").status_code == 302
+    assert _heartbeat(api, old) == 401
+    assert AuditEvent.objects.filter(action="runtime.token.revoked", target=runtime_id).exists()
+    page = owner.get("/console/runtimes").content.decode()
+    assert "revoked" in page
+    assert f"The token of edge-box ({runtime_id}) is revoked." in page
+
+    rotated = owner.post(f"/console/runtimes/{runtime_id}/token/rotate")
+    assert (rotated.status_code, rotated["Location"]) == (302, "/console/runtimes")
+    shown = owner.get("/console/runtimes")
+    assert shown["Cache-Control"] == "no-store"
+    found = re.search(r'<code id="runtime-secret">([0-9a-f]{64})</code>', shown.content.decode())
+    assert found is not None
+    new = found[1]
+    assert new not in Runtime.objects.get(pk=runtime_id).token_hash
+    assert (_heartbeat(api, new), _heartbeat(api, old)) == (200, 401)
+    audit = AuditEvent.objects.get(action="runtime.token.rotated", target=runtime_id)
+    assert (audit.actor, audit.meta["was_revoked"]) == (cast.owner.pk, True)
+    reloaded = owner.get("/console/runtimes").content.decode()
+    assert new not in reloaded
+    assert "runtime-secret" not in reloaded
+    assert AuditEvent.objects.filter(action="runtime.token.rotated").count() == 1
+    assert new not in AuditEvent.objects.get(action="runtime.token.rotated").meta.values()
+
+
+def test_the_activity_versions_move_with_what_the_lists_show(
+    cast: factories.Cast, api: Any
+) -> None:
+    """The activity stream's versions (what the open lists compare) change when a job is
+    created or moves on, and when a runtime joins or its token changes; not otherwise,
+    and never from another workspace."""
+    from jobs.events import job_event_emit
+    from matrixcloud.console.views.activity import activity_versions
+
+    first = activity_versions(cast.workspace)
+    assert activity_versions(cast.workspace) == first
+    job = session_of(cast.workspace).job
+    created = activity_versions(cast.workspace)
+    assert created["jobs"] != first["jobs"]
+    assert created["runtimes"] == first["runtimes"]
+    job_event_emit(job.pk, step="progress", status="running", message="half way")
+    assert activity_versions(cast.workspace)["jobs"] != created["jobs"]
+    runtime_id, _token = _registered(cast, api)
+    joined = activity_versions(cast.workspace)
+    assert joined["runtimes"] != created["runtimes"]
+    theirs = activity_versions(cast.other_workspace)
+    session_of(cast.other_workspace)
+    assert activity_versions(cast.workspace) == joined
+    assert activity_versions(cast.other_workspace)["jobs"] != theirs["jobs"]
+    from runtimes.models import Runtime
+    from runtimes.services import runtime_token_revoke
+
+    runtime_token_revoke(runtime=Runtime.objects.get(pk=runtime_id), actor="test")
+    assert activity_versions(cast.workspace)["runtimes"] != joined["runtimes"]
+
+
+def test_the_activity_stream_needs_a_signed_in_console(client: Client) -> None:
+    response = client.get("/console/activity")
+    assert (response.status_code, response["Location"]) == (302, "/login?next=/console/activity")
 
 
 def test_revoking_a_join_token_and_scoping(owner: Client, cast: factories.Cast) -> None:

@@ -9,6 +9,9 @@ workspace (the anonymous local-dev caller's), on the database the server shares.
 Both processes give each workspace's dir a quota of 64 MiB
 (``MATRIX_RUNTIME_MATRIXSHELL_DISK_MB``): a command the server runs that writes past
 it fails with the clear error, and the server's status shows the use and the limit.
+
+A client that disconnects while its command runs stops it: the command's whole process
+tree is gone within :data:`STOP_BOUND` seconds, and the audit record says why.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -26,10 +30,12 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
+from accounts.choices import AuditStatus
 from accounts.models import AuditEvent, UsageEvent
 from accounts.services import local_workspace
 from jobs.models import Job
 from jobs.tasks import run_job
+from matrixcloud.lib.processes import process_gone
 from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
 from tests.test_matrixshell import MIB, QUOTA_MB, require_quota, unmount_shells, write_package
 from tests.test_sse import Server, shared_db, start_daphne
@@ -39,6 +45,10 @@ __all__ = ["shared_db"]  # the fixture, imported for this module's tests
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 BOUND = 30
+# Seconds from a client's disconnect to its command's last process gone: the lane sees
+# the disconnect at once, the run polls for it every 0.1 s and gives the tree 0.5 s to
+# end before it is killed; the rest is room for a busy machine.
+STOP_BOUND = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +177,80 @@ def test_a_write_past_the_quota_fails_clearly_and_status_shows_it(server: Server
         "fits\n",
         False,
     )
+
+
+def test_a_command_stops_when_its_client_goes_away(server: Server, api: Any) -> None:
+    install(api)
+    command = "sleep 300 & sleep 301; echo never"
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=BOUND)
+    conn.request(
+        "POST",
+        "/v1/matrixshell/exec",
+        json.dumps({"command": command}),
+        {"Content-Type": "application/json"},
+    )
+    deadline = time.monotonic() + BOUND
+    while not {"300", "301"} <= _sleeps(_descendants(server.proc.pid)):
+        assert time.monotonic() < deadline, "the server never started the command"
+        time.sleep(0.05)
+    tree = _descendants(server.proc.pid)
+    assert len(tree) >= 3  # bwrap, bash, both sleeps (and what bwrap puts between)
+
+    assert conn.sock is not None
+    conn.sock.shutdown(socket.SHUT_RDWR)  # the client goes away mid-command
+    conn.close()
+    gone_by = time.monotonic() + STOP_BOUND
+    while not all(process_gone(pid) for pid in tree):
+        left = [pid for pid in tree if not process_gone(pid)]
+        assert time.monotonic() < gone_by, f"still running {STOP_BOUND} s after: {left}"
+        time.sleep(0.05)
+    assert not _descendants(server.proc.pid)
+
+    audit = wait_for_row(lambda: AuditEvent.objects.filter(action="matrixshell.exec").first())
+    assert (audit.target, audit.status) == (command, AuditStatus.FAILURE)
+    assert (audit.meta["stopped"], audit.meta["reason"], audit.meta["exit_code"]) == (
+        True,
+        "client_gone",
+        -1,
+    )
+    assert audit.meta["duration_ms"] < (BOUND + STOP_BOUND) * 1000
+    # The server is fine and answers the next command.
+    status, body = request(server, "POST", "/v1/matrixshell/exec", {"command": "echo next"})
+    assert (status, body["exit_code"], body["stdout"]) == (200, 0, "next\n")
+
+
+def wait_for_row(read: Any) -> Any:
+    deadline = time.monotonic() + BOUND
+    while (row := read()) is None:
+        assert time.monotonic() < deadline, "no audit record of the stopped command"
+        time.sleep(0.05)
+    return row
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (all its threads' children, recursively)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    children = {int(c) for c in (task / "children").read_text().split()}
+                    todo.extend(children - found)
+                    found |= children
+    return found
+
+
+def _sleeps(pids: set[int]) -> set[str]:
+    """The arguments of the ``sleep`` processes among ``pids``."""
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if argv[0].endswith(b"sleep") and len(argv) > 1:
+                found.add(argv[1].decode())
+    return found
 
 
 def _exec_in_flight(server: Server) -> bool:

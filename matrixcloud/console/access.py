@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
-from typing import Any, Concatenate, ParamSpec
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.contrib.auth import logout as django_logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.utils import timezone
 from rest_framework.request import ForcedAuthentication, Request
@@ -28,6 +29,7 @@ from accounts.principals import Actor, actor_for
 from matrixcloud.errors import Forbidden, NotFound, Unauthorized
 
 P = ParamSpec("P")
+R = TypeVar("R", bound=HttpResponseBase)
 WORKSPACE_KEY = "workspace_id"
 SESSION_TOKEN_KEY = "session_token_id"  # noqa: S105 (a session key name, no secret)
 
@@ -67,12 +69,13 @@ def error_page(request: HttpRequest, message: str, status: int) -> HttpResponse:
 
 
 def workspace_view(
-    view: Callable[Concatenate[HttpRequest, Actor, P], HttpResponse],
-) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
-    """A signed-in page acting in the user's workspace; domain refusals become pages."""
+    view: Callable[Concatenate[HttpRequest, Actor, P], R],
+) -> Callable[Concatenate[HttpRequest, P], R | HttpResponse]:
+    """A signed-in page (or stream) acting in the user's workspace; domain refusals
+    become pages."""
 
     @wraps(view)
-    def wrapped(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+    def wrapped(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> R | HttpResponse:
         if not console_session_live(request):
             django_logout(request)
             return redirect_to_login(request.get_full_path())

@@ -4,7 +4,16 @@
 from django.urls import URLPattern, path
 from django.views.generic import RedirectView
 
-from matrixcloud.console.views import auth, cloud, jobs, models, sandboxes, shell, workspace
+from matrixcloud.console.views import (
+    activity,
+    auth,
+    cloud,
+    jobs,
+    models,
+    sandboxes,
+    shell,
+    workspace,
+)
 
 app_name = "console"
 
@@ -21,6 +30,7 @@ urlpatterns: list[URLPattern] = [
     path("console/", workspace.overview, name="overview"),
     path("console/workspace", workspace.switch_workspace, name="switch-workspace"),
     path("console/overview/counts", workspace.overview_counts, name="overview-counts"),
+    path("console/activity", activity.activity, name="activity"),
     path("console/catalog", workspace.catalog, name="catalog"),
     path("console/catalog/launch", sandboxes.sandbox_launch, name="catalog-launch"),
     path("console/sandboxes", sandboxes.sandbox_list, name="sandboxes"),
@@ -36,6 +46,21 @@ urlpatterns: list[URLPattern] = [
     path("console/models/import", models.model_import, name="model-import"),
     path("console/models/<str:profile_id>/attach", models.model_attach, name="model-attach"),
     path("console/runtimes", cloud.runtimes, name="runtimes"),
+    path(
+        "console/runtimes/<str:runtime_id>/remove",
+        cloud.runtime_remove_view,
+        name="runtime-remove",
+    ),
+    path(
+        "console/runtimes/<str:runtime_id>/token/rotate",
+        cloud.runtime_token_rotate_view,
+        name="runtime-token-rotate",
+    ),
+    path(
+        "console/runtimes/<str:runtime_id>/token/revoke",
+        cloud.runtime_token_revoke_view,
+        name="runtime-token-revoke",
+    ),
     path(
         "console/join-tokens/<str:token_id>/revoke",
         cloud.join_token_revoke_view,

@@ -15,7 +15,9 @@ and it proves nothing a second-old success does not.
 A view may return a :class:`DeferredResponse` when the request says it can take one
 (``request.META[DEFERRABLE]``): its status and body are completed on the event loop after
 the middleware chain ran, so a long wait (a tool call's reply) holds no thread. Under
-the test client and any other handler the view answers synchronously instead.
+the test client and any other handler the view answers synchronously instead. While a
+request is served, the lane watches for its client's disconnect (:func:`client_gone`), so
+a view's long work (a MatrixShell command) can stop when nobody waits for it any more.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
 from django.db import close_old_connections, connections
 from django.db.backends.signals import connection_created
-from django.http import FileResponse, HttpResponse, HttpResponseBase
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import Resolver404, get_resolver, set_script_prefix
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ TRUSTED_FOR = 1.0
 
 # request.META key: this request is served by the lane and may get a DeferredResponse.
 DEFERRABLE = "matrixcloud.deferrable"
+# request.META key: a threading.Event set once the request's client has gone away.
+CLIENT_GONE = "matrixcloud.client_gone"
 
 _lane = threading.local()
 
@@ -56,6 +60,25 @@ _lane = threading.local()
 def in_lane() -> bool:
     """Whether this thread is one of the web lane's (persistent connections)."""
     return bool(getattr(_lane, "active", False))
+
+
+def client_gone(request: HttpRequest) -> Callable[[], bool]:
+    """Whether ``request``'s client has gone away (disconnected before its answer), for
+    work that should stop with it; always false outside the web lane (the test client)."""
+    gone = request.META.get(CLIENT_GONE)
+    return gone.is_set if isinstance(gone, threading.Event) else _never
+
+
+def _never() -> bool:
+    return False
+
+
+async def _watch_disconnect(receive: Any, gone: threading.Event) -> None:
+    """Set ``gone`` when the server says the client disconnected (the body is read, so
+    nothing else of the request is still to come)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
 
 
 def _mark_lane_thread() -> None:
@@ -175,16 +198,21 @@ class LanedASGIHandler(ASGIHandler):
         except Exception:  # RequestAborted: the client went away before its body arrived
             return
         loop = asyncio.get_running_loop()
+        gone = threading.Event()
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, gone))
         try:
-            response = await loop.run_in_executor(self.pool, self._respond, scope, body_file)
+            response = await loop.run_in_executor(self.pool, self._respond, scope, body_file, gone)
             if isinstance(response, DeferredResponse):
                 await _complete(response)
             await self.send_response(response, send)
             await loop.run_in_executor(self.pool, response.close)
         finally:
+            watcher.cancel()
             body_file.close()
 
-    def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
+    def _respond(
+        self, scope: dict[str, Any], body_file: Any, gone: threading.Event
+    ) -> HttpResponseBase:
         """The whole sync part of a request, in a lane thread (as a WSGI server does)."""
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
@@ -194,6 +222,7 @@ class LanedASGIHandler(ASGIHandler):
             assert error_response is not None
             return error_response
         request.META[DEFERRABLE] = True
+        request.META[CLIENT_GONE] = gone
         response = self._sync.get_response(request)
         response._handler_class = self.__class__  # type: ignore[attr-defined]
         if isinstance(response, FileResponse):

@@ -1,12 +1,14 @@
 """Views of ``/v1/matrixshell``: status, install (a job) and exec, in the caller's workspace.
 
 Each checks the feature gate first (403 when MatrixShell is off), after the normal
-authentication gate. Thin: input serializer, the actor, one service.
+authentication gate. Thin: input serializer, the actor, one service. An exec whose client
+disconnects before the answer is stopped (``matrixcloud.lib.lanes.client_gone``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 
 from django.http.response import HttpResponseBase
@@ -20,7 +22,7 @@ from rest_framework.views import APIView
 from accounts.principals import actor_for
 from accounts.ratelimit import client_ip
 from matrixcloud.api.schema import error_responses
-from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, run_in_lane
+from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, client_gone, run_in_lane
 from sandbox.api.serializers import (
     MatrixShellExecResultSerializer,
     MatrixShellExecSerializer,
@@ -119,15 +121,19 @@ class MatrixShellExecView(APIView):
             user=actor.user,
             ip=client_ip(request._request),
         )
+        # A client that disconnects mid-command stops it (its whole process tree).
+        gone = client_gone(request._request)
         if request._request.META.get(DEFERRABLE):
             # Served by the web lane: the command runs on the event loop, holding no thread.
-            return DeferredResponse(partial(_complete_exec, prepared))
-        run = asyncio.run(matrixshell_exec_run(prepared))
+            return DeferredResponse(partial(_complete_exec, prepared, gone))
+        run = asyncio.run(matrixshell_exec_run(prepared, client_gone=gone))
         return Response(matrixshell_exec_record(prepared, run))
 
 
-async def _complete_exec(prepared: PreparedExec, response: DeferredResponse) -> None:
+async def _complete_exec(
+    prepared: PreparedExec, gone: Callable[[], bool], response: DeferredResponse
+) -> None:
     """The deferred exec response: run the command, then audit and meter it in a lane."""
-    outcome = await matrixshell_exec_run(prepared)
+    outcome = await matrixshell_exec_run(prepared, client_gone=gone)
     body = await run_in_lane(matrixshell_exec_record, prepared, outcome)
     response.content = JSONRenderer().render(body)

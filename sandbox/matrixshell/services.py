@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ STATUS_OUTPUT_CAP = 64 * 1024
 AUDIT_COMMAND_CHARS = 200
 DISABLED = "MatrixShell is disabled (set MATRIX_RUNTIME_MATRIXSHELL_ENABLED=true to enable)"
 NO_SPACE = "No space left on device"
+CLIENT_GONE = "matrixshell: the client went away; the command was stopped"
 MIB = 1024 * 1024
 
 
@@ -209,18 +211,23 @@ def matrixshell_exec_prepare(
     return PreparedExec(workspace, command, actor, user, ip, paths)
 
 
-async def matrixshell_exec_run(prepared: PreparedExec) -> RunOutcome:
+async def matrixshell_exec_run(
+    prepared: PreparedExec, *, client_gone: Callable[[], bool] | None = None
+) -> RunOutcome:
     """Run the command isolated (``bash -lc`` in the workspace's dir, no network), bounded
-    by the timeout and the output cap. Never raises for what the command did, nor for a
-    command that could not start: exit code -1 and stderr say so."""
+    by the timeout and the output cap, and stopped (its whole process tree) once
+    ``client_gone`` says nobody waits for the answer any more. Never raises for what the
+    command did, nor for a command that could not start: exit code -1 and stderr say so."""
     timeout = settings.MATRIX_MATRIXSHELL_TIMEOUT
     cap = settings.MATRIX_MATRIXSHELL_OUTPUT_BYTES
     spec = shell_spec(prepared.paths, ["bash", "-lc", prepared.trimmed])
     try:
-        outcome = await isolated_run(spec, timeout=timeout, output_cap=cap)
+        outcome = await isolated_run(spec, timeout=timeout, output_cap=cap, should_stop=client_gone)
     except (OSError, ValueError, SandboxStartError) as exc:
         return RunOutcome(exit_code=-1, stderr=f"matrixshell: the command could not start: {exc}")
-    if outcome.timed_out:
+    if outcome.stopped:
+        outcome.stderr += f"\n{CLIENT_GONE}\n"
+    elif outcome.timed_out:
         outcome.stderr += f"\nmatrixshell: the command ran past {timeout:g} s and was killed\n"
     elif outcome.truncated:
         outcome.stderr += f"\nmatrixshell: output passed {cap} bytes; the command was killed\n"
@@ -235,8 +242,11 @@ async def matrixshell_exec_run(prepared: PreparedExec) -> RunOutcome:
 
 def matrixshell_exec_record(prepared: PreparedExec, outcome: RunOutcome) -> dict[str, Any]:
     """Audit and meter a command that ran; the contract's answer (plus why it was cut
-    short and how long it took)."""
+    short and how long it took). One stopped because its client went away is audited as
+    a failure with that reason (``stopped``)."""
     meta = {key: value for key, value in asdict(outcome).items() if key not in ("stdout", "stderr")}
+    if outcome.stopped:
+        meta["reason"] = "client_gone"
     with transaction.atomic():
         audit_record(
             action="matrixshell.exec",
@@ -244,6 +254,7 @@ def matrixshell_exec_record(prepared: PreparedExec, outcome: RunOutcome) -> dict
             workspace=prepared.workspace,
             target=_audit_target(prepared.command),
             ip=prepared.ip,
+            status=AuditStatus.FAILURE if outcome.stopped else AuditStatus.SUCCESS,
             meta=meta,
         )
         usage_record(
@@ -265,10 +276,18 @@ def matrixshell_exec_record(prepared: PreparedExec, outcome: RunOutcome) -> dict
 
 
 def matrixshell_exec(
-    *, workspace: Workspace, command: str, actor: str, user: User | None = None, ip: str = ""
+    *,
+    workspace: Workspace,
+    command: str,
+    actor: str,
+    user: User | None = None,
+    ip: str = "",
+    client_gone: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Check, run, audit and meter one command, waiting for it in this thread."""
+    """Check, run, audit and meter one command, waiting for it in this thread (stopped
+    when ``client_gone``)."""
     prepared = matrixshell_exec_prepare(
         workspace=workspace, command=command, actor=actor, user=user, ip=ip
     )
-    return matrixshell_exec_record(prepared, asyncio.run(matrixshell_exec_run(prepared)))
+    run = asyncio.run(matrixshell_exec_run(prepared, client_gone=client_gone))
+    return matrixshell_exec_record(prepared, run)

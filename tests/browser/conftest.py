@@ -183,6 +183,8 @@ def console(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
             **hub_env,
             "MATRIX_RUNTIME_RATE_LIMIT_RPM": "0",
             "MATRIX_RUNTIME_MATRIXSHELL_ENABLED": "true",
+            # The API accepts the test job types (test.sleep) the worker runs.
+            "MATRIX_RUNTIME_EXTRA_JOB_MODULES": "tests.job_handlers",
             "MATRIX_RUNTIME_CATALOG_FILE": str(test_catalog(tmp / "catalog.json")),
         }
     )

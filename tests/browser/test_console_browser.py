@@ -7,16 +7,25 @@ pages, not the list, not the event stream. Then: a runtime joins with a minted t
 and appears on the open page; a model is imported from the fake hub, attached, and its
 progress bar climbs to ready; a job page follows its job live and cancels it; the
 MatrixShell terminal answers in place; and with JavaScript off the pages still work.
+The Runtimes page removes a runtime and rotates or revokes its token, showing a secret
+once (a reload shows none and mints none), and the lists follow the workspace's
+activity stream: a job created over the API appears with no request repeating on a
+timer.
 Screenshots of the main pages are saved (``conftest.SCREENSHOTS``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -331,3 +340,159 @@ def test_a_job_page_follows_its_job_live_and_cancels_it(console: Console) -> Non
     page.get_by_role("button", name="Cancel job").click()
     expect(page.locator("#status")).to_have_text("cancelled")
     expect(page.locator("#events")).to_contain_text("Job cancelled")
+
+
+# --- the Runtimes page's actions, secrets shown once, lists without polling ------------
+
+IDLE_MS = 7_000  # longer than two of the 3 s polls the console used to make
+PUSH_MS = 5_000  # a list moves this soon after a change: well before the stream's 15 s tick
+
+
+def http(console: Console, method: str, path: str, body: Any = None, token: str = "") -> Any:
+    """One API request over loopback: (status, JSON body)."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(console.url + path, data, headers, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def heartbeat(console: Console, token: str) -> int:
+    status, _ = http(console, "POST", "/v1/cloud/runtimes/heartbeat", {}, token)
+    return int(status)
+
+
+def following(page: Page) -> None:
+    """The page's lists follow the activity stream (its first versions arrived)."""
+    expect(page.locator("body")).to_have_attribute("data-activity-state", "open")
+
+
+def record_requests(page: Page) -> list[str]:
+    seen: list[str] = []
+    page.on("request", lambda request: seen.append(f"{request.method} {request.url}"))
+    return seen
+
+
+def test_the_runtimes_page_revokes_rotates_and_removes_showing_secrets_once(
+    console: Console,
+) -> None:
+    from runtimes.models import JoinToken, Runtime
+
+    page = sign_up(console, "Rita Runtimes", "rita@console.test")
+    workspace = User.objects.get(email="rita@console.test").memberships.get().workspace  # type: ignore[attr-defined]
+    page.get_by_role("link", name="Runtimes").click()
+    page.get_by_label("Label").fill("rita-edge")
+    page.get_by_role("button", name="Mint join token").click()
+    expect(page).to_have_url(f"{console.url}/console/runtimes")  # redirected to a GET
+    secret = page.locator("#join-secret").inner_text().strip()
+    assert secret.startswith("mxrt_")
+    assert JoinToken.objects.filter(workspace=workspace).count() == 1
+    page.reload()  # re-sends the GET, not the POST
+    expect(page.locator("#join-token-list")).to_contain_text("rita-edge")
+    expect(page.locator("#join-secret")).to_have_count(0)
+    assert secret not in page.content()
+    assert JoinToken.objects.filter(workspace=workspace).count() == 1  # nothing minted
+
+    following(page)
+    status, joined = http(
+        console, "POST", "/v1/cloud/runtimes/register", {"join_token": secret, "name": "rita-box"}
+    )
+    assert status == 201, joined
+    runtime_id, token = joined["runtime"]["id"], joined["runtime_token"]
+    row = page.locator(f'#runtime-list tr[data-runtime="{runtime_id}"]')
+    expect(row).to_contain_text("online", timeout=PUSH_MS)  # live, no reload
+
+    page.get_by_role("button", name="Revoke the token of rita-box").click()
+    expect(page.get_by_role("status")).to_contain_text(f"The token of rita-box ({runtime_id})")
+    expect(row).to_contain_text("revoked")
+    assert heartbeat(console, token) == 401
+
+    page.get_by_role("button", name="Rotate the token of rita-box").click()
+    expect(page).to_have_url(f"{console.url}/console/runtimes")
+    rotated = page.locator("#runtime-secret").inner_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", rotated)
+    expect(row).to_contain_text("active")
+    shot(page, "10b-runtime-token-rotated")
+    assert (heartbeat(console, rotated), heartbeat(console, token)) == (200, 401)
+    page.reload()
+    expect(page.locator("#runtime-secret")).to_have_count(0)
+    assert rotated not in page.content()
+
+    # Someone of another workspace cannot act on it, even with a valid form of their own.
+    other = sign_up(console, "Otto Other", "otto@console.test")
+    other.goto(f"{console.url}/console/runtimes")
+    expect(other.locator(f'tr[data-runtime="{runtime_id}"]')).to_have_count(0)
+    csrf = other.locator('meta[name="csrf-token"]').get_attribute("content") or ""
+    for action in ("remove", "token/rotate", "token/revoke"):
+        refused = other.request.post(
+            f"{console.url}/console/runtimes/{runtime_id}/{action}",
+            form={"csrfmiddlewaretoken": csrf},
+            max_redirects=0,
+        )
+        assert refused.status == 404, (action, refused.status)
+    assert heartbeat(console, rotated) == 200
+
+    page.get_by_role("button", name="Remove rita-box").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Runtime rita-box ({runtime_id}) removed")
+    expect(row).to_have_count(0)
+    assert not Runtime.objects.filter(pk=runtime_id).exists()
+    assert heartbeat(console, rotated) == 401
+
+
+def test_lists_follow_the_activity_stream_and_nothing_polls(console: Console) -> None:
+    page = sign_up(console, "Lee Lists", "lee@console.test")
+    status, signed = http(
+        console, "POST", "/v1/auth/login", {"email": "lee@console.test", "password": PASSWORD}
+    )
+    assert status == 200, signed
+    token = signed["token"]
+    seen = record_requests(page)
+    page.goto(f"{console.url}/console/jobs")
+    following(page)
+    expect(page.locator("#job-list")).to_contain_text("No jobs match")
+
+    seen.clear()
+    page.wait_for_timeout(IDLE_MS)
+    assert seen == [], f"requests while nothing changed: {seen}"
+
+    job = {"type": "test.sleep", "payload": {"seconds": 0.3, "ticks": 1}, "ttl_seconds": 60}
+    status, created = http(console, "POST", "/v1/jobs", job, token)
+    assert status in (200, 201, 202), created
+    started = time.monotonic()
+    row = page.locator("#job-list tr", has_text=created["job_id"])
+    expect(row).to_be_visible(timeout=PUSH_MS)
+    appeared = time.monotonic() - started
+    expect(row).to_contain_text("complete", timeout=20_000)
+    page_reads = [line for line in seen if line.startswith("GET ") and "/console/jobs" in line]
+    assert 1 <= len(page_reads) <= 6, page_reads  # one re-read per change, not per tick
+    assert all(line.endswith("/console/jobs") for line in page_reads), seen
+    assert not [line for line in seen if "/console/activity" in line]  # the one stream stays
+    print(f"a job created over the API was on the open list after {appeared:.2f} s")
+
+    seen.clear()
+    page.wait_for_timeout(IDLE_MS)
+    assert seen == [], f"requests after the job ended: {seen}"
+
+    # The overview's counts move the same way, and only for this workspace's jobs.
+    page.goto(f"{console.url}/console/")
+    following(page)
+    complete = page.locator('#counts [data-count="complete"]')
+    expect(complete).to_have_text("1")
+    seen.clear()
+    page.wait_for_timeout(IDLE_MS)
+    assert seen == [], f"the overview polled: {seen}"
+    elsewhere = sign_up(console, "Uma Elsewhere", "uma@console.test")
+    elsewhere.goto(f"{console.url}/console/jobs")
+    following(elsewhere)
+    status, created = http(console, "POST", "/v1/jobs", job, token)
+    assert status in (200, 201, 202), created
+    expect(complete).to_have_text("2", timeout=20_000)
+    counts_reads = [line for line in seen if "/console/overview/counts" in line]
+    assert 1 <= len(counts_reads) <= 6, counts_reads
+    expect(elsewhere.locator("#job-list")).to_contain_text("No jobs match")
+    expect(elsewhere.locator("#job-list")).not_to_contain_text(created["job_id"])

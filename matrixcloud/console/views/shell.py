@@ -18,6 +18,7 @@ from accounts.ratelimit import client_ip
 from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import ShellForm
 from matrixcloud.errors import ApplicationError
+from matrixcloud.lib.lanes import client_gone
 from sandbox.matrixshell.services import (
     matrixshell_exec,
     matrixshell_gate,
@@ -40,6 +41,7 @@ def shell(request: HttpRequest, actor: Actor) -> HttpResponse:
                 actor=actor.id,
                 user=actor.user,
                 ip=client_ip(request),
+                client_gone=client_gone(request),  # a closed tab stops the command
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)

@@ -2,7 +2,7 @@
  * - live events: EventSource on the API's SSE endpoints (same-origin cookie session)
  * - progress bars from event data
  * - a form per MCP tool generated from its JSON input schema; calls go to the API
- * - the overview's live counts
+ * - live lists and the overview's counts from the workspace's activity stream
  * Every page works without this file; it only makes them live. */
 (function () {
   "use strict";
@@ -330,20 +330,6 @@
     });
   }
 
-  /* --- overview counts ---------------------------------------------------------------- */
-
-  function pollCounts(box) {
-    setInterval(function () {
-      if (document.hidden) return;
-      api("GET", box.dataset.src).then(function (counts) {
-        box.querySelectorAll("[data-count]").forEach(function (dd) {
-          var value = counts[dd.dataset.count];
-          if (value !== undefined) dd.textContent = value;
-        });
-      }).catch(function () {});
-    }, 5000);
-  }
-
   /* --- sections that refresh themselves (re-read from the same page) -------------------- */
 
   // Re-read this page and swap in the fresh copies of `sections` (elements with ids).
@@ -361,11 +347,81 @@
       }).catch(function () {});
   }
 
-  function refreshEvery(section) {
-    var seconds = Number(section.dataset.refresh) || 5;
-    setInterval(function () {
-      if (!document.hidden) refreshSections([section]);
-    }, seconds * 1000);
+  function refreshCounts(box) {
+    return api("GET", box.dataset.src).then(function (counts) {
+      box.querySelectorAll("[data-count]").forEach(function (dd) {
+        var value = counts[dd.dataset.count];
+        if (value !== undefined) dd.textContent = value;
+      });
+    }).catch(function () {});
+  }
+
+  /* --- live lists: the workspace's activity stream ------------------------------------- */
+
+  // The stream (/console/activity) sends the workspace's list versions when they change;
+  // a list (an element with `data-live="<topic>"` and an id, or the overview's counts) is
+  // re-read only when its topic's version moved. Nothing polls while the stream works.
+  var FALLBACK_FIRST_MS = 5000, FALLBACK_MAX_MS = 60000, FALLBACK_TRIES = 20;
+
+  function followActivity(url) {
+    var byTopic = {};
+    document.querySelectorAll("[data-live][id]").forEach(function (section) {
+      (byTopic[section.dataset.live] = byTopic[section.dataset.live] || []).push(section);
+    });
+    var counts = document.getElementById("counts");
+    if (counts && counts.dataset.src) (byTopic.jobs = byTopic.jobs || []).push(counts);
+    if (!url || !Object.keys(byTopic).length) return;
+    var known = null, tries = 0, delay = FALLBACK_FIRST_MS;
+
+    function refresh(topic) {
+      var sections = (byTopic[topic] || []).filter(function (s) { return s !== counts; });
+      if (sections.length) refreshSections(sections);
+      if (counts && (byTopic[topic] || []).indexOf(counts) >= 0) refreshCounts(counts);
+    }
+    function refreshAll() { Object.keys(byTopic).forEach(refresh); }
+
+    function onVersions(versions) {
+      if (known) {
+        Object.keys(versions).forEach(function (topic) {
+          if (versions[topic] !== known[topic]) refresh(topic);
+        });
+      }
+      known = versions;
+    }
+
+    // The fallback, and only for a stream that failed for good (an error answer, which
+    // EventSource does not retry; a dropped connection it retries by itself): re-read the
+    // lists once, then try the stream again after 5 s, doubling to 60 s, at most 20
+    // times. That bounds what a broken stream costs, and a healed one ends it.
+    function fallback() {
+      document.body.dataset.activityState = "fallback";
+      if (tries >= FALLBACK_TRIES) return;
+      tries += 1;
+      window.setTimeout(function () {
+        if (!document.hidden) refreshAll();
+        known = null;
+        open();
+      }, delay);
+      delay = Math.min(FALLBACK_MAX_MS, delay * 2);
+    }
+
+    function open() {
+      if (!window.EventSource) { fallback(); return; }
+      var source = new EventSource(url);
+      source.onmessage = function (message) {
+        var data;
+        try { data = JSON.parse(message.data); } catch (e) { return; }
+        if (!data || !data.versions) return;
+        onVersions(data.versions);
+        // Following from here on (the first versions are what the lists are compared to).
+        document.body.dataset.activityState = "open";
+        tries = 0; delay = FALLBACK_FIRST_MS;
+      };
+      source.onerror = function () {
+        if (source.readyState === EventSource.CLOSED) { source.close(); fallback(); }
+      };
+    }
+    open();
   }
 
   /* --- installations: a progress bar per model.attach job ------------------------------ */
@@ -445,10 +501,8 @@
     var tools = document.getElementById("tools");
     if (tools) enhanceTools(tools);
     document.querySelectorAll("ol.events[data-stream]").forEach(followEvents);
-    var counts = document.getElementById("counts");
-    if (counts) pollCounts(counts);
     copyButtons();
-    document.querySelectorAll("[data-refresh][id]").forEach(refreshEvery);
+    followActivity(document.body.dataset.activity);
     followInstallations(document);
     var shellForm = document.getElementById("shell-form");
     if (shellForm) enhanceShell(shellForm);
