@@ -25,7 +25,12 @@ REQUIRED_STRINGS = (
 REQUIRED_BOOLS = ("secrets", "verified", "sandbox")
 # Omitted from the answer when empty, as the original did.
 OPTIONAL_STRINGS = ("transport", "start_command", "version")
-KNOWN_KEYS = frozenset(REQUIRED_STRINGS + REQUIRED_BOOLS + OPTIONAL_STRINGS)
+# Ours, not the original's (never in the API's answer): the hosts a sandbox of the entry
+# may reach through its egress proxy (sandbox/egress), and the command the console's
+# launch runs where the original's start_command cannot work in a sandbox (git's
+# `--repository /tmp`: a sandbox's /tmp is its own, empty).
+INTERNAL_KEYS = ("egress", "launch_command")
+KNOWN_KEYS = frozenset(REQUIRED_STRINGS + REQUIRED_BOOLS + OPTIONAL_STRINGS + INTERNAL_KEYS)
 
 _lock = threading.Lock()
 _cache: dict[Path, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
@@ -50,9 +55,12 @@ def _item_problem(item: Any) -> str | None:
     for key in REQUIRED_BOOLS:
         if not isinstance(item.get(key), bool):
             return f"needs a boolean {key!r}"
-    for key in OPTIONAL_STRINGS:
+    for key in (*OPTIONAL_STRINGS, "launch_command"):
         if key in item and not isinstance(item[key], str):
             return f"has a non-string {key!r}"
+    egress = item.get("egress", [])
+    if not isinstance(egress, list) or not all(isinstance(host, str) for host in egress):
+        return "has an 'egress' that is not a list of host names"
     return None
 
 

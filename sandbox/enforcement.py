@@ -29,6 +29,7 @@ from pathlib import Path
 from django.conf import settings
 
 from sandbox import cgroups, isolation, quota
+from sandbox.egress import CEILING_VARIABLE
 from sandbox.matrixshell.workspace import shell_quota_support
 
 OK = "ok"
@@ -342,6 +343,33 @@ def network_line() -> EnforcementLine:
     )
 
 
+def egress_line() -> EnforcementLine:
+    """Sandboxes' egress by allowlist (sandbox/egress): a session with an allowlist (its
+    catalog entry's, or ``network_allow`` within the ceiling) reaches only those hosts,
+    through a proxy of its own that is its one route out; that holds only where the
+    sandbox has a network namespace of its own."""
+    ceiling = ", ".join(settings.MATRIX_EGRESS_CEILING) or "empty: requests may name nothing"
+    if not isolated():
+        return EnforcementLine(
+            "egress",
+            "egress",
+            WEAK,
+            "not enforced",
+            "a session's allowlist cannot be enforced without a network namespace",
+            fix=Fix(f"isolate sandboxes, {isolation_fix().advice}", isolation_fix().command),
+            warning="sandbox_egress_unenforced",
+        )
+    return EnforcementLine(
+        "egress",
+        "egress",
+        OK,
+        "allowlist per session",
+        "a session with an allowlist reaches only its listed hosts, through its own "
+        "proxy (never loopback, metadata or this installation's services); "
+        f"{CEILING_VARIABLE}: {ceiling}",
+    )
+
+
 LineSource = Callable[[], EnforcementLine | None]
 LINE_SOURCES: tuple[LineSource, ...] = (
     isolation_line,
@@ -349,4 +377,5 @@ LINE_SOURCES: tuple[LineSource, ...] = (
     disk_quota_line,
     matrixshell_quota_line,
     network_line,
+    egress_line,
 )

@@ -79,12 +79,14 @@ def lines_by_key() -> dict[str, enforcement.EnforcementLine]:
 def test_this_host_runs_sandboxes_under_bubblewrap_offline(settings, fresh_probes):
     settings.MATRIX_MATRIXSHELL_ENABLED = False
     lines = lines_by_key()
-    assert list(lines) == ["isolation", "limits", "disk_quota", "network"]
+    assert list(lines) == ["isolation", "limits", "disk_quota", "network", "egress"]
     assert (lines["isolation"].level, lines["isolation"].tier) == (OK, "bubblewrap")
     assert lines["isolation"].text == isolation.tier_probe().reason
     assert (lines["network"].level, lines["network"].tier) == (OK, "offline")
     assert "MATRIX_RUNTIME_SANDBOX_ALLOW_NETWORK is off" in lines["network"].text
     assert lines["network"].sentence().startswith("network: offline - each sandbox has an empty")
+    assert (lines["egress"].level, lines["egress"].tier) == (OK, "allowlist per session")
+    assert "MATRIX_RUNTIME_EGRESS_CEILING: empty" in lines["egress"].text
 
 
 def test_limits_name_the_cgroup_tier_and_its_limits(settings, fresh_probes):
@@ -148,6 +150,10 @@ def test_without_bwrap_it_says_unisolated_and_the_command_that_installs_it(no_bw
     assert (lines["network"].level, lines["network"].tier) == (WEAK, "host")
     assert lines["network"].fix is not None
     assert lines["network"].fix.command == command
+    # ... so no session's allowlist can be enforced either
+    assert (lines["egress"].level, lines["egress"].warning) == (WEAK, "sandbox_egress_unenforced")
+    assert lines["egress"].fix is not None
+    assert lines["egress"].fix.command == command
 
 
 def test_without_bwrap_ready_warns_with_the_fix(no_bwrap):

@@ -66,13 +66,7 @@ TOOL_NAMES = "#tool-list article.tool h3"
 CACHED_SERVER = "mcp_server:everything"
 # A catalog command that cannot work for a reason in the product: the case stays in
 # and is expected to fail, strictly, until the product is fixed (then it passes).
-PRODUCT_FAILURES = {
-    "mcp_server:git": (
-        "the catalog starts it as `uvx mcp-server-git --repository /tmp`, and the sandbox's "
-        "/tmp is an empty dir, not a Git repository: the server logs '/tmp is not a valid "
-        "Git repository' and exits 0 before the MCP handshake (issue #18)"
-    ),
-}
+PRODUCT_FAILURES: dict[str, str] = {}
 
 
 def keyless_servers() -> list[dict[str, object]]:

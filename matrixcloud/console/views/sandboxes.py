@@ -72,7 +72,7 @@ def sandbox_launch(request: HttpRequest, actor: Actor) -> HttpResponse:
         session = _start(
             request,
             actor,
-            start_command=item["start_command"],
+            start_command=item.get("launch_command") or item["start_command"],
             env=None,
             ttl_seconds=None,
             transport=item.get("transport", ""),
