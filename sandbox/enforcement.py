@@ -311,9 +311,8 @@ def _quota_fix(setting: str, size_mb: int) -> Fix:
 def network_line() -> EnforcementLine:
     """Sandboxes' network: ``host`` (unisolated), ``offline`` (bubblewrap's empty network
     namespace), or offline unless a session asks for full network (the installation
-    permits ``allow_network``). A further mode (egress allowlisted per session through a
-    proxy) is one more branch here; the proxy's own state is a line of its own in
-    :data:`LINE_SOURCES`."""
+    permits ``allow_network``). Egress allowlisted per session through a proxy is a
+    line of its own (:func:`egress_line`)."""
     if not isolated():
         fix = isolation_fix()
         return EnforcementLine(
