@@ -302,24 +302,26 @@ def _quota_fix(setting: str, size_mb: int) -> Fix:
     if size_mb == 0:
         return Fix(f"set {setting} to a size in MiB")
     if os.geteuid() != 0:
-        return Fix("run the sandbox host as root (it mounts each quota's file system)")
+        return Fix("run this service as root (it mounts each quota's file system)")
     if not LOOP_CONTROL.exists():
         return Fix("give this host loop devices (in a container, /dev/loop-control and /dev/loop*)")
     return install_fix("e2fsprogs")  # mkfs.ext4
 
 
 def network_line() -> EnforcementLine:
-    """Sandboxes' network. Modes: ``host`` (unisolated), ``offline`` (bubblewrap's empty
-    network namespace), and offline unless a session asks for full network (the
-    installation permits ``allow_network``)."""
+    """Sandboxes' network: ``host`` (unisolated), ``offline`` (bubblewrap's empty network
+    namespace), or offline unless a session asks for full network (the installation
+    permits ``allow_network``). Egress allowlisted per session through a proxy is a
+    line of its own (:func:`egress_line`)."""
     if not isolated():
+        fix = isolation_fix()
         return EnforcementLine(
             "network",
             "network",
             WEAK,
             "host",
             "sandboxes share this host's network (they are not isolated)",
-            fix=Fix(f"isolate sandboxes, {isolation_fix().advice}", isolation_fix().command),
+            fix=Fix(f"isolate sandboxes, {fix.advice}", fix.command),
             warning="sandbox_network_host",
         )
     if settings.MATRIX_SANDBOX_ALLOW_NETWORK:

@@ -27,6 +27,12 @@ from sandbox.host.records import events_emit
 from sandbox.models import SandboxSession
 from sandbox.services import sandbox_create
 from tests.browser.conftest import Console, shot
+from tests.browser.test_console_browser import (
+    DESKTOP,
+    NO_SIDEWAYS_SCROLL,
+    PHONE,
+    WIDER_THAN_SCREEN,
+)
 from tests.factories import PASSWORD
 from tests.sandbox_processes import npm_server
 from tests.test_enforcement import path_without
@@ -139,6 +145,9 @@ def test_without_bwrap_overview_and_sandbox_pages_say_so_and_how_to_install_it(
     expect(banner.locator('li[data-key="network"]')).to_contain_text("network: host")
     expect(banner.locator('li[data-key="limits"]')).to_contain_text("limits: rlimits")
     shot(page, "20-overview-unisolated-banner")
+    page.set_viewport_size(PHONE)  # the banner's long names and commands wrap
+    assert page.evaluate(NO_SIDEWAYS_SCROLL), page.evaluate(WIDER_THAN_SCREEN)
+    page.set_viewport_size(DESKTOP)
 
     session = sandbox_create(
         workspace=workspace_of("uma@enforced.test"),
@@ -150,6 +159,9 @@ def test_without_bwrap_overview_and_sandbox_pages_say_so_and_how_to_install_it(
     page.goto(f"{unisolated_web}/console/sandboxes/{session.pk}")
     expect(page.locator('#enforcement li[data-key="isolation"] code')).to_have_text(command)
     shot(page, "21-sandbox-unisolated-banner")
+    page.set_viewport_size(PHONE)
+    assert page.evaluate(NO_SIDEWAYS_SCROLL), page.evaluate(WIDER_THAN_SCREEN)
+    page.set_viewport_size(DESKTOP)
     page.get_by_role("button", name="Stop sandbox").click()
     expect(page.locator("#status")).to_have_text(re.compile("cancelled|error"))
 
@@ -198,6 +210,9 @@ def test_a_sandbox_page_shows_install_progress_and_refused_connections(
     expect(row).not_to_have_attribute("data-live", "")
     expect(example.locator(".count")).to_have_text(f"{TIMES}3")
     expect(page.locator("#events li.st-denied")).to_have_count(2)
+    page.set_viewport_size(PHONE)  # a long package and its progress line wrap
+    assert page.evaluate(NO_SIDEWAYS_SCROLL), page.evaluate(WIDER_THAN_SCREEN)
+    page.set_viewport_size(DESKTOP)
     assert session.job.events.filter(step="install", status="progress").count() == PROGRESS_EVENTS
 
     page.get_by_role("button", name="Stop sandbox").click()
