@@ -218,6 +218,9 @@ def test_an_installation_joins_another_heart_beats_and_goes_offline(installation
     assert runtime["resources"]["cpu_count"] >= 1
     assert isinstance(runtime["resources"]["engines"], list)
     stored = member.data_dir / "cloud-runtime.json"
+    # B stores its credential once A has answered the registration, which A's list can
+    # show a moment earlier (the row is committed before the answer is sent).
+    wait_for(stored.exists, WAIT_BOUND, "installation b's stored credential")
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
     credential = json.loads(stored.read_text())
     assert credential["runtime_id"] == runtime["id"]
