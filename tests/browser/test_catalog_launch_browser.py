@@ -42,8 +42,8 @@ from tests.test_jobs_worker import worker_env
 from tests.test_sse import start_daphne
 
 # Installs take one lock (one at a time), so the last of seven waits for six; on the
-# shared two-core machine (load 5 to 12) the seven were ready 51 to 72 s after the first
-# launch, with npm's and uv's download caches warm.
+# shared two-core machine (load 4 to 12) the seven were ready 41 to 72 s after the first
+# launch, with the machine's own npm and uv download caches.
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
