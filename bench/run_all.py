@@ -80,6 +80,13 @@ STEPS = [
         1800,
     ),
     Step(
+        "first_launch",
+        "first_launch.py",
+        ("--stack", "both", "--cold", "3", "--warm", "3", "--cached", "5"),
+        ("--cold", "1", "--warm", "1", "--cached", "1"),
+        1800,
+    ),
+    Step(
         "hf_download",
         "hf_download.py",
         ("--rounds", "3"),
@@ -230,6 +237,27 @@ def targets() -> list[str]:
         (r["config"], r["row_ms"]["median"]) for r in (load("enqueue") or {}).get("results", [])
     ]
     add("Job enqueue → running < 50 ms median (ms)", enqueue, lambda v: v < 50)
+    first = (load("first_launch") or {}).get("results", {}).get("stacks", {})
+    add(
+        "First launch of server-everything (npx) from an empty sandbox cache → ready, "
+        "npm's download cache cold / warm (s, median)",
+        [
+            (f"{stack} {mode}", modes[mode]["post_to_ready_s"]["median"])
+            for stack, modes in first.items()
+            for mode in ("cold", "warm")
+            if mode in modes
+        ],
+        None,
+    )
+    add(
+        "The launch after it, from the sandbox cache → ready (s, median)",
+        [
+            (stack, modes["cached"]["post_to_ready_s"]["median"])
+            for stack, modes in first.items()
+            if "cached" in modes
+        ],
+        None,
+    )
     hf = (load("hf_download") or {}).get("results")
     add(
         "model.pull within 10 % of snapshot_download (ratio)",
@@ -415,6 +443,44 @@ def section_hf() -> list[str]:
     return [*lines, "", f"model.pull / snapshot_download = **{r['ratio']}**", ""]
 
 
+FIRST_LAUNCH_MODES = {
+    "cold": "first, npm download cache empty",
+    "warm": "first, npm download cache warm",
+    "cached": "from the sandbox cache (no install)",
+}
+
+
+def section_first_launch() -> list[str]:
+    report = load("first_launch")
+    if not report:
+        return []
+    r = report["results"]
+    lines = heading("First launch of a catalog server", report)
+    lines += [
+        f"`{r['command']}` through `manage.py serve` on an empty data dir: POST → `ready` "
+        f"on the session's stream (s). The package from {r['registry'].split('/')[2]} "
+        f"(npm {r['npm']}, node {r['node']}) through the session's install step; each first "
+        "launch from an empty sandbox cache.",
+        "",
+        "| stack | launch | runs | POST → ready median (min to max) | install step median "
+        "| server start → ready median | each run | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for stack, modes in r["stacks"].items():
+        for mode, m in modes.items():
+            ready, install, start = m["post_to_ready_s"], m["install_s"], m["start_to_ready_s"]
+            runs = m["runs"]
+            loads = [run["load"] for run in runs]
+            lines.append(
+                f"| {STACK_NAMES[stack]} | {FIRST_LAUNCH_MODES[mode]} | {len(runs)} | "
+                f"**{ready['median']}** ({ready['min']} to {ready['max']}) | "
+                f"{install.get('median', '—')} | {start.get('median', '—')} | "
+                f"{', '.join(str(run['post_to_ready_s']) for run in runs)} | "
+                f"{min(loads)} to {max(loads)} |"
+            )
+    return [*lines, ""]
+
+
 def machine_line() -> str:
     cpu = ""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -451,6 +517,7 @@ def render() -> None:
         *section_api(),
         *section_sse("sse_1000"),
         *section_sse("sse_3000"),
+        *section_first_launch(),
         *section_hf(),
         END,
     ]

@@ -5,8 +5,8 @@ Sandboxes have no network, so the first launch of each ``npx``/``uvx`` server in
 its package from the real registry (registry.npmjs.org, pypi.org) as the session's
 ``install`` step (sandbox/host/install.py); the server then starts offline from
 ``<data>/sandbox-cache``. A second launch of one starts from the cache with no install
-step. This is the one place the suite talks to the internet, because that is what it
-tests: where the registries do not answer, it skips and says which one.
+step. It talks to the internet on purpose, because that is what it tests: where the
+registries do not answer, it skips and says which one.
 
 The console here is its own (not conftest's ``console``): the shipped catalog, with no
 fixture start commands, and a data dir of its own, so the sandbox cache starts empty in
@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from django.db import connections
 from playwright.sync_api import Page, expect
 
 from jobs.models import JobEvent
@@ -40,8 +41,9 @@ from tests.sandbox_processes import REPO, end_all_sessions, running_host, steps
 from tests.test_jobs_worker import worker_env
 from tests.test_sse import start_daphne
 
-# Installs take one lock (one at a time), so the last of seven waits for six; on a busy
-# two-core machine the whole first run has taken up to a few minutes.
+# Installs take one lock (one at a time), so the last of seven waits for six; on the
+# shared two-core machine (load 4 to 12) the seven were ready 41 to 72 s after the first
+# launch, with the machine's own npm and uv download caches.
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
@@ -159,6 +161,9 @@ def console(
                 browser.close()
                 with django_db_blocker.unblock():
                     end_all_sessions()  # whatever a failure left running
+                    # a connection opened here outlives the test's: the test database
+                    # could not be dropped at the end (PostgreSQL)
+                    connections.close_all()
     finally:
         server.stop()
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
