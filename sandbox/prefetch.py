@@ -330,7 +330,11 @@ def run_query(argv: list[str]) -> str:
 
 
 def run_installer(
-    argv: list[str], *, on_line: Lines | None = None, cancel: threading.Event | None = None
+    argv: list[str],
+    *,
+    on_line: Lines | None = None,
+    cancel: threading.Event | None = None,
+    env: dict[str, str] | None = None,
 ) -> str:
     """Run an installer to its end, at most :data:`INSTALL_TIMEOUT` (or until
     ``cancel``), its output (both streams) line by line to ``on_line``."""
@@ -342,6 +346,7 @@ def run_installer(
         text=True,
         errors="replace",
         start_new_session=True,
+        env=env,
     )
     stopped: list[str] = []
 
@@ -417,11 +422,19 @@ def pypi_install(
     uv = uv_program()
     python = venv / "bin" / "python"
     venv.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    # uv trusts its own roots unless told: the machine's (a proxy's CA) count here, as
+    # they do for npm and pip; and it never downloads a Python of its own.
+    uv_env = {"UV_SYSTEM_CERTS": "1", "UV_NATIVE_TLS": "1", "UV_PYTHON_DOWNLOADS": "never"}
+    uv_env = {**uv_env, **os.environ}
     if uv:
-        run_installer([uv, "venv", "--quiet", "--python", base, str(venv)], cancel=cancel)
+        run_installer(
+            [uv, "venv", "--quiet", "--python", base, str(venv)], cancel=cancel, env=uv_env
+        )
         local = Path(spec.install).is_file()
         index = ["--offline"] if local else ["--default-index", pypi_index()]
         argv = [uv, "pip", "install", "--python", str(python), *index, spec.install]
+        run_installer(argv, on_line=on_line, cancel=cancel, env=uv_env)
+        return
     else:
         run_installer([base, "-m", "venv", str(venv)], cancel=cancel)
         argv = [str(python), "-m", "pip", "install", "--no-input"]
