@@ -435,12 +435,10 @@ def pypi_install(
         argv = [uv, "pip", "install", "--python", str(python), *index, spec.install]
         run_installer(argv, on_line=on_line, cancel=cancel, env=uv_env)
         return
-    else:
-        run_installer([base, "-m", "venv", str(venv)], cancel=cancel)
-        argv = [str(python), "-m", "pip", "install", "--no-input"]
-        argv += [] if Path(spec.install).is_file() else ["--index-url", pypi_index()]
-        argv.append(spec.install)
-    run_installer(argv, on_line=on_line, cancel=cancel)
+    run_installer([base, "-m", "venv", str(venv)], cancel=cancel)
+    argv = [str(python), "-m", "pip", "install", "--no-input"]
+    argv += [] if Path(spec.install).is_file() else ["--index-url", pypi_index()]
+    run_installer([*argv, spec.install], on_line=on_line, cancel=cancel)
 
 
 def uv_program() -> str | None:
