@@ -31,6 +31,7 @@ from accounts.models import (
     Workspace,
 )
 from accounts.services.providers import provider_delete, provider_update
+from accounts.signals import credentials_changed
 
 
 class UserCreationForm(BaseUserCreationForm):
@@ -140,6 +141,7 @@ class SessionTokenAdmin(ReadOnlyAdmin):
     @admin.action(description="Revoke the selected sessions")
     def revoke(self, request: HttpRequest, queryset: QuerySet[SessionToken]) -> None:
         ended = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        credentials_changed()
         self.message_user(request, f"Revoked {ended} session(s).", messages.SUCCESS)
 
 

@@ -43,6 +43,19 @@ KEY_TTL = 300
 BUS_DOWN = "bus_down"
 
 NO_BUS = "REDIS_URL is unset, so no sandbox host can be reached"
+# A reply ``kind`` of our own: the caller's cached credentials are out of date
+# (matrixcloud/lib/generations.py); nothing was sent.
+STALE = "stale"
+
+# Send a call only while the generation still reads as the caller's cache recorded it:
+# KEYS: generation, mailbox; ARGV: expected generation, message, key TTL. 1 if sent.
+_SEND_IF_CURRENT = """
+local now = redis.call('GET', KEYS[1]) or ''
+if now ~= ARGV[1] then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
 
 _client: redis.Redis | None = None
 _client_lock = threading.Lock()
@@ -105,18 +118,31 @@ async def host_call_async(
     arguments: dict[str, Any],
     caller: dict[str, Any],
     timeout: float,
+    generation: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """:func:`host_call` on the event loop: the reply is awaited, no thread is held."""
+    """:func:`host_call` on the event loop: the reply is awaited, no thread is held.
+
+    With ``generation`` (a counter's key and the value the caller's cache recorded), the
+    call is sent only if the counter still reads so, checked on the bus in the same
+    round trip; otherwise the reply is a :data:`STALE` failure and nothing was sent.
+    """
     client = _async_bus_client()
     if client is None:
         return _bus_down(NO_BUS)
     message = call_message(job_id=job_id, name=name, arguments=arguments, caller=caller)
     mailbox = mailbox_key(channel)
+    encoded = json.dumps(message, separators=(",", ":"))
     try:
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.rpush(mailbox, json.dumps(message, separators=(",", ":")))
-            pipe.expire(mailbox, KEY_TTL)
-            await pipe.execute()
+        if generation is None:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.rpush(mailbox, encoded)
+                pipe.expire(mailbox, KEY_TTL)
+                await pipe.execute()
+        else:
+            key, expected = generation
+            sent = await client.eval(_SEND_IF_CURRENT, 2, key, mailbox, expected, encoded, KEY_TTL)
+            if not sent:
+                return {"ok": False, "kind": STALE, "error": "cached credentials are out of date"}
         popped = await client.blpop([message["reply_key"]], timeout=timeout)
     except (redis.RedisError, OSError) as exc:
         logger.warning("sandbox call to %s failed on the bus", channel, exc_info=True)

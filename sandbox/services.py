@@ -213,7 +213,7 @@ def tool_call_prepare(
         ip=ip,
         started_at=timezone.now(),
         started=time.monotonic(),
-        refusal=_refusal(session, session.job),
+        refusal=call_refusal(session, session.job),
     )
 
 
@@ -229,6 +229,12 @@ async def tool_call_send_async(call: PreparedCall) -> dict[str, Any]:
     if call.refusal is not None:
         return call.refused()
     return await rpc.host_call_async(**call.rpc_kwargs())
+
+
+async def tool_call_send_checked(call: PreparedCall, generation: tuple[str, str]) -> dict[str, Any]:
+    """:func:`tool_call_send_async` for a caller known from a cache: sent only while
+    ``generation`` (key, value) still holds on the bus, else an ``rpc.STALE`` failure."""
+    return await rpc.host_call_async(**call.rpc_kwargs(), generation=generation)
 
 
 def tool_call_result(call: PreparedCall, reply: dict[str, Any]) -> dict[str, Any]:
@@ -262,7 +268,7 @@ def tool_call_failure(call: PreparedCall, reply: dict[str, Any]) -> ApplicationE
     return Conflict(message)
 
 
-def _refusal(session: SandboxSession, job: Job) -> str | None:
+def call_refusal(session: SandboxSession, job: Job) -> str | None:
     """Why a call cannot be sent at all, or None."""
     if job.status in JobStatus.terminal():
         return ended_message(job.status)

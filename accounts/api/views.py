@@ -54,6 +54,7 @@ from accounts.services import (
     user_login,
     user_signup,
 )
+from accounts.signals import credentials_changed
 from matrixcloud.api.schema import (
     OptionalSessionSchema,
     PublicSchema,
@@ -183,6 +184,7 @@ class LogoutView(APIView):
         elif isinstance(request.user, User) and hasattr(request._request, "session"):
             if everywhere:
                 SessionToken.objects.filter(user=request.user).update(revoked_at=timezone.now())
+                credentials_changed()
             django_logout(request._request)
         return Response({"ok": True})
 

@@ -21,6 +21,7 @@ from accounts.services.identity import (
     normalise_email,
     primary_membership,
 )
+from accounts.signals import credentials_changed
 from matrixcloud.errors import BadRequest
 from matrixcloud.lib.tokens import new_secret, secret_hash
 
@@ -92,6 +93,7 @@ def password_reset_complete(*, token: str, password: str, ip: str = "") -> User:
         user.set_password(password)
         user.save(update_fields=["password"])
         SessionToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=now)
+        credentials_changed()
         ratelimit.login_succeeded(user.email)  # the owner proved control: lift any back-off
         membership = primary_membership(user)
         audit_record(

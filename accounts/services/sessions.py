@@ -28,6 +28,7 @@ from accounts.services.identity import (
     valid_name,
 )
 from accounts.services.passwords import verification_send
+from accounts.signals import credentials_changed
 from matrixcloud.errors import Conflict, Forbidden, Unauthorized
 from matrixcloud.lib.tokens import new_secret, secret_hash
 
@@ -149,6 +150,7 @@ def session_revoke(*, session: SessionToken, everywhere: bool = False, ip: str =
             ended = SessionToken.objects.filter(pk=session.pk, revoked_at__isnull=True).update(
                 revoked_at=now
             )
+        credentials_changed()
         audit_record(
             action="user.logout",
             actor=session.user_id,

@@ -30,6 +30,7 @@ from matrixcloud.api.schema import error_responses
 from matrixcloud.errors import BadRequest
 from matrixcloud.lib import sse
 from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, run_in_lane
+from sandbox.api import fastcall
 from sandbox.api.serializers import (
     SandboxCreateSerializer,
     SandboxResponseSerializer,
@@ -185,14 +186,17 @@ class SandboxToolCallView(APIView):
             raise BadRequest("tool name is required")
         actor = actor_for(request)
         session = session_get(session_id=session_id, workspace=actor.visible_workspace)
+        ip = client_ip(request._request)
         call = tool_call_prepare(
             session=session,
             name=name,
             arguments=serializer.validated_data.get("arguments"),
             actor=actor.id,
             user=actor.user,
-            ip=client_ip(request._request),
+            ip=ip,
         )
+        if call.refusal is None:
+            fastcall.remember(request._request, actor, session, ip)
         if call.refusal is None and request._request.META.get(DEFERRABLE):
             # Served by the web lane: wait for the host's reply on the event loop.
             return DeferredResponse(partial(_complete_call, call))
