@@ -21,6 +21,8 @@ import redis
 import redis.asyncio as aredis
 from django.conf import settings
 from django.db import transaction
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from matrixcloud.lib.bus import pool_options
 
@@ -46,7 +48,11 @@ def _bus() -> redis.Redis | None:
     with _lock:
         if _client is None:
             _client = redis.Redis.from_url(
-                settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0, **pool_options()
+                settings.REDIS_URL,
+                socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+                retry=Retry(NoBackoff(), 0),  # one bounded try: a bump never stalls a commit
+                **pool_options(),
             )
         return _client
 
