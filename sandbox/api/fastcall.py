@@ -144,11 +144,9 @@ async def _serve_by_django(incoming: Incoming, send: Send, key: CallerKey | None
         generation = await generation_read_async(CREDENTIALS)
         if generation is not None:
             incoming.scope[SCOPE_KEY] = {"key": key, "generation": generation}
-    start: dict[str, Any] = {}
 
     async def keeping(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            start.update(message)
             headers = message.get("headers", [])
             if message.get("status") == 200 and not any(
                 name.lower() == b"set-cookie" for name, _ in headers
@@ -246,9 +244,3 @@ def _keep(table: dict[Any, Any], key: Any, value: Any) -> Any:
         table.clear()
     table[key] = value
     return value
-
-
-def forget_all() -> None:
-    """Drop every cached caller and session (tests; a process that must start over)."""
-    _callers.clear()
-    _sessions.clear()
