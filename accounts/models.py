@@ -270,26 +270,6 @@ class AuditChainHead(models.Model):
         return f"audit chain head after {self.count} events"
 
 
-class RateCounter(models.Model):
-    """Requests counted for one key (e.g. a client IP) in one fixed window.
-
-    Shared by every process through the database, unlike the original's per-process map.
-    """
-
-    key = models.CharField(max_length=200)
-    window_start = models.DateTimeField()
-    count = models.PositiveIntegerField(default=0)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["key", "window_start"], name="accounts_rate_once"),
-        ]
-        indexes = [models.Index(fields=["window_start"])]
-
-    def __str__(self) -> str:
-        return f"{self.key} @ {self.window_start:%H:%M}: {self.count}"
-
-
 class LoginThrottle(models.Model):
     """Failed sign-ins for one email, and until when further attempts must wait."""
 

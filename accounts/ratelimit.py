@@ -1,28 +1,68 @@
-"""Rate limits shared by every process (database-backed).
+"""Rate limits shared by every process.
 
-Writes are limited per client IP in fixed 60-second windows; failed sign-ins are
-limited per account with an exponential back-off. Both answer 429 with Retry-After.
+API writes are counted in fixed 60-second windows on the bus (``INCR``/``EXPIRE``, one
+round trip; without ``REDIS_URL``, as in a process started alone, in this process's
+memory). Who is counted:
+- a caller whose credential this process has seen authenticate (a bearer token, or the
+  console's session cookie) is counted by that credential: agents behind one address
+  each have their own budget, and one agent is one budget from any address;
+- any other write (anonymous, or a credential not proven yet, or a wrong one) is
+  counted by the client's address, in the writes budget: guessing tokens costs the
+  guesser's address, whatever it sends;
+- tool calls (and matrixshell exec) have a budget of their own
+  (``MATRIX_RUNTIME_TOOL_CALL_RATE_LIMIT_RPM``); a runtime's heartbeat is not counted
+  once its credential is proven (:data:`UNMETERED`).
+Failed sign-ins are limited per account with an exponential back-off (database). Both
+answer 429 with Retry-After.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import ipaddress
+import logging
 import math
-import random
+import re
+import threading
+import time
+import weakref
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import redis
+import redis.asyncio as aredis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from accounts.models import LoginThrottle, RateCounter
+from accounts.models import LoginThrottle
 from matrixcloud.errors import RateLimited
+from matrixcloud.lib.bus import pool_options
+
+logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 BACKOFF_BASE_SECONDS = 30
 BACKOFF_MAX_SECONDS = 15 * 60
 FAILURE_MEMORY = timedelta(hours=1)
+# A credential seen to authenticate is trusted as the counting key this long.
+PROVEN_FOR = 30.0
+MAX_PROVEN = 10_000
+BUS_TIMEOUT = 0.5
+
+WRITES = "writes"
+CALLS = "calls"
+# Paths with the tool-call budget.
+CALL_PATHS = re.compile(r"^/v1/(?:sandbox/sessions/[^/]+/tools/call|matrixshell/exec)/?$")
+# Paths a proven credential writes to without being counted (a runtime's liveness).
+UNMETERED = re.compile(r"^/v1/cloud/runtimes/heartbeat/?$")
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -54,47 +94,246 @@ def _in_networks(address: str, networks: list[str]) -> bool:
     return False
 
 
-def api_write_check(request: HttpRequest) -> None:
-    """``MATRIX_RUNTIME_RATE_LIMIT_RPM`` API writes per client IP per minute."""
-    rate_limit_hit(f"ip:{client_ip(request)}", settings.MATRIX_RATE_LIMIT_RPM)
+@dataclass(frozen=True)
+class Meter:
+    """What one write is counted against: a budget, a subject and the budget's limit."""
+
+    budget: str
+    subject: str
+    limit: int
+
+    def key(self, now: datetime) -> str:
+        window = math.floor(now.timestamp() / WINDOW_SECONDS)
+        return f"{settings.MATRIX_BUS_PREFIX}:rl:{self.budget}:{self.subject}:{window}"
 
 
-def _window_start(now: datetime) -> datetime:
-    epoch = math.floor(now.timestamp() / WINDOW_SECONDS) * WINDOW_SECONDS
-    return datetime.fromtimestamp(epoch, tz=now.tzinfo)
+def claimed_credential(request: HttpRequest) -> str:
+    """A digest of the credential the request presents (the bearer token decides over a
+    cookie, as authentication does), or "" for none. Only a digest is ever kept."""
+    header = request.headers.get("Authorization", "").strip()
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return credential_digest("bearer", token.strip())
+    cookie = request.COOKIES.get(settings.SESSION_COOKIE_NAME, "")
+    return credential_digest("cookie", cookie) if cookie else ""
 
 
-def rate_limit_hit(key: str, limit: int, now: datetime | None = None) -> None:
-    """Count one request for ``key``; raise RateLimited once ``limit`` is passed."""
-    if limit <= 0:
+def credential_digest(kind: str, value: str) -> str:
+    return hashlib.blake2b(f"{kind}:{value}".encode(), digest_size=16).hexdigest()
+
+
+_proven: dict[str, float] = {}
+
+
+def credential_proven(request: HttpRequest) -> None:
+    """The request's credential authenticated: count its next writes by it. Called for
+    credentials checked outside DRF's authentication (a runtime's token)."""
+    request.matrix_credential_proven = True  # type: ignore[attr-defined]
+
+
+def _is_proven(digest: str) -> bool:
+    until = _proven.get(digest)
+    return until is not None and until > time.monotonic()
+
+
+def write_meter(request: HttpRequest) -> Meter | None:
+    """What this API write counts against, or None when it is not counted."""
+    digest = claimed_credential(request)
+    if digest and _is_proven(digest):
+        if UNMETERED.match(request.path):
+            return None
+        if CALL_PATHS.match(request.path):
+            limit = settings.MATRIX_TOOL_CALL_RATE_LIMIT_RPM
+            return Meter(CALLS, f"cred:{digest}", limit) if limit > 0 else None
+        limit = settings.MATRIX_RATE_LIMIT_RPM
+        return Meter(WRITES, f"cred:{digest}", limit) if limit > 0 else None
+    return address_meter(client_ip(request))
+
+
+def address_meter(ip: str) -> Meter | None:
+    """The writes budget of an address (callers with no proven credential)."""
+    limit = settings.MATRIX_RATE_LIMIT_RPM
+    return Meter(WRITES, f"ip:{ip}", limit) if limit > 0 else None
+
+
+def call_meter(digest: str) -> Meter | None:
+    """The tool-call budget of a proven credential (the fast route's callers)."""
+    limit = settings.MATRIX_TOOL_CALL_RATE_LIMIT_RPM
+    return Meter(CALLS, f"cred:{digest}", limit) if limit > 0 else None
+
+
+def after_write(request: HttpRequest, status: int) -> None:
+    """Learn from the answer: a credential that authenticated is counted by itself from
+    now on; one that was refused (401) is forgotten."""
+    digest = claimed_credential(request)
+    if not digest:
         return
+    if status == 401:
+        _proven.pop(digest, None)
+        return
+    user = request.__dict__.get("user")  # set by DRF's authentication (never the lazy one)
+    if isinstance(user, SimpleLazyObject):
+        user = None
+    authenticated = getattr(user, "is_authenticated", False) is True
+    if getattr(request, "matrix_credential_proven", False) or (
+        authenticated and not getattr(user, "is_local_dev", False)
+    ):
+        if len(_proven) >= MAX_PROVEN:
+            _proven.clear()
+        _proven[digest] = time.monotonic() + PROVEN_FOR
+
+
+def api_write_check(request: HttpRequest) -> None:
+    """Count one API write (see the module's docstring); RateLimited past its budget."""
+    meter = write_meter(request)
+    if meter is not None:
+        meter_hit(meter)
+
+
+async def api_write_check_async(request: HttpRequest) -> None:
+    """:func:`api_write_check` on the event loop (the bus's asyncio client)."""
+    meter = write_meter(request)
+    if meter is not None:
+        await meter_hit_async(meter)
+
+
+def meter_hit(meter: Meter, now: datetime | None = None) -> None:
+    """Count one request on ``meter``; raise RateLimited once its limit is passed."""
     now = now or timezone.now()
-    start = _window_start(now)
-    count = _increment(key, start)
-    if count > limit:
-        retry = int((start + timedelta(seconds=WINDOW_SECONDS) - now).total_seconds()) + 1
-        raise RateLimited(retry_after=max(retry, 1))
-    if random.random() < 0.01:  # noqa: S311 - sampling, not security
-        RateCounter.objects.filter(window_start__lt=now - timedelta(hours=1)).delete()
+    _judge(meter, now, _count(meter.key(now)))
 
 
-def _increment(key: str, start: datetime) -> int:
-    """Add one to the window's count and return it: one upsert statement, one round trip
-    (no transaction, no lost race: the row lock is held only for the statement)."""
-    table = connection.ops.quote_name(RateCounter._meta.db_table)
-    key_column, start_column, count_column = (
-        connection.ops.quote_name(name) for name in ("key", "window_start", "count")
-    )
-    # The identifiers are the model's own, quoted; the values are parameters.
-    sql = (
-        f"INSERT INTO {table} ({key_column}, {start_column}, {count_column}) "  # noqa: S608
-        f"VALUES (%s, %s, 1) ON CONFLICT ({key_column}, {start_column}) "
-        f"DO UPDATE SET {count_column} = {table}.{count_column} + 1 RETURNING {count_column}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [key, connection.ops.adapt_datetimefield_value(start)])
-        row = cursor.fetchone()
-    return int(row[0])
+async def meter_hit_async(meter: Meter, now: datetime | None = None) -> None:
+    now = now or timezone.now()
+    _judge(meter, now, await _count_async(meter.key(now)))
+
+
+def retry_after(now: datetime) -> int:
+    """Seconds until the window holding ``now`` ends (at least 1)."""
+    ends = (math.floor(now.timestamp() / WINDOW_SECONDS) + 1) * WINDOW_SECONDS
+    return max(int(ends - now.timestamp()) + 1, 1)
+
+
+def _judge(meter: Meter, now: datetime, count: int | None) -> None:
+    if count is not None and count > meter.limit:
+        raise RateLimited(retry_after=retry_after(now))
+
+
+# --- the counters -------------------------------------------------------------------
+
+_client: redis.Redis | None = None
+_client_lock = threading.Lock()
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = (
+    weakref.WeakKeyDictionary()
+)
+_local: dict[str, tuple[int, float]] = {}
+_local_lock = threading.Lock()
+
+
+def _bus() -> redis.Redis | None:
+    global _client
+    if not settings.REDIS_URL:
+        return None
+    with _client_lock:
+        if _client is None:
+            _client = redis.Redis.from_url(settings.REDIS_URL, **_bus_options())
+        return _client
+
+
+def _bus_async() -> aredis.Redis | None:
+    """This event loop's client (asyncio clients are bound to their loop)."""
+    if not settings.REDIS_URL:
+        return None
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        options = {**_bus_options(), "retry": AsyncRetry(NoBackoff(), 0)}
+        client = aredis.Redis.from_url(settings.REDIS_URL, **options)
+        _async_clients[loop] = client
+    return client
+
+
+def _bus_options() -> dict[str, Any]:
+    # One bounded try: a bus that is down must not hold a write for long.
+    return {
+        "socket_timeout": BUS_TIMEOUT,
+        "socket_connect_timeout": BUS_TIMEOUT,
+        "retry": Retry(NoBackoff(), 0),
+        **pool_options(),
+    }
+
+
+def _count(key: str) -> int | None:
+    """Add one to ``key``'s count and return it; None when the bus fails (not counted:
+    a bus outage must not refuse every write, and it is logged)."""
+    client = _bus()
+    if client is None:
+        return _count_here(key)
+    try:
+        with client.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, WINDOW_SECONDS + 5, nx=True)
+            count, _ = pipe.execute()
+    except (redis.RedisError, OSError):
+        logger.warning("the bus is unavailable: this write is not rate limited", exc_info=True)
+        return None
+    return int(count)
+
+
+async def _count_async(key: str) -> int | None:
+    client = _bus_async()
+    if client is None:
+        return _count_here(key)
+    try:
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, WINDOW_SECONDS + 5, nx=True)
+            count, _ = await pipe.execute()
+    except (redis.RedisError, OSError):
+        logger.warning("the bus is unavailable: this write is not rate limited", exc_info=True)
+        return None
+    return int(count)
+
+
+def _count_here(key: str) -> int:
+    """The in-process counter (no bus): one process's count, expired like the bus's."""
+    now = time.monotonic()
+    with _local_lock:
+        if len(_local) > MAX_PROVEN:
+            for stale in [name for name, (_, ends) in _local.items() if ends <= now]:
+                del _local[stale]
+        count, ends = _local.get(key, (0, now + WINDOW_SECONDS + 5))
+        if ends <= now:
+            count, ends = 0, now + WINDOW_SECONDS + 5
+        _local[key] = (count + 1, ends)
+        return count + 1
+
+
+def counted(budget: str, subject: str, now: datetime | None = None) -> int:
+    """What ``subject`` has spent of ``budget`` in the window holding ``now`` (tests)."""
+    key = Meter(budget, subject, 0).key(now or timezone.now())
+    client = _bus()
+    if client is None:
+        with _local_lock:
+            count, ends = _local.get(key, (0, 0.0))
+            return count if ends > time.monotonic() else 0
+    value = client.get(key)
+    return int(value) if value else 0
+
+
+def forget_all() -> None:
+    """Drop every count and every proven credential (tests start each from nothing)."""
+    _proven.clear()
+    with _local_lock:
+        _local.clear()
+    client = _bus()
+    if client is not None:
+        keys = list(client.scan_iter(match=f"{settings.MATRIX_BUS_PREFIX}:rl:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+# --- failed sign-ins ----------------------------------------------------------------
 
 
 def login_check(email: str, now: datetime | None = None) -> None:

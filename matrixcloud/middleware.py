@@ -16,13 +16,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
-from matrixcloud.api.exceptions import DATABASE_UNAVAILABLE
 from matrixcloud.api.fallback import json_error
 from matrixcloud.errors import RateLimited
 
@@ -75,23 +73,47 @@ def check_api_request(request: HttpRequest) -> HttpResponse | None:
 
 
 def check_write_rate(request: HttpRequest) -> HttpResponse | None:
-    """Count an API write against its client IP (every write, even one refused later)."""
-    if not request.path.startswith("/v1/") or request.method in SAFE_METHODS:
+    """Count an API write against its budget (every write, even one refused later)."""
+    if not _is_api_write(request):
         return None
     from accounts.ratelimit import api_write_check
 
     try:
         api_write_check(request)
     except RateLimited as exc:
-        response = json_error(exc.message, exc.http_status)
-        response["Retry-After"] = str(exc.retry_after)
-        return response
-    except (OperationalError, InterfaceError):  # the counter's database is down
-        logger.warning("database unavailable for the write rate limit", exc_info=True)
-        response = json_error(DATABASE_UNAVAILABLE, 503)
-        response["Retry-After"] = "1"
-        return response
+        return _limited(exc)
     return None
+
+
+async def check_write_rate_async(request: HttpRequest) -> HttpResponse | None:
+    """:func:`check_write_rate` on the event loop (no thread: the count is on the bus)."""
+    if not _is_api_write(request):
+        return None
+    from accounts.ratelimit import api_write_check_async
+
+    try:
+        await api_write_check_async(request)
+    except RateLimited as exc:
+        return _limited(exc)
+    return None
+
+
+def note_write(request: HttpRequest, response: HttpResponse) -> None:
+    """After an API write: let the limiter learn whether its credential authenticated."""
+    if _is_api_write(request):
+        from accounts.ratelimit import after_write
+
+        after_write(request, response.status_code)
+
+
+def _is_api_write(request: HttpRequest) -> bool:
+    return request.path.startswith("/v1/") and request.method not in SAFE_METHODS
+
+
+def _limited(exc: RateLimited) -> HttpResponse:
+    response = json_error(exc.message, exc.http_status)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 class DualMiddleware:
@@ -113,23 +135,27 @@ class DualMiddleware:
 class ApiGuardMiddleware(DualMiddleware):
     """Write rate limit, body limit, Origin and Content-Type checks for the API.
 
-    Works in sync and async stacks; the rate limiter's database work runs in a thread
-    in the async case, and only for writes (never for event streams).
+    Works in sync and async stacks; the rate limiter counts on the bus (on the event
+    loop in the async case), and only writes (never event streams).
     """
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
             return self.__acall__(request)
-        return check_write_rate(request) or check_api_request(request) or self.get_response(request)
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        refusal = None
-        if request.method not in SAFE_METHODS:
-            refusal = await sync_to_async(check_write_rate)(request)
-        refusal = refusal or check_api_request(request)
+        refusal = check_write_rate(request) or check_api_request(request)
         if refusal is not None:
             return refusal
-        return await self.get_response(request)  # type: ignore[misc]
+        response = self.get_response(request)
+        note_write(request, response)  # type: ignore[arg-type]
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        refusal = await check_write_rate_async(request) or check_api_request(request)
+        if refusal is not None:
+            return refusal
+        response: HttpResponse = await self.get_response(request)  # type: ignore[misc]
+        note_write(request, response)
+        return response
 
 
 # Every page this server renders (console, admin, /docs, error pages) loads its script

@@ -74,6 +74,8 @@ MATRIX_MAX_CONCURRENT_JOBS_PER_WORKSPACE = env_int(
 MATRIX_EXTRA_JOB_MODULES = env_list("MATRIX_RUNTIME_EXTRA_JOB_MODULES")
 MATRIX_API_TOKEN = env_secret("MATRIX_RUNTIME_API_TOKEN")
 MATRIX_RATE_LIMIT_RPM = env_int("MATRIX_RUNTIME_RATE_LIMIT_RPM", 120)
+# Tool calls (and matrixshell exec) per proven credential per minute: a budget of their own.
+MATRIX_TOOL_CALL_RATE_LIMIT_RPM = env_int("MATRIX_RUNTIME_TOOL_CALL_RATE_LIMIT_RPM", 1200)
 MATRIX_CLOUD_URL = env_str("MATRIX_CLOUD_URL", "https://cloud.matrixhub.io")
 _public_var, _public_url = env_first("MATRIX_RUNTIME_PUBLIC_URL", "MATRIXCLOUD_APP_URL")
 MATRIX_PUBLIC_URL = (_public_url or f"http://127.0.0.1:{MATRIX_PORT}").rstrip("/")

@@ -47,11 +47,22 @@ NO_BUS = "REDIS_URL is unset, so no sandbox host can be reached"
 # (matrixcloud/lib/generations.py); nothing was sent.
 STALE = "stale"
 
-# Send a call only while the generation still reads as the caller's cache recorded it:
-# KEYS: generation, mailbox; ARGV: expected generation, message, key TTL. 1 if sent.
+# A reply ``kind`` of our own: the caller's rate limit is spent (accounts/ratelimit.py);
+# nothing was sent.
+LIMITED = "limited"
+
+# Send a call only while the generation still reads as the caller's cache recorded it,
+# and (with a third key) while the caller's rate-limit window has room:
+# KEYS: generation, mailbox[, meter]; ARGV: expected generation, message, key TTL[,
+# limit, meter TTL]. 1 if sent, 0 if stale, -1 if limited.
 _SEND_IF_CURRENT = """
 local now = redis.call('GET', KEYS[1]) or ''
 if now ~= ARGV[1] then return 0 end
+if #KEYS == 3 then
+  local count = redis.call('INCR', KEYS[3])
+  if count == 1 then redis.call('EXPIRE', KEYS[3], ARGV[5]) end
+  if count > tonumber(ARGV[4]) then return -1 end
+end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
@@ -119,12 +130,15 @@ async def host_call_async(
     caller: dict[str, Any],
     timeout: float,
     generation: tuple[str, str] | None = None,
+    meter: tuple[str, int, int] | None = None,
 ) -> dict[str, Any]:
     """:func:`host_call` on the event loop: the reply is awaited, no thread is held.
 
     With ``generation`` (a counter's key and the value the caller's cache recorded), the
     call is sent only if the counter still reads so, checked on the bus in the same
     round trip; otherwise the reply is a :data:`STALE` failure and nothing was sent.
+    With ``meter`` too (a rate-limit key, its limit and its TTL), the call is counted
+    there in that round trip, and one past the limit is a :data:`LIMITED` failure.
     """
     client = _async_bus_client()
     if client is None:
@@ -140,9 +154,16 @@ async def host_call_async(
                 await pipe.execute()
         else:
             key, expected = generation
-            sent = await client.eval(_SEND_IF_CURRENT, 2, key, mailbox, expected, encoded, KEY_TTL)
-            if not sent:
+            keys: list[str] = [key, mailbox]
+            args: list[str | int] = [expected, encoded, KEY_TTL]
+            if meter is not None:
+                keys.append(meter[0])
+                args.extend(meter[1:])
+            sent = await client.eval(_SEND_IF_CURRENT, len(keys), *keys, *args)
+            if sent == 0:
                 return {"ok": False, "kind": STALE, "error": "cached credentials are out of date"}
+            if sent == -1:
+                return {"ok": False, "kind": LIMITED, "error": "the caller's rate limit is spent"}
         popped = await client.blpop([message["reply_key"]], timeout=timeout)
     except (redis.RedisError, OSError) as exc:
         logger.warning("sandbox call to %s failed on the bus", channel, exc_info=True)

@@ -231,10 +231,16 @@ async def tool_call_send_async(call: PreparedCall) -> dict[str, Any]:
     return await rpc.host_call_async(**call.rpc_kwargs())
 
 
-async def tool_call_send_checked(call: PreparedCall, generation: tuple[str, str]) -> dict[str, Any]:
+async def tool_call_send_checked(
+    call: PreparedCall,
+    generation: tuple[str, str],
+    meter: tuple[str, int, int] | None = None,
+) -> dict[str, Any]:
     """:func:`tool_call_send_async` for a caller known from a cache: sent only while
-    ``generation`` (key, value) still holds on the bus, else an ``rpc.STALE`` failure."""
-    return await rpc.host_call_async(**call.rpc_kwargs(), generation=generation)
+    ``generation`` (key, value) still holds on the bus, else an ``rpc.STALE`` failure;
+    counted on ``meter`` (key, limit, TTL) in the same round trip, ``rpc.LIMITED``
+    past its limit."""
+    return await rpc.host_call_async(**call.rpc_kwargs(), generation=generation, meter=meter)
 
 
 def tool_call_result(call: PreparedCall, reply: dict[str, Any]) -> dict[str, Any]:

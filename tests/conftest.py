@@ -55,3 +55,12 @@ def flush_outlasts_deadlocks() -> Iterator[None]:
     TransactionTestCase._fixture_teardown = teardown  # type: ignore[method-assign]
     yield
     TransactionTestCase._fixture_teardown = original  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def rate_limits_start_empty() -> None:
+    """Each test's writes are counted from nothing: the limiter's counts live on the bus
+    (or in this process without one), not in the database each test rolls back."""
+    from accounts import ratelimit
+
+    ratelimit.forget_all()

@@ -48,9 +48,9 @@ def test_a_read_during_a_database_outage_is_a_503(
 def test_a_write_during_a_database_outage_is_a_503(
     api: Any, token: str, database_down: None, settings: Any
 ) -> None:
-    settings.MATRIX_RATE_LIMIT_RPM = 120  # the limiter's counter is the first write to fail
+    settings.MATRIX_RATE_LIMIT_RPM = 120  # the limiter counts on the bus: authentication fails
     response = api.post("/v1/jobs", {"type": "test.echo"}, **bearer(token))
     assert (response.status_code, response.json()) == (503, OUTAGE)
-    settings.MATRIX_RATE_LIMIT_RPM = 0  # past the limiter, authentication fails the same way
+    settings.MATRIX_RATE_LIMIT_RPM = 0  # and without the limiter the same way
     response = api.post("/v1/jobs", {"type": "test.echo"}, **bearer(token))
     assert (response.status_code, response.json()) == (503, OUTAGE)

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 TINY = python_server("tiny_server.py")
 FAST = "answered by the fast route"
+LIMITED = "rate limit exceeded — slow down and retry"
+CALLS_PER_MINUTE = 12  # the web process's tool-call budget per credential
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,8 @@ def live(
     env = {key: value for key, value in os.environ.items() if key not in DROPPED}
     env.update(
         database,
-        MATRIX_RUNTIME_RATE_LIMIT_RPM="0",
+        MATRIX_RUNTIME_RATE_LIMIT_RPM="100000",
+        MATRIX_RUNTIME_TOOL_CALL_RATE_LIMIT_RPM=str(CALLS_PER_MINUTE),
         MATRIX_RUNTIME_MODE="customer-agent",
         MATRIX_RUNTIME_API_TOKEN="fastcall-operator-token-" + uuid.uuid4().hex,
         MATRIX_RUNTIME_LOG_LEVEL="DEBUG",
@@ -281,3 +285,25 @@ def test_a_cookie_caller_is_never_served_from_the_cache(server: tuple[Server, Pa
         )  # fmt: skip
         assert status in (401, 403), body
     assert fast_answers(log, session_id) == before
+
+
+def test_the_tool_call_budget_holds_on_the_fast_route(server: tuple[Server, Path]) -> None:
+    """The fast route counts each call on the caller's tool-call budget, on the bus in
+    the send's round trip: the call past it is Django's 429, and nothing is sent."""
+    web, log = server
+    _, token = new_user()
+    session_id = new_session(web, token)  # a write: it proves the token to the limiter
+    into_minute = time.time() % 60
+    if into_minute > 45:  # all the calls in one fixed window (bounded wait)
+        time.sleep(61 - into_minute)
+    warm(web, log, token, session_id)  # 3 calls, the last two on the fast route
+    fast_before = fast_answers(log, session_id)
+    answers = [call(web, token, session_id, f"n{n}")[0] for n in range(CALLS_PER_MINUTE - 3)]
+    assert answers == [200] * (CALLS_PER_MINUTE - 3)
+    assert fast_answers(log, session_id) == fast_before + CALLS_PER_MINUTE - 3
+    status, headers, body = call(web, token, session_id, "one too many")
+    assert (status, body) == (429, {"error": LIMITED, "status": 429})
+    assert 1 <= int(headers["Retry-After"]) <= 61
+    assert fast_answers(log, session_id) == fast_before + CALLS_PER_MINUTE - 3
+    # Reads are never limited.
+    assert request(web, "GET", f"/v1/sandbox/sessions/{session_id}", None, bearer(token))[0] == 200

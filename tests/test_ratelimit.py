@@ -1,5 +1,6 @@
-"""Brute force: writes limited per client IP (shared, database-backed), failed sign-ins
-backed off per account; both 429 with Retry-After, both recover."""
+"""Brute force: writes limited per client IP, or per credential once it authenticated
+(shared on the bus), tool calls on a budget of their own, runtime heartbeats not counted;
+failed sign-ins backed off per account; all 429 with Retry-After, all recover."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from django.test import RequestFactory
 from rest_framework.test import APIClient
 
 from accounts import ratelimit
-from accounts.models import LoginThrottle, RateCounter
+from accounts.models import LoginThrottle
 from matrixcloud.errors import RateLimited
 from tests import factories
 from tests.factories import PASSWORD, error
@@ -30,6 +31,10 @@ def client(ip: str) -> APIClient:
     api = APIClient(REMOTE_ADDR=ip)
     api.default_format = "json"
     return api
+
+
+def counted(subject: str, budget: str = ratelimit.WRITES) -> int:
+    return ratelimit.counted(budget, subject)
 
 
 def write(api: APIClient, **headers: str) -> Any:
@@ -54,8 +59,7 @@ def test_the_write_after_the_limit_is_429_with_retry_after(api, clock, rpm):
     assert refused.status_code == 429
     assert refused.json() == LIMITED
     assert refused["Retry-After"] == "31"
-    counter = RateCounter.objects.get(key="ip:127.0.0.1")
-    assert counter.count == rpm + 1
+    assert counted("ip:127.0.0.1") == rpm + 1
     # Other writes are refused too, and before they do anything.
     signup = api.post("/v1/auth/signup", {"name": "N", "email": "n@x.test", "password": PASSWORD})
     assert (signup.status_code, signup.json()) == (429, LIMITED)
@@ -106,20 +110,128 @@ def test_a_new_window_recovers(api, clock, rpm):
 def test_a_limit_of_zero_disables_the_limiter(api, clock, settings):
     settings.MATRIX_RATE_LIMIT_RPM = 0
     assert {write(api).status_code for _ in range(10)} == {200}
-    assert not RateCounter.objects.exists()
+    assert counted("ip:127.0.0.1") == 0
 
 
-def test_the_limit_is_shared_through_the_database(clock):
-    """Two processes count on the same row: the count lives in the database, not memory."""
+def test_a_meter_counts_in_fixed_windows(clock):
+    meter = ratelimit.Meter(ratelimit.WRITES, "ip:198.51.100.7", 2)
     now = clock.now
     for _ in range(2):
-        ratelimit.rate_limit_hit("ip:198.51.100.7", 2, now=now)
-    assert RateCounter.objects.get(key="ip:198.51.100.7").count == 2
+        ratelimit.meter_hit(meter, now=now)
+    assert counted("ip:198.51.100.7") == 2
     with pytest.raises(RateLimited) as refused:
-        ratelimit.rate_limit_hit("ip:198.51.100.7", 2, now=now + timedelta(seconds=10))
+        ratelimit.meter_hit(meter, now=now + timedelta(seconds=10))
     assert refused.value.retry_after == 21
-    ratelimit.rate_limit_hit("ip:198.51.100.7", 2, now=now + timedelta(seconds=30))
-    assert RateCounter.objects.filter(key="ip:198.51.100.7").count() == 2
+    ratelimit.meter_hit(meter, now=now + timedelta(seconds=30))  # the next window
+    assert ratelimit.counted(ratelimit.WRITES, "ip:198.51.100.7", now + timedelta(seconds=30)) == 1
+
+
+# --- per credential, tool calls, heartbeats ------------------------------------------
+
+JOBS = "/v1/jobs"
+CALL = "/v1/sandbox/sessions/sbx_missing/tools/call"
+
+
+def job_post(api: APIClient, token: str) -> int:
+    return api.post(JOBS, {"type": "no.such.type"}, **factories.bearer(token)).status_code
+
+
+def test_a_proven_credential_has_its_own_budget_whatever_the_address(api, cast, clock, rpm):
+    """The first write of a token is counted by address (not proven yet); from then on
+    the token's writes are counted by the token, from any address."""
+    token = factories.issue(cast.member)
+    statuses = [job_post(api, token)]  # counted by 127.0.0.1, and proves the token
+    statuses += [job_post(client(f"192.0.2.{n}"), token) for n in range(rpm)]
+    assert statuses == [400] * (rpm + 1)
+    assert job_post(client("192.0.2.99"), token) == 429
+    assert counted(f"cred:{ratelimit.credential_digest('bearer', token)}") == rpm + 1
+    assert counted("ip:127.0.0.1") == 1
+
+
+def test_agents_behind_one_address_do_not_share_a_budget(api, cast, clock, rpm):
+    """Each agent's first write is counted by the address, the rest by its token."""
+    first, second = factories.issue(cast.member), factories.issue(cast.admin)
+    assert [job_post(api, first) for _ in range(rpm + 1)] == [400] * (rpm + 1)
+    assert job_post(api, first) == 429
+    assert [job_post(api, second) for _ in range(rpm + 1)] == [400] * (rpm + 1)
+    assert job_post(api, second) == 429
+    assert write(api).status_code == 200  # anonymous: the address spent 2 of 3
+    assert write(api).status_code == 429
+
+
+def test_guessed_tokens_are_counted_by_the_guessers_address(api, cast, clock, rpm):
+    """A new token per guess is no fresh budget: a credential that never authenticated
+    is counted by the address, and a proven one that fails is forgotten."""
+    guesses = [job_post(api, f"mxs_guess{n:060d}") for n in range(rpm)]
+    assert guesses == [401] * rpm
+    assert job_post(api, "mxs_guess-one-more") == 429
+    token = factories.issue(cast.member)
+    assert job_post(api, token) == 429  # not proven here yet: the address is spent
+
+
+def test_a_cookie_that_never_signed_in_is_counted_by_address(api, clock, rpm, settings):
+    for n in range(rpm):
+        api.cookies[settings.SESSION_COOKIE_NAME] = f"made-up-session-{n}"
+        assert write(api).status_code == 200
+    api.cookies[settings.SESSION_COOKIE_NAME] = "made-up-session-last"
+    assert write(api).status_code == 429
+
+
+def test_tool_calls_have_a_budget_of_their_own(api, cast, clock, rpm, settings):
+    settings.MATRIX_TOOL_CALL_RATE_LIMIT_RPM = 5
+    token = factories.issue(cast.member)
+    auth = factories.bearer(token)
+    assert job_post(api, token) == 400  # proves the token (1 of the address's 3)
+    calls = [api.post(CALL, {"name": "echo"}, **auth).status_code for _ in range(5)]
+    assert calls == [404] * 5  # counted on the call budget, not the writes one
+    refused = api.post(CALL, {"name": "echo"}, **auth)
+    assert (refused.status_code, refused.json()) == (429, LIMITED)
+    assert refused["Retry-After"] == "31"
+    assert [job_post(api, token) for _ in range(rpm)] == [400] * rpm  # writes untouched
+    assert job_post(api, token) == 429
+    digest = ratelimit.credential_digest("bearer", token)
+    assert counted(f"cred:{digest}", ratelimit.CALLS) == 6
+
+
+def test_a_runtimes_heartbeats_are_not_counted_once_its_token_is_proven(api, cast, clock, rpm):
+    from tests.test_cloud_runtimes import beat, registered
+
+    owner = factories.issue(cast.owner)
+    _, runtime_token = registered(api, owner)  # a join token minted, then registered
+    beats = [beat(api, runtime_token).status_code for _ in range(rpm * 5)]
+    assert beats == [200] * (rpm * 5)
+    # By address: the owner's first write, the registration and the first beat only.
+    assert counted("ip:127.0.0.1") == 3
+    assert write(api).status_code == 429
+
+
+def test_a_wrong_runtime_token_is_counted_by_address(api, clock, rpm):
+    from tests.test_cloud_runtimes import beat
+
+    statuses = [beat(api, f"{n:064x}").status_code for n in range(rpm + 1)]
+    assert statuses == [401] * rpm + [429]
+
+
+def test_without_a_bus_the_process_counts_for_itself(api, clock, rpm, settings):
+    """A process started alone, without REDIS_URL (serve always has a bus)."""
+    settings.REDIS_URL = ""
+    assert [write(api).status_code for _ in range(rpm + 1)] == [200] * rpm + [429]
+    assert counted("ip:127.0.0.1") == rpm + 1
+    clock.advance(seconds=30)
+    assert write(api).status_code == 200
+
+
+def test_a_bus_that_is_down_does_not_refuse_writes(api, clock, rpm, settings):
+    """The counts live on the bus; while it cannot be reached nothing is counted (and
+    it is logged), rather than every write refused."""
+    from matrixcloud.lib.bus import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    ratelimit._client = None
+    try:
+        assert [write(api).status_code for _ in range(rpm + 2)] == [200] * (rpm + 2)
+    finally:
+        ratelimit._client = None
 
 
 # --- X-Forwarded-For ----------------------------------------------------------------
@@ -131,7 +243,8 @@ def test_forwarded_for_is_ignored_from_an_untrusted_peer(api, clock, rpm, settin
         write(api, HTTP_X_FORWARDED_FOR=f"203.0.113.{n}").status_code for n in range(rpm + 1)
     ]
     assert statuses == [200] * rpm + [429]
-    assert list(RateCounter.objects.values_list("key", flat=True)) == ["ip:127.0.0.1"]
+    assert counted("ip:127.0.0.1") == rpm + 1
+    assert all(counted(f"ip:203.0.113.{n}") == 0 for n in range(rpm + 1))
 
 
 def test_forwarded_for_is_ignored_when_the_peer_is_not_a_listed_proxy(clock, rpm, settings):
@@ -149,10 +262,8 @@ def test_forwarded_for_names_the_client_behind_a_trusted_proxy(api, clock, rpm, 
     second = {"HTTP_X_FORWARDED_FOR": "203.0.113.2"}
     assert [write(api, **first).status_code for _ in range(rpm + 1)] == [200] * rpm + [429]
     assert write(api, **second).status_code == 200
-    assert set(RateCounter.objects.values_list("key", flat=True)) == {
-        "ip:203.0.113.1",
-        "ip:203.0.113.2",
-    }
+    assert (counted("ip:203.0.113.1"), counted("ip:203.0.113.2")) == (rpm + 1, 1)
+    assert counted("ip:127.0.0.1") == 0
 
 
 @pytest.mark.parametrize(

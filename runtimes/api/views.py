@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.principals import actor_for
-from accounts.ratelimit import client_ip
+from accounts.ratelimit import client_ip, credential_proven
 from matrixcloud.api.authentication import bearer_token
 from matrixcloud.api.schema import PublicSchema, error_responses
 from runtimes.api.serializers import (
@@ -194,6 +194,7 @@ class RuntimeHeartbeatView(APIView):
         # an unauthenticated caller learns nothing about what a body should hold.
         data = request.data
         runtime = runtime_authenticate(bearer_token(request._request))
+        credential_proven(request._request)  # its next heartbeats are not rate limited
         serializer = RuntimeHeartbeatSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         runtime = runtime_heartbeat(

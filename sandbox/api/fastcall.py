@@ -19,7 +19,8 @@ Each fact has its own guard against going stale:
 
 Anything else declines, and Django answers as it always has: a first call, a cookie
 (console) caller, a body the serializer refuses, a refused session, another
-workspace's session, a rate limit to count (the limiter lives in Django's path).
+workspace's session, a caller past its tool-call rate limit (counted here on the bus
+in the send's round trip, the same key Django's path counts on: accounts/ratelimit.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import io
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -37,6 +39,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
+from accounts import ratelimit
 from accounts.principals import Actor
 from matrixcloud.api.exceptions import error_payload
 from matrixcloud.api.parsers import LenientJSONParser
@@ -71,6 +74,7 @@ class KnownCaller:
     ip: str
     workspace_id: str | None  # None: the operator, who sees every workspace
     generation: str
+    credential: str  # the digest the rate limiter counts a proven credential by
     until: float  # time.monotonic()
 
 
@@ -113,8 +117,6 @@ async def tool_call(incoming: Incoming, send: Send) -> None:
     if not _answer_headers or key is None or caller is None or caller.until < time.monotonic():
         await _serve_by_django(incoming, send, key)
         return
-    if settings.MATRIX_RATE_LIMIT_RPM > 0:
-        raise Declined("the write rate limit is counted by Django's path")
     name, arguments = _checked_body(incoming)
     session = await _session(incoming.match["session_id"], caller)
     call = PreparedCall(
@@ -128,13 +130,26 @@ async def tool_call(incoming: Incoming, send: Send) -> None:
         refusal=None,
     )
     generation = (generation_key(CREDENTIALS), caller.generation)
-    reply = await tool_call_send_checked(call, generation)
+    reply = await tool_call_send_checked(call, generation, _meter(caller, call.started_at))
     if reply.get("kind") == rpc.STALE:
         _callers.pop(key, None)
         await _serve_by_django(incoming, send, key)
         return
+    if reply.get("kind") == rpc.LIMITED:  # nothing was sent: Django answers the 429
+        await _serve_by_django(incoming, send, key)
+        return
     await _answer(call, reply, send)
     logger.debug("tool call of %s %s", session.pk, ANSWERED)
+
+
+def _meter(caller: KnownCaller, now: datetime) -> tuple[str, int, int] | None:
+    if caller.credential:
+        meter = ratelimit.call_meter(caller.credential)
+    else:  # no credential (the local-dev caller): counted by address, as Django counts it
+        meter = ratelimit.address_meter(caller.ip)
+    if meter is None:
+        return None
+    return meter.key(now), meter.limit, ratelimit.WINDOW_SECONDS + 5
 
 
 async def _serve_by_django(incoming: Incoming, send: Send, key: CallerKey | None = None) -> None:
@@ -233,6 +248,7 @@ def remember(request: HttpRequest, actor: Actor, session: SandboxSession, ip: st
         ip=ip,
         workspace_id=workspace.pk if workspace is not None else None,
         generation=handed["generation"],
+        credential=ratelimit.claimed_credential(request),
         until=until,
     )
     _keep(_callers, handed["key"], caller)

@@ -3,9 +3,9 @@
 It consumes the shared ``sandbox.start`` channel (the bus hands each message to one
 host) while it has room, and its own reply channel, which it records as ``Job.runner``
 when it claims a job (claims are conditional, so two hosts never run one job). On its
-channel it takes ``sandbox.stop`` (and ``sandbox.call``, replying on the caller's
-channel); tool calls from web processes arrive in its mailbox, the Redis list named
-after that channel (sandbox/rpc.py), and are answered on each call's reply list.
+channel it takes ``sandbox.stop``; tool calls from web processes arrive only in its
+mailbox, the Redis list named after that channel (sandbox/rpc.py), and are answered on
+each call's reply list (a ``sandbox.call`` sent on the channel is refused).
 A watch loop heart-beats its sessions' jobs and stops the ones that were cancelled or
 ended elsewhere; a sweep picks up session jobs whose start message was lost. On
 shutdown every session is stopped (cancelled, saying the host stopped), the calls left
@@ -38,7 +38,7 @@ from sandbox.host.mailbox import Mailbox
 from sandbox.host.recorder import CallRecorder
 from sandbox.host.session import LiveSession
 from sandbox.isolation import isolation_tier, limits_leftovers_remove
-from sandbox.rpc import CALL_TYPE, REPLY_TYPE
+from sandbox.rpc import REPLY_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +120,6 @@ class SandboxHost:
         elif kind == STOP_TYPE and isinstance(job_id, str):
             if (session := self.sessions.get(job_id)) is not None:
                 session.stop(JobStatus.CANCELLED)
-        elif kind == CALL_TYPE and isinstance(message.get("reply_channel"), str):
-            self._call_later(message, partial(self._reply, message["reply_channel"], message))
         else:
             await self._refuse(message)
 
