@@ -35,13 +35,14 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
 from accounts import ratelimit
 from accounts.principals import Actor
-from matrixcloud.api.exceptions import error_payload
+from matrixcloud.api.exceptions import DATABASE_UNAVAILABLE, error_payload
 from matrixcloud.api.parsers import LenientJSONParser
 from matrixcloud.lib.fastroutes import Declined, Incoming, Send, send_response, without_length
 from matrixcloud.lib.generations import CREDENTIALS, generation_key, generation_read_async
@@ -199,7 +200,10 @@ def _checked_body(incoming: Incoming) -> tuple[str, dict[str, Any]]:
 async def _session(session_id: str, caller: KnownCaller) -> SandboxSession:
     known = _sessions.get(session_id)
     if known is None or known.until < time.monotonic():
-        fresh = await run_in_lane(_session_read, session_id)
+        try:
+            fresh = await run_in_lane(_session_read, session_id)
+        except (OperationalError, InterfaceError) as exc:  # nothing sent: Django says 503
+            raise Declined("the database is unavailable") from exc
         if fresh is None:
             _sessions.pop(session_id, None)
             raise Declined("the session is not callable (Django says why)")
@@ -224,7 +228,13 @@ async def _answer(call: PreparedCall, reply: dict[str, Any], send: Send) -> None
         return
     if reply.get("kind") == CallFailure.ENDED:
         _sessions.pop(call.session.pk, None)
-    error = await run_in_lane(tool_call_failure, call, reply)
+    try:
+        error = await run_in_lane(tool_call_failure, call, reply)
+    except (OperationalError, InterfaceError):  # the call was sent: answer, never resend
+        logger.warning("could not record a failed call of %s", call.session.pk, exc_info=True)
+        body = JSONRenderer().render(error_payload(DATABASE_UNAVAILABLE, 503))
+        await send_response(send, 503, [*headers, (b"retry-after", b"1")], body)
+        return
     body = JSONRenderer().render(error_payload(error.message, error.http_status))
     await send_response(send, error.http_status, headers, body)
 
