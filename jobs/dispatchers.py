@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
 from jobs.choices import JobKind
+from matrixcloud.lib.busloop import bus_run
 
 logger = logging.getLogger(__name__)
 SESSION_START_CHANNEL = "sandbox.start"
@@ -53,6 +53,6 @@ def _bus_send(channel: str, message: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.send)(channel, message)
+        bus_run(lambda: layer.send(channel, message))
     except Exception:  # the janitor re-dispatches what the bus lost
         logger.warning("could not send %s to %s", message.get("type"), channel, exc_info=True)

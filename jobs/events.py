@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.db.models import F
 
 from jobs.models import Job, JobEvent
+from matrixcloud.lib.busloop import bus_run
 from matrixcloud.lib.sse.activity import activity_notice
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def publish(message: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(job_group(message["job_id"]), message)
+        bus_run(lambda: layer.group_send(job_group(message["job_id"]), message))
     except Exception:  # the bus is an accelerator, never the record
         logger.warning(
             "could not publish event %s#%s", message["job_id"], message["seq"], exc_info=True
