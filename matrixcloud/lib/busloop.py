@@ -44,7 +44,7 @@ def bus_run(make: Callable[[], Awaitable[T]], timeout: float = SEND_TIMEOUT) -> 
     raises as ``async_to_sync`` does.
     """
     if _parent_loop() is not None or _running_here():
-        return async_to_sync(make)()  # type: ignore[arg-type]
+        return async_to_sync(make)()
     loop, gate = _bus_loop()
 
     async def bounded() -> T:
