@@ -132,23 +132,51 @@ def audit_record(
     meta: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one audit record to the chain (joins the caller's transaction)."""
-    workspace_id = workspace.pk if isinstance(workspace, Workspace) else (workspace or None)
-    with transaction.atomic():
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
-        event = AuditEvent(
-            workspace_id=workspace_id,
-            actor=actor[:254],
-            action=action,
-            target=target[:300],
-            ip=ip[:64],
-            status=status,
-            meta=meta or {},
+    record = AuditEntry(action, actor, workspace, target, ip, status, meta)
+    return audit_record_many([record])[0]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One record for :func:`audit_record_many` (the arguments of :func:`audit_record`)."""
+
+    action: str
+    actor: str
+    workspace: Workspace | str | None = None
+    target: str = ""
+    ip: str = ""
+    status: str = AuditStatus.SUCCESS
+    meta: dict[str, Any] | None = None
+
+    def event(self) -> AuditEvent:
+        workspace = self.workspace
+        return AuditEvent(
+            workspace_id=workspace.pk if isinstance(workspace, Workspace) else (workspace or None),
+            actor=self.actor[:254],
+            action=self.action,
+            target=self.target[:300],
+            ip=self.ip[:64],
+            status=self.status,
+            meta=self.meta or {},
             created_at=timezone.now(),
         )
-        last_hash = chain_link(head, [event])
-        event.save(force_insert=True)
-        chain_advance(head, last_hash, 1)
-    return event
+
+
+def audit_record_many(records: list[AuditEntry]) -> list[AuditEvent]:
+    """Append ``records`` to the chain in their order: one lock of the head, one insert
+    (a sandbox host's batch of tool calls). Joins the caller's transaction."""
+    if not records:
+        return []
+    with transaction.atomic():
+        head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
+        events = [record.event() for record in records]
+        last_hash = chain_link(head, events)
+        if len(events) == 1:
+            events[0].save(force_insert=True)
+        else:
+            AuditEvent.objects.bulk_create(events)  # seq follows the list's order
+        chain_advance(head, last_hash, len(events))
+    return events
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.audit import audit_record
+from accounts.audit import AuditEntry, audit_record, audit_record_many
 from accounts.choices import AuditStatus, UsageKind
 from accounts.models import Workspace
 from accounts.services.usage import Usage, usage_record_many
@@ -358,21 +358,32 @@ class CallEntry:
 
 def tool_calls_record(entries: list[CallEntry]) -> list[ToolCall]:
     """Record tool calls and audit each (``sandbox.tool_call``), in one transaction
-    (a host writes the calls it handled in batches)."""
+    (a host writes the calls it handled in batches; the audit rows in one append)."""
     with transaction.atomic():
         entries = _still_recordable(entries)
         calls = ToolCall.objects.bulk_create([entry.to_row() for entry in entries])
-        for entry, call in zip(entries, calls, strict=True):
-            failed = call.outcome in FAILED_OUTCOMES
-            audit_record(
-                action="sandbox.tool_call",
-                actor=entry.actor,
-                workspace=entry.session.workspace_id,
-                target=entry.session.pk,
-                ip=entry.ip,
-                status=AuditStatus.FAILURE if failed else AuditStatus.SUCCESS,
-                meta={"tool": call.tool, "outcome": call.outcome, "duration_ms": call.duration_ms},
-            )
+        audit_record_many(
+            [
+                AuditEntry(
+                    action="sandbox.tool_call",
+                    actor=entry.actor,
+                    workspace=entry.session.workspace_id,
+                    target=entry.session.pk,
+                    ip=entry.ip,
+                    status=(
+                        AuditStatus.FAILURE
+                        if call.outcome in FAILED_OUTCOMES
+                        else AuditStatus.SUCCESS
+                    ),
+                    meta={
+                        "tool": call.tool,
+                        "outcome": call.outcome,
+                        "duration_ms": call.duration_ms,
+                    },
+                )
+                for entry, call in zip(entries, calls, strict=True)
+            ]
+        )
         usage_record_many(_tool_call_usage(calls))
     return calls
 

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from accounts.audit import audit_record, audit_verify
+from accounts.audit import AuditEntry, audit_record, audit_record_many, audit_verify
 from accounts.models import AuditChainHead, AuditEvent
 from tests import factories
 from tests.factories import bearer, error, issue
@@ -159,6 +159,33 @@ def test_the_chain_verifies(cast):
     assert report.checked == AuditEvent.objects.count() == AuditChainHead.objects.get().count
     events = list(AuditEvent.objects.order_by("seq"))
     assert all(a.hash == b.prev_hash for a, b in itertools.pairwise(events))
+
+
+def test_a_batch_is_appended_in_order_under_one_lock_and_verifies(cast):
+    """A host's batch of tool calls: one lock of the head, one insert, the chain whole."""
+    before = AuditChainHead.objects.get().count
+    audit_record(action="test.before", actor="someone", workspace=cast.workspace)
+    batch = [
+        AuditEntry(action="test.batch", actor=f"a{n}", workspace=cast.workspace.pk, target=f"t{n}")
+        for n in range(5)
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        events = audit_record_many(batch)
+    inserts = [q for q in queries if q["sql"].startswith('INSERT INTO "accounts_auditevent"')]
+    locks = [
+        q for q in queries if "accounts_auditchainhead" in q["sql"] and "FOR UPDATE" in q["sql"]
+    ]
+    assert len(inserts) == 1
+    assert len(locks) == (1 if connection.features.has_select_for_update else 0)
+    audit_record(action="test.after", actor="someone", workspace=cast.workspace)
+    newest = list(AuditEvent.objects.order_by("-seq")[:7])[::-1]
+    assert [e.action for e in newest] == ["test.before", *["test.batch"] * 5, "test.after"]
+    assert [e.actor for e in newest[1:6]] == [f"a{n}" for n in range(5)]
+    assert [e.id for e in events] == [e.id for e in newest[1:6]]
+    assert AuditChainHead.objects.get().count == before + 7
+    assert all(a.hash == b.prev_hash for a, b in itertools.pairwise(newest))
+    assert audit_verify().ok
+    assert audit_record_many([]) == []
 
 
 def test_the_orm_refuses_to_change_or_remove_events(cast):

@@ -43,13 +43,17 @@ def bus_run(make: Callable[[], Awaitable[T]], timeout: float = SEND_TIMEOUT) -> 
     send is then cancelled). Called in a thread that already runs an event loop, it
     raises as ``async_to_sync`` does.
     """
+
+    async def call() -> T:
+        return await make()
+
     if _parent_loop() is not None or _running_here():
-        return async_to_sync(make)()
+        return async_to_sync(call)()
     loop, gate = _bus_loop()
 
     async def bounded() -> T:
         async with gate:
-            return await make()
+            return await call()
 
     future = asyncio.run_coroutine_threadsafe(bounded(), loop)
     try:

@@ -19,10 +19,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from matrixcloud.lib.busloop import bus_run
 from matrixcloud.lib.sse.hub import HubRegistry
 from matrixcloud.lib.sse.wire import KEEPALIVE, keepalive_seconds
 
@@ -63,9 +63,8 @@ def activity_send(workspace_id: str, topic: str) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(
-            activity_group(workspace_id), activity_message(workspace_id, topic)
-        )
+        message = activity_message(workspace_id, topic)
+        bus_run(lambda: layer.group_send(activity_group(workspace_id), message))
     except Exception:  # the bus is an accelerator, never the record
         logger.warning("could not publish %s activity of %s", topic, workspace_id, exc_info=True)
 
