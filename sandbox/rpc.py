@@ -5,9 +5,10 @@ they do not go through the channel layer's send/receive (about four Redis round 
 each, plus the hop from a sync view to the event loop): each host has a *mailbox*, a
 Redis list on the bus named after its channel (``Job.runner``), and each call a reply
 list of its own. The web process pushes the request and waits on the reply
-(``BLPOP``, bounded): on the event loop when the request is served by the web lane
-(:func:`host_call_async`, matrixcloud/lib/lanes.py), else blocking its thread
-(:func:`host_call`). The host pops requests and pushes replies
+(``BLPOP``, bounded), on an event loop: the web lane's when the request is served by
+one (:func:`host_call_async`, matrixcloud/lib/lanes.py), else the process's bus loop,
+with the calling thread blocked on it (:func:`host_call`): one round trip, one code
+path. The host pops requests and pushes replies
 (sandbox/host/mailbox.py). Start and stop messages stay on the channel layer.
 
 Request: ``{"type": "sandbox.call", "request_id", "job_id", "name", "arguments",
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import uuid
 import weakref
 from typing import Any
@@ -30,6 +30,7 @@ import redis.asyncio as aredis
 from django.conf import settings
 
 from matrixcloud.lib.bus import pool_options
+from matrixcloud.lib.busloop import bus_run
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
-_client: redis.Redis | None = None
-_client_lock = threading.Lock()
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = (
     weakref.WeakKeyDictionary()
 )
@@ -84,17 +83,6 @@ def reply_key(request_id: str) -> str:
     return f"{settings.MATRIX_BUS_PREFIX}:sandbox:reply:{request_id}"
 
 
-def bus_client() -> redis.Redis | None:
-    """This process's client of the bus (thread-safe pool), or None without REDIS_URL."""
-    global _client
-    if not settings.REDIS_URL:
-        return None
-    with _client_lock:
-        if _client is None:
-            _client = redis.Redis.from_url(settings.REDIS_URL, **_client_options())
-        return _client
-
-
 def host_call(
     *,
     channel: str,
@@ -105,20 +93,28 @@ def host_call(
     timeout: float,
 ) -> dict[str, Any]:
     """Ask the host on ``channel`` to call tool ``name`` of ``job_id``'s server; block
-    (at most ``timeout`` s) for its reply.
+    (at most ``timeout`` s) for its reply. The same round trip as :func:`host_call_async`,
+    run on this process's bus loop (matrixcloud/lib/busloop.py) for sync callers: the
+    console, and a request not served by a web lane.
 
     Returns the host's ``sandbox.reply``; a host that does not answer in time is a
     ``timeout`` failure, a bus that is missing or fails is :data:`BUS_DOWN`.
     """
-    client = bus_client()
-    if client is None:
-        return _bus_down(NO_BUS)
-    message = call_message(job_id=job_id, name=name, arguments=arguments, caller=caller)
     try:
-        return _round_trip(client, mailbox_key(channel), message, timeout)
-    except (redis.RedisError, OSError) as exc:
-        logger.warning("sandbox call to %s failed on the bus", channel, exc_info=True)
-        return _bus_down(str(exc))
+        return bus_run(
+            lambda: host_call_async(
+                channel=channel,
+                job_id=job_id,
+                name=name,
+                arguments=arguments,
+                caller=caller,
+                timeout=timeout,
+            ),
+            timeout=timeout + REPLY_MARGIN,
+            gated=False,  # a call may wait long: it never holds up the bus's sends
+        )
+    except TimeoutError:
+        return _no_answer(timeout)
 
 
 async def host_call_async(
@@ -211,20 +207,6 @@ def _client_options() -> dict[str, Any]:
         "health_check_interval": 30,
         **pool_options(),
     }
-
-
-def _round_trip(
-    client: redis.Redis, mailbox: str, message: dict[str, Any], timeout: float
-) -> dict[str, Any]:
-    pipe = client.pipeline(transaction=False)
-    pipe.rpush(mailbox, json.dumps(message, separators=(",", ":")))
-    pipe.expire(mailbox, KEY_TTL)
-    pipe.execute()
-    popped = client.blpop([message["reply_key"]], timeout=timeout)
-    if popped is None:
-        return _no_answer(timeout)
-    reply: dict[str, Any] = json.loads(popped[1])
-    return reply
 
 
 def _no_answer(timeout: float) -> dict[str, Any]:

@@ -36,12 +36,15 @@ _gate: asyncio.Semaphore | None = None
 _owner = 0  # the pid that made the loop
 
 
-def bus_run(make: Callable[[], Awaitable[T]], timeout: float = SEND_TIMEOUT) -> T:
+def bus_run(
+    make: Callable[[], Awaitable[T]], timeout: float = SEND_TIMEOUT, *, gated: bool = True
+) -> T:
     """Run the coroutine ``make()`` returns and return its result, from sync code.
 
     Raises what the coroutine raises, or :class:`TimeoutError` past ``timeout`` s (the
-    send is then cancelled). Called in a thread that already runs an event loop, it
-    raises as ``async_to_sync`` does.
+    send is then cancelled). ``gated=False`` is for a wait that may be long (a tool
+    call's reply): it does not count against :data:`MAX_IN_FLIGHT`. Called in a thread
+    that already runs an event loop, it raises as ``async_to_sync`` does.
     """
 
     async def call() -> T:
@@ -55,7 +58,7 @@ def bus_run(make: Callable[[], Awaitable[T]], timeout: float = SEND_TIMEOUT) -> 
         async with gate:
             return await call()
 
-    future = asyncio.run_coroutine_threadsafe(bounded(), loop)
+    future = asyncio.run_coroutine_threadsafe(bounded() if gated else call(), loop)
     try:
         return future.result(timeout)
     except FutureTimeout:
