@@ -15,6 +15,11 @@ on one keep-alive connection making its requests one after another from this pro
     ``tools/call echo`` on server-everything: ``--calls`` calls through the API against
     as many on the same server started directly (``sandbox.mcp.McpClient`` over stdio),
     in alternating blocks of 50. Overhead = the medians' difference.
+``cpu``
+    where a call's time goes: ``--calls`` calls on one server-everything session, and
+    the CPU time (user + system, from ``/proc/<pid>/stat``) that each process of the
+    installation (web, sandbox host, the server, bus, database, worker) spent per
+    call meanwhile; the client's own time too.
 ``delete``
     ``DELETE /v1/sandbox/sessions/{id}`` of ready tiny sessions, one at a time (the
     answer comes once the session has ended).
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import os
 import random
 import statistics
 import sys
@@ -60,7 +66,7 @@ from bench.common import (
 )
 from bench.sandbox import EVERYTHING, FIXTURES, TINY, direct_calls
 
-STEPS = ("health", "jobs", "calls", "delete", "live")
+STEPS = ("health", "jobs", "calls", "cpu", "delete", "live")
 READY_WAIT = 120.0
 
 
@@ -179,6 +185,74 @@ def start_many(client: Client, argv: list[str], count: int) -> list[str]:
         return list(pool.map(one, range(count)))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_roles(root: int) -> dict[int, str]:
+    """Every process under ``root`` (serve) and the machine's PostgreSQL and Redis,
+    named by role."""
+    roles: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        pid = int(entry.name)
+        for marker, role in (
+            ("daphne", "web"),
+            ("uvicorn", "web"),
+            ("sandbox_host", "sandbox host"),
+            ("server-everything", "MCP server"),
+            ("valkey-server", "bus"),
+            ("redis-server", "bus"),
+            ("postgres", "database"),
+            ("manage.py worker", "worker"),
+            ("-m django worker", "worker"),
+        ):
+            if marker in cmd:
+                roles[pid] = role
+                break
+    return roles
+
+
+def measure_cpu(client: Client, calls: int) -> dict[str, Any]:
+    """CPU milliseconds per tool call, per role (the profile of a call's hops)."""
+    session_id = client.create(EVERYTHING)
+    client.wait_ready(session_id)
+    for n in range(50):
+        client.call(session_id, f"w{n}")
+    settle(2)
+    roles = process_roles(os.getpid())
+    before = {pid: cpu_seconds(pid) for pid in roles}
+    own = time.process_time()
+    started = time.perf_counter()
+    times = [client.call(session_id, f"c{n}") for n in range(calls)]
+    wall = time.perf_counter() - started
+    settle(1)  # the host records its last batch
+    per_role: dict[str, float] = {}
+    for pid, role in roles.items():
+        spent = cpu_seconds(pid) - before[pid]
+        per_role[role] = per_role.get(role, 0.0) + spent
+    client.http.delete(f"/v1/sandbox/sessions/{session_id}")
+    return {
+        "calls": calls,
+        "ms": summary(times),
+        "wall_ms_per_call": round(wall * 1000 / calls, 3),
+        "cpu_ms_per_call": {
+            **{role: round(sec * 1000 / calls, 3) for role, sec in sorted(per_role.items())},
+            "client": round((time.process_time() - own) * 1000 / calls, 3),
+        },
+    }
+
+
 def measure_live(client: Client, levels: list[int], per_session: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     live: list[str] = []
@@ -214,6 +288,8 @@ def run_stack(stack: str, args: argparse.Namespace) -> dict[str, Any]:
                 out["jobs"] = measure_jobs(client, args.jobs, args.rounds)
             if "calls" in steps:
                 out["calls"] = measure_calls(client, args.calls)
+            if "cpu" in steps:
+                out["cpu"] = measure_cpu(client, args.calls)
             if "delete" in steps:
                 out["delete"] = measure_delete(client, args.deletes)
             if "live" in steps:
