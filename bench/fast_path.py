@@ -194,43 +194,61 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def process_roles(root: int) -> dict[int, str]:
-    """Every process under ``root`` (serve) and the machine's PostgreSQL and Redis,
-    named by role."""
-    roles: dict[int, str] = {}
+def process_roles(root: int, database: str) -> dict[int, str]:
+    """The processes under ``root`` (serve) by role, with the bus and the PostgreSQL
+    backends of ``database`` (the machine's Redis is shared: other users count too)."""
+    children: dict[int, list[int]] = {}
+    commands: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            raw = (entry / "cmdline").read_bytes()
         except OSError:
             continue
         pid = int(entry.name)
-        for marker, role in (
-            ("daphne", "web"),
-            ("uvicorn", "web"),
-            ("sandbox_host", "sandbox host"),
-            ("server-everything", "MCP server"),
-            ("valkey-server", "bus"),
-            ("redis-server", "bus"),
-            ("postgres", "database"),
-            ("manage.py worker", "worker"),
-            ("-m django worker", "worker"),
-        ):
-            if marker in cmd:
-                roles[pid] = role
-                break
+        children.setdefault(int(stat[1]), []).append(pid)
+        commands[pid] = raw.replace(b"\0", b" ").decode(errors="replace")
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(children.get(pid, []))
+    roles: dict[int, str] = {}
+    for pid, cmd in commands.items():
+        if pid in tree:
+            for marker, role in ROLE_MARKERS:
+                if marker in cmd:
+                    roles[pid] = role
+                    break
+            else:
+                roles[pid] = "other (serve, sandbox, ...)"
+        elif "redis-server 127.0.0.1:6379" in cmd:
+            roles[pid] = "bus"
+        elif database and cmd.startswith("postgres:") and f" {database} " in cmd:
+            roles[pid] = "database"
     return roles
 
 
-def measure_cpu(client: Client, calls: int) -> dict[str, Any]:
+ROLE_MARKERS = (
+    ("daphne", "web"),
+    ("uvicorn", "web"),
+    ("sandbox_host", "sandbox host"),
+    ("server-everything", "MCP server"),
+    ("valkey-server", "bus"),
+    ("worker", "worker"),
+)
+
+
+def measure_cpu(client: Client, calls: int, serve: int, database: str) -> dict[str, Any]:
     """CPU milliseconds per tool call, per role (the profile of a call's hops)."""
     session_id = client.create(EVERYTHING)
     client.wait_ready(session_id)
     for n in range(50):
         client.call(session_id, f"w{n}")
     settle(2)
-    roles = process_roles(os.getpid())
+    roles = process_roles(serve, database)
     before = {pid: cpu_seconds(pid) for pid in roles}
     own = time.process_time()
     started = time.perf_counter()
@@ -275,7 +293,7 @@ def run_stack(stack: str, args: argparse.Namespace) -> dict[str, Any]:
         with installation(stack, data_dir, "fast", **extra) as env, processes() as spawn:
             port = free_port()
             argv = [sys.executable, "manage.py", "serve", "--port", str(port), "--no-migrate"]
-            spawn(argv, env, data_dir / "serve.log")
+            serve = spawn(argv, env, data_dir / "serve.log")
             wait_until(lambda: http_ok(port), 90, "serve")
             wait_until(lambda: http_ok(port, "/v1/ready"), 90, "serve to be ready")
             settle(3)
@@ -289,7 +307,8 @@ def run_stack(stack: str, args: argparse.Namespace) -> dict[str, Any]:
             if "calls" in steps:
                 out["calls"] = measure_calls(client, args.calls)
             if "cpu" in steps:
-                out["cpu"] = measure_cpu(client, args.calls)
+                database = env.get("DATABASE_URL", "").rsplit("/", 1)[-1]
+                out["cpu"] = measure_cpu(client, args.calls, serve.pid, database)
             if "delete" in steps:
                 out["delete"] = measure_delete(client, args.deletes)
             if "live" in steps:
