@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import httpx2
 
 from bench.common import (
     REPO,
@@ -173,13 +172,10 @@ async def phase(port: int, session_id: str, count: int) -> dict[str, Any]:
 
 
 def api(port: int, method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=data, method=method,
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read() or b"null")
+    with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        response = client.request(method, path, json=body)
+    response.raise_for_status()
+    return response.json()
 
 
 def ready_session(port: int) -> str:
@@ -218,7 +214,7 @@ def run_stack(stack: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     rows = [
-        "| stack | phase | subscribers | all connected (s) | refused | 503 | DELETE→close p50 / p95 ms |",
+        "| stack | phase | streams | all connected (s) | refused | 503 | DELETE→close p50/p95 ms |",
         "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for stack, result in results.items():
