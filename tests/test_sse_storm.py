@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import redis
 from django.conf import settings
 
 from jobs.events import job_group
+from matrixcloud.lib import sse
 from sandbox.models import SandboxSession
 from tests.sandbox_processes import Host, end_all_sessions, python_server, running_host
 from tests.test_jobs_worker import worker_env
@@ -190,3 +192,54 @@ def test_subscribers_that_vanish_are_dropped_from_the_hub(server: Server) -> Non
         time.sleep(0.05)
     # The hub leaves the group once its last subscriber is gone: none of the 50 lingers.
     assert bus_members(job_id) == 0
+
+
+# --- shared reads ----------------------------------------------------------------------
+class GatedRead:
+    """A read that blocks until let go, counting how often it ran (a query stand-in)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.began = threading.Event()
+        self.go = threading.Event()
+
+    def __call__(self, after: int) -> list[sse.Frame]:
+        self.calls += 1
+        self.began.set()
+        assert self.go.wait(BOUND), "never let go"
+        return [sse.Frame.of(after + 1, {"n": self.calls})]
+
+
+def test_identical_concurrent_reads_share_one_query() -> None:
+    shared, read = sse.SharedReads(), GatedRead()
+
+    async def scenario() -> list[tuple[sse.Frame, ...]]:
+        since = time.monotonic()
+        waiters = [asyncio.ensure_future(shared.run("k", since, read, 0)) for _ in range(50)]
+        await asyncio.sleep(0.05)
+        waiters[0].cancel()  # one stream gone: the others still get the read
+        read.go.set()
+        async with asyncio.timeout(BOUND):
+            return list(await asyncio.gather(*waiters[1:]))
+
+    results = asyncio.run(scenario())
+    assert read.calls == 1
+    assert results == [(sse.Frame.of(1, {"n": 1}),)] * 49
+
+
+def test_a_read_that_began_before_a_stream_subscribed_is_not_shared_with_it() -> None:
+    shared, read = sse.SharedReads(), GatedRead()
+
+    async def scenario() -> tuple[tuple[sse.Frame, ...], tuple[sse.Frame, ...]]:
+        early = asyncio.ensure_future(shared.run("k", time.monotonic(), read, 0))
+        await asyncio.to_thread(read.began.wait, BOUND)
+        late = asyncio.ensure_future(shared.run("k", time.monotonic(), read, 0))
+        other = asyncio.ensure_future(shared.run("other", 0.0, read, 5))
+        read.go.set()
+        async with asyncio.timeout(BOUND):
+            first, second, _ = await asyncio.gather(early, late, other)
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert read.calls == 3  # the late subscriber's read and another key's ran by themselves
+    assert first != second
