@@ -7,9 +7,8 @@ terminal event, or after the job's TTL plus a grace period if none ever comes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 from django.http.response import HttpResponseBase
@@ -43,8 +42,8 @@ def job_terminal_seq(job_id: str) -> int | None:
     )
 
 
-async def _read(job_id: str, after: int, limit: int) -> list[sse.Frame]:
-    return await sse.run_read(job_event_frames, job_id, after, limit)
+# A storm of subscribers of one job replays its rows once, not once per subscriber.
+shared_reads = sse.SharedReads()
 
 
 def job_stream_response(job: Job, *, after: int) -> HttpResponseBase:
@@ -60,7 +59,13 @@ def job_stream_response(job: Job, *, after: int) -> HttpResponseBase:
             return sse.no_content()
     # A job timed by progress may live until its hard cap; the stream ends with the job.
     lifetime = ((job.deadline_at or job.expires_at) + STREAM_GRACE - timezone.now()).total_seconds()
-    stream = sse.DurableStream(
-        hubs, job_group(job.pk), partial(_read, job.pk), after=after, lifetime=lifetime
-    )
+    job_id = job.pk
+
+    async def read(after: int, limit: int) -> Sequence[sse.Frame]:
+        since = stream.subscribed_at
+        return await shared_reads.run(
+            (job_id, after, limit), since, job_event_frames, job_id, after, limit
+        )
+
+    stream = sse.DurableStream(hubs, job_group(job_id), read, after=after, lifetime=lifetime)
     return sse.event_stream_response(stream.chunks())

@@ -16,15 +16,11 @@ SESSION_NOT_FOUND = "sandbox session not found"
 
 def session_get(*, session_id: str, workspace: Workspace | None) -> SandboxSession:
     """The session with its job, if ``workspace`` may see it (None: the operator)."""
-    session = (
-        SandboxSession.objects.for_workspace(workspace)
-        .select_related("job")
-        .filter(pk=session_id)
-        .first()
-    )
-    if session is None:
-        raise NotFound(SESSION_NOT_FOUND)
-    return session
+    sessions = SandboxSession.objects.for_workspace(workspace).select_related("job")
+    try:
+        return sessions.get(pk=session_id)  # no ORDER BY, unlike .first()
+    except SandboxSession.DoesNotExist:
+        raise NotFound(SESSION_NOT_FOUND) from None
 
 
 def events_url(session: SandboxSession) -> str:

@@ -2,10 +2,10 @@
 
 from django.urls import URLPattern, path
 
-from jobs.api import streams, views
+from jobs.api import views
 
 urlpatterns: list[URLPattern] = [
     path("jobs", views.JobCollectionView.as_view(), name="jobs"),
     path("jobs/<str:job_id>", views.JobDetailView.as_view(), name="job-detail"),
-    path("jobs/<str:job_id>/events", streams.job_events, name="job-events"),
+    path("jobs/<str:job_id>/events", views.JobEventsView.as_view(), name="job-events"),
 ]

@@ -142,8 +142,9 @@ class JobDetailView(APIView):
 class JobEventsView(APIView):
     """A job's events as server-sent events: the history, then live, until the end.
 
-    Routed through ``jobs.api.streams.job_events``: this view authenticates, finds the
-    job (404 before any streaming) and builds the response; the stream runs async.
+    This view authenticates, finds the job (404 before any streaming) and builds the
+    response in a web lane thread; the stream itself runs on the event loop, holding no
+    thread or database connection (``matrixcloud.lib.sse``).
     """
 
     content_negotiation_class = EventStreamNegotiation

@@ -1,13 +1,15 @@
-"""The web process's ASGI handler: plain views served in one hop, streams kept async.
+"""The web process's ASGI handler: sync views served in one hop, their streams on the loop.
 
 Django's own ASGI handler runs a sync view through the async middleware chain, where
 every ``MiddlewareMixin`` middleware hops to a thread and back twice, and gives each
 request a new thread (so a new database connection, which it then closes). For an API
 request that costs several milliseconds of pure overhead. This handler keeps Django's
-path for async views (the SSE streams) and serves every other request the way a WSGI
-server would: the request's signals, the sync middleware chain, the view and the
-response's close run in a fixed pool of threads that keep their database connections
-(``MATRIX_RUNTIME_WEB_CONN_MAX_AGE``). A connection is checked for health (a ``SELECT
+path for async views and serves every other request the way a WSGI server would: the
+request's signals, the sync middleware chain, the view and the response's close run in a
+fixed pool of threads that keep their database connections
+(``MATRIX_RUNTIME_WEB_CONN_MAX_AGE``). A streaming response's async iterator (an SSE
+stream) is then sent from the event loop, holding no thread and no connection, and is
+cancelled when its client disconnects. A connection is checked for health (a ``SELECT
 1`` on PostgreSQL) at a request's first query unless a query of it succeeded in the last
 :data:`TRUSTED_FOR` seconds: under load that round trip would be paid by every request,
 and it proves nothing a second-old success does not.
@@ -23,6 +25,7 @@ a view's long work (a MatrixShell command) can stop when nobody waits for it any
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -79,6 +82,21 @@ async def _watch_disconnect(receive: Any, gone: threading.Event) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     gone.set()
+
+
+async def _send_until_gone(sending: Awaitable[None], watcher: asyncio.Future[None]) -> None:
+    """Send a streaming response until it ends or its client goes away, whichever comes
+    first: a stream (SSE) whose client left is cancelled, which ends its iterator."""
+    task = asyncio.ensure_future(sending)
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        task.result()  # a failure of the stream itself
 
 
 def _mark_lane_thread() -> None:
@@ -204,7 +222,10 @@ class LanedASGIHandler(ASGIHandler):
             response = await loop.run_in_executor(self.pool, self._respond, scope, body_file, gone)
             if isinstance(response, DeferredResponse):
                 await _complete(response)
-            await self.send_response(response, send)
+            if response.streaming:
+                await _send_until_gone(self.send_response(response, send), watcher)
+            else:
+                await self.send_response(response, send)
             await loop.run_in_executor(self.pool, response.close)
         finally:
             watcher.cancel()

@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from sandbox.api import matrixshell, streams, views
+from sandbox.api import matrixshell, views
 
 urlpatterns: list[URLPattern] = [
     path("sandbox/sessions", views.SandboxCollectionView.as_view(), name="sandbox-sessions"),
@@ -13,7 +13,7 @@ urlpatterns: list[URLPattern] = [
     ),
     path(
         "sandbox/sessions/<str:session_id>/events",
-        streams.sandbox_events,
+        views.SandboxEventsView.as_view(),
         name="sandbox-events",
     ),
     path(

@@ -127,7 +127,8 @@ class SandboxDetailView(APIView):
 class SandboxEventsView(APIView):
     """A sandbox's events as server-sent events (those of its backing job).
 
-    Routed through ``sandbox.api.streams.sandbox_events``, like the job stream.
+    A plain view, like the job stream: the web lane runs it in a thread, then sends the
+    stream from the event loop (``matrixcloud.lib.sse``).
     """
 
     content_negotiation_class = EventStreamNegotiation

@@ -17,17 +17,21 @@ Wire format: ``id: <seq>`` and ``data: <compact single-line JSON>`` per event, n
 an ``event:`` name (browsers' ``onmessage`` only sees unnamed events), and a
 ``: keepalive`` comment when the stream has been quiet for the keepalive interval.
 
-Modules: ``wire`` (framing, ``Last-Event-ID``, the response, the async view),
+A stream's view is a plain one: the web lane runs it (authentication, the object's
+checks) in a thread and sends the stream from the event loop, so an open stream holds
+no thread and no database connection; concurrent identical reads of many streams
+(a storm of subscribers replaying one job) share one query (``SharedReads``).
+
+Modules: ``wire`` (framing, ``Last-Event-ID``, the response),
 ``hub`` (fan-out), ``stream`` (one client's durable stream).
 """
 
 from matrixcloud.lib.sse.hub import Hub, HubRegistry, Subscription
-from matrixcloud.lib.sse.stream import READ_BATCH, DurableStream, Read, run_read
+from matrixcloud.lib.sse.stream import READ_BATCH, DurableStream, Read, SharedReads, run_read
 from matrixcloud.lib.sse.wire import (
     KEEPALIVE,
     LAST_EVENT_ID_PARAM,
     Frame,
-    async_stream_view,
     encode_event,
     event_stream_response,
     keepalive_seconds,
@@ -44,8 +48,8 @@ __all__ = [
     "Hub",
     "HubRegistry",
     "Read",
+    "SharedReads",
     "Subscription",
-    "async_stream_view",
     "encode_event",
     "event_stream_response",
     "keepalive_seconds",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
@@ -50,6 +51,55 @@ async def run_read(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     return await sync_to_async(guarded, thread_sensitive=False, executor=_read_pool)()
 
 
+class SharedReads:
+    """Identical reads of many streams at once, served by one query.
+
+    A storm of subscribers of one job replays the same rows at the same moment: the first
+    read of a key runs (in :func:`run_read`'s threads), and the reads of that key that
+    arrive before its query begins wait for its result instead of queueing their own. A
+    query that already began is not shared with a stream that subscribed after it began:
+    an event committed in between and pushed before that stream listened would be in
+    neither. Results are shared, so they are immutable (tuples of frozen frames).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[asyncio.AbstractEventLoop, Hashable], _SharedRead] = {}
+
+    async def run(
+        self, key: Hashable, since: float, fn: Callable[..., Sequence[Frame]], *args: object
+    ) -> tuple[Frame, ...]:
+        """``fn(*args)``, or the result of the same read (``key``) that began no earlier
+        than ``since`` (``time.monotonic()``: when the caller subscribed)."""
+        slot = (asyncio.get_running_loop(), key)
+        shared = self._pending.get(slot)
+        if shared is None or (shared.began is not None and shared.began < since):
+            shared = self._pending[slot] = _SharedRead(fn, args)
+            shared.result = asyncio.ensure_future(run_read(shared.call))
+            shared.result.add_done_callback(lambda _: self._forget(slot, shared))
+        assert shared.result is not None
+        return await asyncio.shield(shared.result)  # one waiter gone cancels nobody's read
+
+    def _forget(
+        self, slot: tuple[asyncio.AbstractEventLoop, Hashable], shared: _SharedRead
+    ) -> None:
+        if self._pending.get(slot) is shared:
+            del self._pending[slot]
+
+
+class _SharedRead:
+    """One shared read: when its query began (in its thread), and its result."""
+
+    def __init__(self, fn: Callable[..., Sequence[Frame]], args: tuple[object, ...]) -> None:
+        self.began: float | None = None
+        self.result: asyncio.Future[tuple[Frame, ...]] | None = None
+        self._fn = fn
+        self._args = args
+
+    def call(self) -> tuple[Frame, ...]:
+        self.began = time.monotonic()
+        return tuple(self._fn(*self._args))
+
+
 class DurableStream:
     """One client's stream of ``group``: stored frames after ``after``, then live ones.
 
@@ -74,6 +124,7 @@ class DurableStream:
     ) -> None:
         self.cursor = after
         self.finished = False
+        self.subscribed_at = 0.0  # time.monotonic() once subscribed (for SharedReads)
         self.subscription: Subscription | None = None
         self._hubs = hubs
         self._group = group
@@ -86,6 +137,7 @@ class DurableStream:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         subscription = self.subscription = await self._hubs.current().subscribe(self._group)
+        self.subscribed_at = time.monotonic()
         try:
             self._start_clock()
             async for chunk in self._catch_up():

@@ -8,16 +8,13 @@ sends ``: keepalive`` comments.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.http.response import HttpResponseBase
-from rest_framework.views import APIView
 
 from matrixcloud.errors import BadRequest
 
@@ -66,7 +63,12 @@ def last_event_id(request: HttpRequest) -> int:
 
 
 def event_stream_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
-    """A ``text/event-stream`` response that no proxy or browser buffers or caches."""
+    """A ``text/event-stream`` response that no proxy or browser buffers or caches.
+
+    A plain (sync) view returns it: the web lane (``matrixcloud.lib.lanes``) runs the view
+    in one of its threads, whose database connection stays with the thread, and sends
+    ``chunks`` from the event loop, which cancels them when the client disconnects.
+    """
     response = StreamingHttpResponse(chunks, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -78,36 +80,9 @@ def no_content() -> HttpResponse:
     return HttpResponse(status=204)
 
 
-def async_stream_view(
-    view_class: type[APIView],
-) -> Callable[..., Coroutine[Any, Any, HttpResponseBase]]:
-    """An async URL callback for a DRF view whose GET returns an event stream.
-
-    The DRF view authenticates, checks the object and builds the response in the
-    request's sync thread (errors are JSON in the error shape); the stream then runs on
-    the event loop, where a client disconnect cancels it. ``cls`` and ``initkwargs``
-    let drf-spectacular document ``view_class`` as usual.
-    """
-    drf_view = view_class.as_view()
-
-    def open_stream(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        try:
-            return drf_view(request, *args, **kwargs)
-        finally:
-            release_connections()
-
-    async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        response: HttpResponseBase = await sync_to_async(open_stream)(request, *args, **kwargs)
-        return response
-
-    view.__dict__.update(cls=view_class, initkwargs={}, csrf_exempt=True)
-    view.__name__ = view.__qualname__ = view_class.__name__
-    view.__doc__ = view_class.__doc__
-    return view
-
-
 def release_connections() -> None:
-    """Close this thread's database connections now, not when the stream ends.
+    """Close this thread's database connections now, not when the stream ends (for an
+    async view under Django's own handler).
 
     Django gives each request its own sync thread, and the connection it opened stays
     with the request: a thousand open streams would hold a thousand connections

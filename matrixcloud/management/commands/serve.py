@@ -35,6 +35,7 @@ from sandbox.enforcement import enforcement_summary
 BUS_TIMEOUT = 10.0
 HEALTH_TIMEOUT = 30.0
 TICK = 0.1
+LISTEN_BACKLOG = 1024  # pending connections daphne accepts (the kernel caps it at somaxconn)
 # The control plane hears "offline" first, while this installation still answers.
 STOP_ORDER = ("cloud_heartbeat", "web", "sandbox_host", "worker", "bus")
 
@@ -165,7 +166,12 @@ class Command(BaseCommand):
                 "live events and sandboxes wait"
             )
         bind = "127.0.0.1" if host == "localhost" else host.strip("[]")
-        daphne = (sys.executable, "-m", "daphne", "-b", bind, "-p", str(port))
+        # An endpoint string rather than -b/-p: Twisted's default listen backlog (50) drops
+        # the SYNs of a connection storm (200 event streams at once), which the clients
+        # then resend only after a second. Colons of an IPv6 address are escaped.
+        interface = bind.replace(":", r"\:")
+        endpoint = f"tcp:port={port}:interface={interface}:backlog={LISTEN_BACKLOG}"
+        daphne = (sys.executable, "-m", "daphne", "-e", endpoint)
         supervisor.start(Role("web", (*daphne, "matrixcloud.asgi:application"), env))
         # django-q2 stops gracefully on a signal to the cluster's main process, which drains
         # the pool; its sentinel resets SIGTERM to the default, so a group-wide SIGTERM
