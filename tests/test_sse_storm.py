@@ -200,14 +200,17 @@ class GatedRead:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.count = threading.Lock()
         self.began = threading.Event()
         self.go = threading.Event()
 
     def __call__(self, after: int) -> list[sse.Frame]:
-        self.calls += 1
+        with self.count:  # reads run in threads at once: each gets its own number
+            self.calls += 1
+            number = self.calls
         self.began.set()
         assert self.go.wait(BOUND), "never let go"
-        return [sse.Frame.of(after + 1, {"n": self.calls})]
+        return [sse.Frame.of(after + 1, {"n": number})]
 
 
 def test_identical_concurrent_reads_share_one_query() -> None:
