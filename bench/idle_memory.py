@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ENV_DROPPED, REPO, free_port, http_ok, machine, wait_until, write_report
+from bench.common import ENV_DROPPED, REPO, free_port, http_ok, wait_until, write_report
 
 START_BOUND = 120.0
 STOP_BOUND = 60.0
@@ -161,9 +161,7 @@ def main() -> None:
     result = measure(args.rest, args.workers)
     print(f"{'pid':>8} {'role':<16} {'PSS':>7} {'RSS':>7} {'USS':>7}  MiB")
     for row in result["processes"]:
-        print(
-            f"{row['pid']:>8} {row['role']:<16} {row['pss']:>7} {row['rss']:>7} {row['uss']:>7}"
-        )
+        print(f"{row['pid']:>8} {row['role']:<16} {row['pss']:>7} {row['rss']:>7} {row['uss']:>7}")
     print(f"{result['count']} processes, {result['total_pss_mib']} MiB PSS in all")
     print(f"load average {os.getloadavg()[0]:.2f}")
     write_report(args.json, "idle_memory", result)
