@@ -115,7 +115,6 @@ class Command(BaseCommand):
         )
         # No database connection may cross the fork into the sentinel and its pool.
         db.connections.close_all()
-        _share_heap_with_forks()
         cluster.start()
         if stopping.is_set():  # signalled before the fork
             _request_stop(cluster)
@@ -151,16 +150,6 @@ class Command(BaseCommand):
         sentinel = cluster.sentinel
         while sentinel is not None and sentinel.is_alive():
             sentinel.join(timeout=SENTINEL_POLL)
-
-
-def _share_heap_with_forks() -> None:
-    """Keep what the imports built shared with the cluster's forks (sentinel, pool,
-    monitor, pusher): the collector writes to every object it tracks, and a collection in
-    a fork would copy its pages, Django's whole heap, into each process (each fork's
-    private memory at rest 3-6 MiB -> ~1 MiB). Collected first, so the frozen heap holds no
-    garbage; the permanent generation is never collected again, as intended."""
-    gc.collect()
-    gc.freeze()
 
 
 def _short_broker_backoff() -> None:
