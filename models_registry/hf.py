@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 from django.conf import settings
-from huggingface_hub import HfApi
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -28,7 +27,6 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
     SafetensorsParsingError,
 )
-from huggingface_hub.hf_api import ModelInfo, RepoFile
 from huggingface_hub.utils import get_session, hf_raise_for_status
 
 from accounts.models import Workspace
@@ -36,6 +34,9 @@ from accounts.services.providers import provider_secret_read
 from matrixcloud.errors import UpstreamError
 from models_registry import hub_guard
 from models_registry.sources import SAFETENSORS_DTYPES, ModelRef
+
+if TYPE_CHECKING:
+    from huggingface_hub.hf_api import RepoFile
 
 logger = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 30.0
@@ -115,6 +116,10 @@ class HubClient:
         self.endpoint = endpoint or hf_endpoint()
         # False: never fall back to a token saved in this process's home directory.
         self.token: str | bool = token or False
+        # Imported here: huggingface_hub.hf_api is ~12 MiB in every Django process (this
+        # module is imported by the job handlers' registration), and only a client needs it.
+        from huggingface_hub import HfApi
+
         self.api = HfApi(endpoint=self.endpoint, token=self.token)
 
     @classmethod
@@ -135,6 +140,8 @@ class HubClient:
         One request without retries (``HfApi.list_models`` retries for ~23 s): a search
         box must answer at once, with ``live: false`` when the hub is away.
         """
+        from huggingface_hub.hf_api import ModelInfo
+
         params: dict[str, Any] = {"sort": "downloads", "direction": -1, "limit": limit}
         if query.strip():
             params["search"] = query.strip()
@@ -158,6 +165,8 @@ class HubClient:
 
     def files(self, ref: ModelRef, commit: str) -> list[HubFile]:
         """Every file of the repo at ``commit``, with sizes and checksums."""
+        from huggingface_hub.hf_api import RepoFile
+
         with hub_errors(ref):
             entries = list(self.api.list_repo_tree(ref.repo_id, revision=commit, recursive=True))
         files = [_hub_file(ref.repo_id, entry) for entry in entries if isinstance(entry, RepoFile)]

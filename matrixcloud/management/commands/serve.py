@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import os
 import socket
 import sys
-import time
-import urllib.error
-import urllib.request
 from argparse import ArgumentParser, ArgumentTypeError
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from django import db
 from django.conf import settings
@@ -28,20 +23,16 @@ from matrixcloud.lib.bus import (
     redact_url,
     write_bus_config,
 )
-from matrixcloud.lib.supervisor import CrashLoop, Role, StopRequest, Supervisor
+from matrixcloud.lib.supervisor import Role
+from matrixcloud.lib.supervisor.plan import Plan, plan_to_fd
 from runtimes.agent import credential_stored as runtime_credential_stored
 from sandbox.enforcement import enforcement_summary
 
 BUS_TIMEOUT = 10.0
 HEALTH_TIMEOUT = 30.0
-TICK = 0.1
 LISTEN_BACKLOG = 1024  # pending connections daphne accepts (the kernel caps it at somaxconn)
 # The control plane hears "offline" first, while this installation still answers.
 STOP_ORDER = ("cloud_heartbeat", "web", "sandbox_host", "worker", "bus")
-
-
-class _Stopped(Exception):
-    """A stop was requested while ``serve`` was still starting."""
 
 
 def is_loopback(host: str) -> bool:
@@ -83,21 +74,18 @@ def ensure_port_free(host: str, port: int) -> None:
             raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
-def health_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/v1/health", timeout=0.5) as response:  # noqa: S310
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def manage(command: str) -> tuple[str, ...]:
     return (sys.executable, "-m", "django", command)
 
 
 class Command(BaseCommand):
     """Run migrations, the embedded bus (when REDIS_URL is unset), web, worker and one
-    sandbox host as supervised children; SIGINT/SIGTERM stop them in order and exit 0."""
+    sandbox host as supervised children; SIGINT/SIGTERM stop them in order and exit 0.
+
+    The Django work done (checks, migrations, each role's command line and environment),
+    the process becomes the standard-library supervisor (``matrixcloud.lib.supervisor``)
+    with that plan, so the one process that lives as long as the service holds no Django.
+    """
 
     help = (
         "Run the whole service on this machine: migrations, the embedded bus (without "
@@ -127,20 +115,7 @@ class Command(BaseCommand):
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=max(options["verbosity"] - 1, 0))
         db.connections.close_all()
-        supervisor = Supervisor(out=sys.stdout.buffer)
-        with supervisor.trap_signals() as stop:
-            try:
-                self._run(supervisor, stop, host, port)
-            except _Stopped:
-                pass
-            except CrashLoop as exc:
-                raise CommandError(f"{exc}: giving up") from exc
-            finally:
-                supervisor.stop(STOP_ORDER)
-        if supervisor.forced:
-            raise CommandError("stopped by force: children were killed")
-        supervisor.say("stopped")
-        gc.freeze()  # skips the interpreter's final collection: ~0.5 s of exit with this heap
+        exec_supervisor(self._plan(host, port))
 
     def _check_exposure(self, host: str, *, insecure: bool) -> None:
         if is_loopback(host) or settings.MATRIX_API_TOKEN:
@@ -154,17 +129,33 @@ class Command(BaseCommand):
             "--insecure."
         )
 
-    def _run(self, supervisor: Supervisor, stop: StopRequest, host: str, port: int) -> None:
-        for line in enforcement_summary().lines:  # what sandboxes get here, before any start
-            supervisor.say(line.sentence())
+    def _plan(self, host: str, port: int) -> Plan:
+        # What sandboxes get here, said before any role starts.
+        notes = [line.sentence() for line in enforcement_summary().lines]
         env = self._child_env(host, port)
+        bus: Role | None = None
+        bus_url_ = bus_said = ""
         if not settings.REDIS_URL:
-            env["REDIS_URL"] = self._start_bus(supervisor, stop)
+            bus, bus_url_, bus_said = self._embedded_bus()
+            env["REDIS_URL"] = bus_url_
         elif not bus_ping(settings.REDIS_URL, timeout=2.0):
-            supervisor.say(
+            notes.append(
                 f"warning: REDIS_URL ({redact_url(settings.REDIS_URL)}) does not answer; "
                 "live events and sandboxes wait"
             )
+        return Plan(
+            notes=tuple(notes),
+            bus=bus,
+            bus_url=bus_url_,
+            bus_said=bus_said,
+            roles=self._roles(host, port, env),
+            url=local_url(host, port),
+            stop_order=STOP_ORDER,
+            bus_timeout=BUS_TIMEOUT,
+            health_timeout=HEALTH_TIMEOUT,
+        )
+
+    def _roles(self, host: str, port: int, env: dict[str, str]) -> tuple[Role, ...]:
         bind = "127.0.0.1" if host == "localhost" else host.strip("[]")
         # An endpoint string rather than -b/-p: Twisted's default listen backlog (50) drops
         # the SYNs of a connection storm (200 event streams at once), which the clients
@@ -172,22 +163,19 @@ class Command(BaseCommand):
         interface = bind.replace(":", r"\:")
         endpoint = f"tcp:port={port}:interface={interface}:backlog={LISTEN_BACKLOG}"
         daphne = (sys.executable, "-m", "daphne", "-e", endpoint)
-        supervisor.start(Role("web", (*daphne, "matrixcloud.asgi:application"), env))
-        # django-q2 stops gracefully on a signal to the cluster's main process, which drains
-        # the pool; its sentinel resets SIGTERM to the default, so a group-wide SIGTERM
-        # would kill the pool mid-task (and a group-wide SIGINT interrupts a worker that is
-        # still importing with a KeyboardInterrupt traceback).
-        supervisor.start(Role("worker", manage("worker"), env, stop_leader_only=True))
-        supervisor.start(Role("sandbox_host", manage("sandbox_host"), env))
+        roles = [
+            Role("web", (*daphne, "matrixcloud.asgi:application"), env),
+            # django-q2 stops gracefully on a signal to the cluster's main process, which
+            # drains the pool; its sentinel resets SIGTERM to the default, so a group-wide
+            # SIGTERM would kill the pool mid-task (and a group-wide SIGINT interrupts a
+            # worker that is still importing with a KeyboardInterrupt traceback).
+            Role("worker", manage("worker"), env, stop_leader_only=True),
+            Role("sandbox_host", manage("sandbox_host"), env),
+        ]
         if runtime_credential_stored():
             # This installation joined a control plane (manage.py join): keep it posted.
-            supervisor.start(Role("cloud_heartbeat", manage("runtime_heartbeat"), env))
-        url, started = local_url(host, port), time.monotonic()
-        self._wait(supervisor, stop, lambda: health_ok(url), HEALTH_TIMEOUT, f"the API at {url}")
-        supervisor.say(f"MatrixCloud is up at {url} ({time.monotonic() - started:.1f} s)")
-        while not stop.requested:
-            supervisor.tick()
-            time.sleep(TICK)
+            roles.append(Role("cloud_heartbeat", manage("runtime_heartbeat"), env))
+        return tuple(roles)
 
     def _child_env(self, host: str, port: int) -> dict[str, str]:
         env = dict(os.environ)
@@ -200,9 +188,10 @@ class Command(BaseCommand):
         )
         return env
 
-    def _start_bus(self, supervisor: Supervisor, stop: StopRequest) -> str:
-        """Start the embedded bus with a new password; return its URL (password included),
-        which the children get in their environment (readable by this user only)."""
+    def _embedded_bus(self) -> tuple[Role, str, str]:
+        """The embedded bus with a new password: its role, its URL (password included),
+        which the children get in their environment (readable by this user only), and
+        what to say once it answers."""
         data_dir = settings.MATRIX_DATA_DIR / "bus"
         password = new_password()
         try:
@@ -211,26 +200,19 @@ class Command(BaseCommand):
             raise CommandError(f"cannot write the embedded bus's configuration: {exc}") from exc
         port = free_port()
         argv = bus_command(port=port, data_dir=data_dir, config=config)
-        supervisor.start(Role("bus", tuple(argv)))
         url = bus_url(port, password)
-        self._wait(supervisor, stop, lambda: bus_ping(url, 0.5), BUS_TIMEOUT, "the embedded bus")
-        supervisor.say(f"embedded bus at {redact_url(url)} (password in {config})")
-        return url
+        return (
+            Role("bus", tuple(argv)),
+            url,
+            f"embedded bus at {redact_url(url)} (password in {config})",
+        )
 
-    def _wait(
-        self,
-        supervisor: Supervisor,
-        stop: StopRequest,
-        check: Callable[[], bool],
-        timeout: float,
-        what: str,
-    ) -> None:
-        """Supervise until ``check()`` passes; raise when stopped or after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while not check():
-            if stop.requested:
-                raise _Stopped
-            if time.monotonic() > deadline:
-                raise CommandError(f"{what} did not answer within {timeout:.0f} s")
-            supervisor.tick()
-            time.sleep(TICK)
+
+def exec_supervisor(plan: Plan) -> NoReturn:
+    """Become the supervisor (same pid, so whoever started ``serve`` signals it as before),
+    with the plan in an inherited descriptor; Django's ~100 MiB go with the exec."""
+    fd = plan_to_fd(plan)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = [sys.executable, "-m", "matrixcloud.lib.supervisor", "--plan-fd", str(fd)]
+    os.execv(sys.executable, argv)  # noqa: S606  (our own interpreter, no shell)
