@@ -18,7 +18,6 @@ answer 429 with Retry-After.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -26,10 +25,8 @@ import math
 import re
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import redis
 import redis.asyncio as aredis
@@ -38,13 +35,10 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from accounts.models import LoginThrottle
 from matrixcloud.errors import RateLimited
-from matrixcloud.lib.bus import pool_options
+from matrixcloud.lib.bus import quick_client, quick_client_async
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +49,6 @@ FAILURE_MEMORY = timedelta(hours=1)
 # A credential seen to authenticate is trusted as the counting key this long.
 PROVEN_FOR = 30.0
 MAX_PROVEN = 10_000
-BUS_TIMEOUT = 0.5
 
 WRITES = "writes"
 CALLS = "calls"
@@ -221,46 +214,16 @@ def _judge(meter: Meter, now: datetime, count: int | None) -> None:
 
 # --- the counters -------------------------------------------------------------------
 
-_client: redis.Redis | None = None
-_client_lock = threading.Lock()
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = (
-    weakref.WeakKeyDictionary()
-)
 _local: dict[str, tuple[int, float]] = {}
 _local_lock = threading.Lock()
 
 
 def _bus() -> redis.Redis | None:
-    global _client
-    if not settings.REDIS_URL:
-        return None
-    with _client_lock:
-        if _client is None:
-            _client = redis.Redis.from_url(settings.REDIS_URL, **_bus_options())
-        return _client
+    return quick_client(settings.REDIS_URL) if settings.REDIS_URL else None
 
 
 def _bus_async() -> aredis.Redis | None:
-    """This event loop's client (asyncio clients are bound to their loop)."""
-    if not settings.REDIS_URL:
-        return None
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
-        options = {**_bus_options(), "retry": AsyncRetry(NoBackoff(), 0)}
-        client = aredis.Redis.from_url(settings.REDIS_URL, **options)
-        _async_clients[loop] = client
-    return client
-
-
-def _bus_options() -> dict[str, Any]:
-    # One bounded try: a bus that is down must not hold a write for long.
-    return {
-        "socket_timeout": BUS_TIMEOUT,
-        "socket_connect_timeout": BUS_TIMEOUT,
-        "retry": Retry(NoBackoff(), 0),
-        **pool_options(),
-    }
+    return quick_client_async(settings.REDIS_URL) if settings.REDIS_URL else None
 
 
 def _count(key: str) -> int | None:

@@ -8,16 +8,23 @@ bus only carries live events and RPC, the database keeps the truth (ARCHITECTURE
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import subprocess
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
+from redis.retry import Retry
 
 from matrixcloud.lib.keyfile import private_dir, write_private_file
 
@@ -107,6 +114,45 @@ def pool_options() -> dict[str, Any]:
     call waited out its timeout. Off, the pool reconnects such a connection first.
     """
     return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
+# Clients for short commands that must never stall their caller (a rate-limit count, a
+# generation read or bump): one bounded try, no retries. Keyed by URL (and by event loop
+# for asyncio clients, which are bound to the loop they first ran on).
+QUICK_TIMEOUT = 0.5
+_quick: dict[str, redis.Redis] = {}
+_quick_async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aredis.Redis]] = (
+    weakref.WeakKeyDictionary()
+)
+_quick_lock = threading.Lock()
+
+
+def quick_client(url: str) -> redis.Redis:
+    """This process's client of ``url`` for short commands (thread-safe pool)."""
+    with _quick_lock:
+        client = _quick.get(url)
+        if client is None:
+            client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **_quick_options())
+            _quick[url] = client
+        return client
+
+
+def quick_client_async(url: str) -> aredis.Redis:
+    """:func:`quick_client` for the running event loop."""
+    clients = _quick_async.setdefault(asyncio.get_running_loop(), {})
+    client = clients.get(url)
+    if client is None:
+        client = aredis.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **_quick_options())
+        clients[url] = client
+    return client
+
+
+def _quick_options() -> dict[str, Any]:
+    return {
+        "socket_timeout": QUICK_TIMEOUT,
+        "socket_connect_timeout": QUICK_TIMEOUT,
+        **pool_options(),
+    }
 
 
 def bus_ping(url: str, timeout: float = 1.0) -> bool:

@@ -12,29 +12,17 @@ every value kept, so every entry is dropped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-import weakref
 
 import redis
-import redis.asyncio as aredis
 from django.conf import settings
 from django.db import transaction
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from matrixcloud.lib.bus import pool_options
+from matrixcloud.lib.bus import quick_client, quick_client_async
 
 logger = logging.getLogger(__name__)
 
 CREDENTIALS = "credentials"
-
-_client: redis.Redis | None = None
-_lock = threading.Lock()
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def generation_key(name: str) -> str:
@@ -42,19 +30,7 @@ def generation_key(name: str) -> str:
 
 
 def _bus() -> redis.Redis | None:
-    global _client
-    if not settings.REDIS_URL:
-        return None
-    with _lock:
-        if _client is None:
-            _client = redis.Redis.from_url(
-                settings.REDIS_URL,
-                socket_timeout=1.0,
-                socket_connect_timeout=1.0,
-                retry=Retry(NoBackoff(), 0),  # one bounded try: a bump never stalls a commit
-                **pool_options(),
-            )
-        return _client
+    return quick_client(settings.REDIS_URL) if settings.REDIS_URL else None
 
 
 def generation_read(name: str) -> str | None:
@@ -75,15 +51,8 @@ async def generation_read_async(name: str) -> str | None:
     """:func:`generation_read` on the event loop (one client per loop)."""
     if not settings.REDIS_URL:
         return None
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
-        client = aredis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0, **pool_options()
-        )
-        _async_clients[loop] = client
     try:
-        value = await client.get(generation_key(name))
+        value = await quick_client_async(settings.REDIS_URL).get(generation_key(name))
     except (redis.RedisError, OSError):
         logger.warning("could not read the %s generation", name, exc_info=True)
         return None
