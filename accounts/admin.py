@@ -32,6 +32,7 @@ from accounts.models import (
 )
 from accounts.services.providers import provider_delete, provider_update
 from accounts.signals import credentials_changed
+from matrixcloud.lib.admin import ReadOnlyAdmin
 
 
 class UserCreationForm(BaseUserCreationForm):
@@ -80,19 +81,6 @@ class UserAdmin(BaseUserAdmin):
         ("Dates", {"fields": ("last_login", "created_at")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows that only services write: viewable and searchable, never edited here."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class MembershipInline(admin.TabularInline):

@@ -1,6 +1,13 @@
 """Accounts: users, workspaces, sessions, credentials, audit and usage."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.apps import AppConfig
+
+if TYPE_CHECKING:
+    from matrixcloud.lib.pruning import Retention
 
 
 class AccountsConfig(AppConfig):
@@ -13,3 +20,9 @@ class AccountsConfig(AppConfig):
         from accounts import signals
 
         signals.connect()
+
+    def prune(self, retention: Retention) -> dict[str, int]:
+        """``manage.py prune`` for this app (see ``accounts.pruning``)."""
+        from accounts.pruning import accounts_prune
+
+        return accounts_prune(retention)

@@ -4,7 +4,6 @@ and the audit log."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -12,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import AuditEvent, Invitation, Membership, ProviderCredential, Workspace
 from matrixcloud.errors import BadRequest
+from matrixcloud.lib.times import rfc3339
 
 AUDIT_PAGE = 200
 
@@ -82,10 +82,6 @@ def providers_of(*, workspace: Workspace) -> QuerySet[ProviderCredential]:
     )
 
 
-def _rfc3339(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def provider_payload(credential: ProviderCredential) -> dict[str, Any]:
     """The original's provider JSON (never the secret), plus ``updated_at``."""
     return {
@@ -95,6 +91,6 @@ def provider_payload(credential: ProviderCredential) -> dict[str, Any]:
         "hint": credential.hint,
         "meta": credential.meta,
         "usable_by_members": credential.usable_by_members,
-        "created_at": _rfc3339(credential.created_at),
-        "updated_at": _rfc3339(credential.updated_at),
+        "created_at": rfc3339(credential.created_at),
+        "updated_at": rfc3339(credential.updated_at),
     }

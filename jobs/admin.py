@@ -15,11 +15,11 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from accounts.admin import ReadOnlyAdmin
-from accounts.ratelimit import client_ip
 from jobs.choices import JobStatus
-from jobs.models import Job, JobEvent
+from jobs.models import Job, JobEvent, ProcessHeartbeat
 from jobs.services import job_cancel
+from matrixcloud.lib.addresses import client_ip
+from matrixcloud.lib.admin import ReadOnlyAdmin
 
 
 @admin.register(Job)
@@ -78,3 +78,16 @@ class JobEventAdmin(ReadOnlyAdmin):
     search_fields = ("job__id", "step", "message")
     list_select_related = ("job",)
     ordering = ("-created_at", "-seq")
+
+
+@admin.register(ProcessHeartbeat)
+class ProcessHeartbeatAdmin(ReadOnlyAdmin):
+    """This installation's processes: each writes its own row; operators only look."""
+
+    list_display = ("role", "hostname", "pid", "started_at", "seen_at", "stopped_at")
+    list_filter = ("role",)
+    search_fields = ("hostname", "role", "instance")
+    ordering = ("role", "-seen_at")
+    readonly_fields = (
+        "instance", "role", "hostname", "pid", "started_at", "seen_at", "stopped_at", "meta",
+    )  # fmt: skip

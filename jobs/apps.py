@@ -1,9 +1,15 @@
 """Jobs: typed background jobs and their event streams."""
 
+from __future__ import annotations
+
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 from django.apps import AppConfig
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from matrixcloud.lib.pruning import Retention
 
 
 class JobsConfig(AppConfig):
@@ -20,3 +26,9 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         for module in settings.MATRIX_EXTRA_JOB_MODULES:
             import_module(module)
+
+    def prune(self, retention: Retention) -> dict[str, int]:
+        """``manage.py prune`` for this app (see ``jobs.pruning``)."""
+        from jobs.pruning import jobs_prune
+
+        return jobs_prune(retention)

@@ -39,3 +39,11 @@ class JobKind(models.TextChoices):
 
     BATCH = "batch", "batch"
     SESSION = "session", "session"
+
+
+class ProcessRole(models.TextChoices):
+    """The roles of this installation's processes; each beats in ``jobs.heartbeats``."""
+
+    WEB = "web", "web"
+    WORKER = "worker", "worker"
+    SANDBOX_HOST = "sandbox_host", "sandbox host"

@@ -8,7 +8,6 @@ do no harm, and a worker that was SIGKILLed has its jobs ended by any peer.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,6 +16,7 @@ from django.utils import timezone
 
 from jobs.choices import JobStatus
 from jobs.models import Job
+from jobs.pruning import job_files_remove
 from jobs.runner import runner_gone
 from jobs.services import job_dispatch_pending, job_finish, job_runner_lost
 
@@ -103,8 +103,6 @@ def _prune(now: datetime) -> int:
         status__in=JobStatus.terminal(), finished_at__lt=now - timedelta(hours=hours)
     )
     ids = list(old.values_list("pk", flat=True)[:1000])
-    for job_id in ids:
-        for area in ("jobs", "mcp"):
-            shutil.rmtree(settings.MATRIX_DATA_DIR / area / job_id, ignore_errors=True)
+    job_files_remove(ids)
     deleted, _ = Job.objects.filter(pk__in=ids).delete()
     return len(ids) if deleted else 0

@@ -56,8 +56,8 @@ def runner_gone(runner: str) -> bool:
 def _sandbox_host_gone(reply_channel: str) -> bool:
     """A session job's runner is its host's reply channel, which the host's heartbeat
     row records with its machine and pid: gone when that process no longer runs here."""
-    from runtimes.choices import ProcessRole
-    from runtimes.models import ProcessHeartbeat
+    from jobs.choices import ProcessRole
+    from jobs.models import ProcessHeartbeat
 
     if not reply_channel:
         return False

@@ -9,19 +9,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.db import DatabaseError
 from django.db.models import Q, QuerySet
 
 from accounts.models import Workspace
 from jobs.choices import JobStatus
 from jobs.models import Job
 from matrixcloud.errors import BadRequest, NotFound
+from matrixcloud.lib.times import rfc3339
 
 MAX_PAGE = 200
-
-
-def rfc3339(value: datetime | None) -> str | None:
-    """RFC 3339 UTC with second precision, as the original wrote job times."""
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
 
 
 # What a snapshot reads: lists load only these (not the payload, which can be large, nor
@@ -125,3 +122,19 @@ def job_list(
     more = len(page) > limit
     page = page[:limit]
     return JobPage(page, _encode_cursor(page[-1]) if more and page else None)
+
+
+def active_job_count() -> int:
+    """Jobs queued or running, across all workspaces (0 while the database is down)."""
+    try:
+        return Job.objects.active().count()
+    except DatabaseError:
+        return 0
+
+
+def job_row_count() -> int:
+    """Job rows in the database, finished ones included (0 while it is down)."""
+    try:
+        return Job.objects.count()
+    except DatabaseError:
+        return 0

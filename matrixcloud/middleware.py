@@ -23,6 +23,7 @@ from django.http import HttpRequest, HttpResponse
 
 from matrixcloud.api.fallback import json_error
 from matrixcloud.errors import RateLimited
+from matrixcloud.lib.ratelimit import after_write, api_write_check, api_write_check_async
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,6 @@ def check_write_rate(request: HttpRequest) -> HttpResponse | None:
     """Count an API write against its budget (every write, even one refused later)."""
     if not _is_api_write(request):
         return None
-    from accounts.ratelimit import api_write_check
-
     try:
         api_write_check(request)
     except RateLimited as exc:
@@ -89,8 +88,6 @@ async def check_write_rate_async(request: HttpRequest) -> HttpResponse | None:
     """:func:`check_write_rate` on the event loop (no thread: the count is on the bus)."""
     if not _is_api_write(request):
         return None
-    from accounts.ratelimit import api_write_check_async
-
     try:
         await api_write_check_async(request)
     except RateLimited as exc:
@@ -101,8 +98,6 @@ async def check_write_rate_async(request: HttpRequest) -> HttpResponse | None:
 def note_write(request: HttpRequest, response: HttpResponse) -> None:
     """After an API write: let the limiter learn whether its credential authenticated."""
     if _is_api_write(request):
-        from accounts.ratelimit import after_write
-
         after_write(request, response.status_code)
 
 

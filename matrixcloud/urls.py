@@ -11,7 +11,7 @@ handler500 = "matrixcloud.api.fallback.server_error"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", include("matrixcloud.api.urls")),
+    path("", include("matrixcloud.platform.urls")),
     path("v1/", include("accounts.api.urls")),
     path("v1/", include("runtimes.api.urls")),
     path("v1/", include("jobs.api.urls")),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from accounts.admin import ReadOnlyAdmin
+from matrixcloud.lib.admin import ReadOnlyAdmin
 from models_registry.models import ModelInstallation, ModelProfile
 
 

@@ -1,5 +1,5 @@
-"""Django admin for runtimes: this installation's process heartbeats (read-only), join
-tokens and registered runtimes (read-only, with audited actions)."""
+"""Django admin for runtimes: join tokens and registered runtimes (read-only, with audited
+actions)."""
 
 from __future__ import annotations
 
@@ -7,31 +7,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from accounts.ratelimit import client_ip
-from runtimes.models import JoinToken, ProcessHeartbeat, Runtime
+from matrixcloud.lib.addresses import client_ip
+from runtimes.models import JoinToken, Runtime
 from runtimes.services import join_token_revoke, runtime_remove, runtime_token_revoke
-
-
-@admin.register(ProcessHeartbeat)
-class ProcessHeartbeatAdmin(admin.ModelAdmin):
-    """Each process writes its own row; operators only look."""
-
-    list_display = ("role", "hostname", "pid", "started_at", "seen_at", "stopped_at")
-    list_filter = ("role",)
-    search_fields = ("hostname", "role", "instance")
-    ordering = ("role", "-seen_at")
-    readonly_fields = (
-        "instance", "role", "hostname", "pid", "started_at", "seen_at", "stopped_at", "meta",
-    )  # fmt: skip
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
-        return False
 
 
 class _ServiceOnlyAdmin(admin.ModelAdmin):

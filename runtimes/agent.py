@@ -32,8 +32,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils import timezone
 
+from jobs.selectors import active_job_count
 from runtimes.detection import ENGINES, detect_runtimes, endpoint_answers
-from runtimes.selectors import active_job_count, local_runtime_describe
+from runtimes.selectors import local_runtime_describe
 
 logger = logging.getLogger(__name__)
 

@@ -3,14 +3,6 @@
 from django.db import models
 
 
-class ProcessRole(models.TextChoices):
-    """The roles of this installation's processes (ARCHITECTURE.md, Processes)."""
-
-    WEB = "web", "web"
-    WORKER = "worker", "worker"
-    SANDBOX_HOST = "sandbox_host", "sandbox host"
-
-
 class RuntimeStatus(models.TextChoices):
     """What a remote runtime says about itself in a heartbeat (a fixed set).
 

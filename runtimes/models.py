@@ -1,4 +1,4 @@
-"""Runtimes: this installation's processes, registered remote runtimes, join tokens."""
+"""Runtimes: registered remote runtimes and join tokens."""
 
 from __future__ import annotations
 
@@ -11,37 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Workspace
 from matrixcloud.lib.ids import new_join_token_id, new_runtime_id
-from runtimes.choices import ProcessRole, RuntimeKind, RuntimeStatus
-
-
-class ProcessHeartbeatQuerySet(models.QuerySet["ProcessHeartbeat"]):
-    def live(self, within: timedelta) -> ProcessHeartbeatQuerySet:
-        return self.filter(seen_at__gte=timezone.now() - within, stopped_at__isnull=True)
-
-
-class ProcessHeartbeat(models.Model):
-    """One process of this installation (worker, sandbox host, web) and when it last beat.
-
-    ``/v1/ready`` and ``/v1/runtimes`` read these rows; the janitor uses them to find
-    work whose process died. A process updates its own row by ``instance`` id.
-    """
-
-    instance = models.CharField(max_length=64, unique=True)
-    role = models.CharField(max_length=20, choices=ProcessRole.choices)
-    hostname = models.CharField(max_length=255)
-    pid = models.PositiveIntegerField()
-    started_at = models.DateTimeField(default=timezone.now)
-    seen_at = models.DateTimeField(default=timezone.now)
-    stopped_at = models.DateTimeField(null=True, blank=True)
-    meta = models.JSONField(default=dict, blank=True)
-
-    objects = ProcessHeartbeatQuerySet.as_manager()
-
-    class Meta:
-        indexes = [models.Index(fields=["role", "seen_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.role} {self.hostname}:{self.pid}"
+from runtimes.choices import RuntimeKind, RuntimeStatus
 
 
 def offline_after() -> timedelta:

@@ -6,29 +6,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError
 from django.utils import timezone
 
 from accounts.models import Workspace
+from jobs.choices import ProcessRole
+from jobs.heartbeats import heartbeat_window
+from jobs.models import ProcessHeartbeat
 from jobs.registry import registered_types
+from jobs.selectors import active_job_count
 from matrixcloud.errors import NotFound
-from runtimes.choices import ProcessRole
 from runtimes.detection import detect_runtimes
-from runtimes.models import JoinToken, ProcessHeartbeat, Runtime
+from runtimes.models import JoinToken, Runtime
 
 # Processes silent for longer than this are left out of /v1/runtimes altogether.
 RECENT = timedelta(hours=1)
 REQUIRED_ROLES: tuple[str, ...] = (ProcessRole.WORKER, ProcessRole.SANDBOX_HOST)
-
-
-def heartbeat_window() -> timedelta:
-    """How recently a process must have beaten to count as live (three beats)."""
-    return timedelta(seconds=3 * settings.MATRIX_HEARTBEAT_SECONDS)
-
-
-def role_is_live(role: str) -> bool:
-    """True when at least one running process of ``role`` beat within the window."""
-    return ProcessHeartbeat.objects.live(heartbeat_window()).filter(role=role).exists()
 
 
 def recent_processes() -> list[dict[str, Any]]:
@@ -65,21 +57,6 @@ def ago(moment: datetime | None, *, now: datetime | None = None) -> str:
     if seconds < 86400:
         return f"{seconds // 3600} h ago"
     return f"{seconds // 86400} d ago"
-
-
-def active_job_count() -> int:
-    """Jobs queued or running, across all workspaces.
-
-    There is no Job model yet; until the jobs app adds one this is honestly 0.
-    """
-    try:
-        from jobs.models import Job
-    except ImportError:
-        return 0
-    try:
-        return int(Job.objects.filter(status__in=("queued", "running")).count())
-    except DatabaseError:
-        return 0
 
 
 def capabilities_describe() -> dict[str, Any]:

@@ -1,10 +1,7 @@
-"""Writes for the runtimes app: process heartbeats, join tokens, registered runtimes."""
+"""Writes for the runtimes app: join tokens and registered runtimes."""
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,35 +17,7 @@ from matrixcloud.errors import BadRequest, Unauthorized, UnprocessableEntity
 from matrixcloud.lib.sse.activity import activity_notice
 from matrixcloud.lib.tokens import new_secret, secret_hash
 from runtimes.choices import RuntimeKind, RuntimeStatus
-from runtimes.models import JoinToken, ProcessHeartbeat, Runtime
-
-
-def process_heartbeat_beat(*, instance: str, role: str, meta: dict[str, Any] | None = None) -> None:
-    """Record that this process (``instance``) is alive, creating its row on first beat."""
-    now = timezone.now()
-    updated = ProcessHeartbeat.objects.filter(instance=instance).update(
-        seen_at=now, stopped_at=None, **({"meta": meta} if meta is not None else {})
-    )
-    if updated == 0:
-        ProcessHeartbeat.objects.create(
-            instance=instance,
-            role=role,
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            started_at=now,
-            seen_at=now,
-            meta=meta or {},
-        )
-
-
-def process_heartbeat_stop(*, instance: str) -> None:
-    """Mark this process as stopped cleanly, so it is not mistaken for a crash."""
-    ProcessHeartbeat.objects.filter(instance=instance).update(stopped_at=timezone.now())
-
-
-def new_instance_id(role: str) -> str:
-    return f"{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
+from runtimes.models import JoinToken, Runtime
 
 # --- join tokens and registered runtimes ------------------------------------------
 JOIN_TOKEN_PREFIX = "mxrt"  # noqa: S105  (a prefix, not a secret)

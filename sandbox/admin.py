@@ -13,9 +13,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from accounts.admin import ReadOnlyAdmin
-from accounts.ratelimit import client_ip
 from jobs.choices import JobStatus
+from matrixcloud.lib.addresses import client_ip
+from matrixcloud.lib.admin import ReadOnlyAdmin
 from sandbox.models import SandboxSession, ToolCall, ToolFingerprint
 from sandbox.services import sandbox_stop
 

@@ -50,7 +50,7 @@ NO_BUS = "REDIS_URL is unset, so no sandbox host can be reached"
 # (matrixcloud/lib/generations.py); nothing was sent.
 STALE = "stale"
 
-# A reply ``kind`` of our own: the caller's rate limit is spent (accounts/ratelimit.py);
+# A reply ``kind`` of our own: the caller's rate limit is spent (matrixcloud/lib/ratelimit.py);
 # nothing was sent.
 LIMITED = "limited"
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from accounts.models import Workspace
 from jobs.choices import JobStatus
-from jobs.selectors import rfc3339
 from matrixcloud.errors import Conflict, NotFound
+from matrixcloud.lib.times import rfc3339
 from sandbox.models import SandboxSession
 from sandbox.services import NOT_READY, ended_message
 

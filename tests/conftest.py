@@ -61,6 +61,6 @@ def flush_outlasts_deadlocks() -> Iterator[None]:
 def rate_limits_start_empty() -> None:
     """Each test's writes are counted from nothing: the limiter's counts live on the bus
     (or in this process without one), not in the database each test rolls back."""
-    from accounts import ratelimit
+    from matrixcloud.lib import ratelimit
 
     ratelimit.forget_all()

@@ -33,9 +33,11 @@ def joined():
     return minted, runtime
 
 
-@pytest.mark.parametrize("model", ["jointoken", "runtime", "processheartbeat"])
+@pytest.mark.parametrize(
+    "model", ["runtimes_jointoken", "runtimes_runtime", "jobs_processheartbeat"]
+)
 def test_changelists_load(operator_client, joined, model):
-    response = operator_client.get(reverse(f"admin:runtimes_{model}_changelist"))
+    response = operator_client.get(reverse(f"admin:{model}_changelist"))
     assert response.status_code == 200
 
 

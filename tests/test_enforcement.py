@@ -17,7 +17,7 @@ import pytest
 from django.test import Client
 
 from matrixcloud.console.selectors import job_events
-from matrixcloud.lib.readiness import readiness_warnings
+from matrixcloud.platform.readiness import readiness_warnings
 from sandbox import cgroups, enforcement, isolation, quota
 from sandbox.enforcement import (
     OK,

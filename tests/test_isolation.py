@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from matrixcloud.lib.readiness import readiness_report
+from matrixcloud.platform.readiness import readiness_report
 from sandbox import bubblewrap, isolation
 from sandbox.isolation import (
     SANDBOX_UID,

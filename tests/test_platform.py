@@ -19,13 +19,13 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
+from jobs.heartbeats import process_heartbeat_beat, process_heartbeat_stop
+from jobs.models import ProcessHeartbeat
 from jobs.registry import registered_types
-from matrixcloud.lib import storage
+from matrixcloud.platform import storage
 from models_registry.catalog import CatalogInvalid, load_catalog
 from runtimes import detection
-from runtimes.models import ProcessHeartbeat
 from runtimes.selectors import ago
-from runtimes.services import process_heartbeat_beat, process_heartbeat_stop
 from sandbox.isolation import isolation_tier
 from sandbox.policy import policies_describe, sandbox_limits
 
@@ -598,12 +598,12 @@ def test_admin_pages(operator_client):
         "/admin/accounts/user/",
         "/admin/accounts/user/?q=root",
         "/admin/accounts/user/add/",
-        "/admin/runtimes/processheartbeat/",
-        "/admin/runtimes/processheartbeat/?q=worker",
+        "/admin/jobs/processheartbeat/",
+        "/admin/jobs/processheartbeat/?q=worker",
     ):
         assert operator_client.get(url).status_code == 200, url
     heartbeat = ProcessHeartbeat.objects.get(instance="worker-test-1")
-    page = operator_client.get(f"/admin/runtimes/processheartbeat/{heartbeat.pk}/change/")
+    page = operator_client.get(f"/admin/jobs/processheartbeat/{heartbeat.pk}/change/")
     assert page.status_code == 200
     assert b'name="_save"' not in page.content
 

@@ -11,9 +11,10 @@ import pytest
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
-from accounts import ratelimit
+from accounts import throttle
 from accounts.models import LoginThrottle
 from matrixcloud.errors import RateLimited
+from matrixcloud.lib import addresses, ratelimit
 from tests import factories
 from tests.factories import PASSWORD, error
 
@@ -277,7 +278,7 @@ def test_client_ip(settings, peer, forwarded, expected):
     settings.MATRIX_TRUSTED_PROXIES = ["10.0.0.0/8"]
     headers = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded else {}
     request = RequestFactory().get("/", REMOTE_ADDR=peer, **headers)
-    assert ratelimit.client_ip(request) == expected
+    assert addresses.client_ip(request) == expected
 
 
 # --- failed sign-ins per account ----------------------------------------------------
@@ -328,34 +329,34 @@ def test_unknown_accounts_back_off_alike(api, cast, clock, two_tries):
 def test_each_failure_past_the_allowance_doubles_the_wait(cast, clock, two_tries):
     email = "admin@northwind.test"
     for _ in range(two_tries):
-        ratelimit.login_failed(email)
+        throttle.login_failed(email)
 
     waits = []
     for _ in range(3):
         with pytest.raises(RateLimited) as backed_off:
-            ratelimit.login_check(email)
+            throttle.login_check(email)
         waits.append(backed_off.value.retry_after)
         clock.advance(seconds=backed_off.value.retry_after)
-        ratelimit.login_check(email)  # the wait is over
-        ratelimit.login_failed(email)
+        throttle.login_check(email)  # the wait is over
+        throttle.login_failed(email)
     assert waits == [31, 61, 121]
 
 
 def test_the_back_off_is_capped(cast, clock, two_tries):
     email = "admin@northwind.test"
     for _ in range(two_tries + 20):
-        ratelimit.login_failed(email)
+        throttle.login_failed(email)
     with pytest.raises(RateLimited) as backed_off:
-        ratelimit.login_check(email)
-    assert backed_off.value.retry_after == ratelimit.BACKOFF_MAX_SECONDS + 1
+        throttle.login_check(email)
+    assert backed_off.value.retry_after == throttle.BACKOFF_MAX_SECONDS + 1
 
 
 def test_old_failures_are_forgotten(cast, clock, two_tries):
     email = "admin@northwind.test"
-    ratelimit.login_failed(email)
+    throttle.login_failed(email)
     clock.advance(hours=1, seconds=1)
-    ratelimit.login_failed(email)
-    ratelimit.login_check(email)  # one recent failure: no back-off
+    throttle.login_failed(email)
+    throttle.login_check(email)  # one recent failure: no back-off
     assert LoginThrottle.objects.get(email=email).failures == 1
 
 

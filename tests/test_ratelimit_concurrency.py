@@ -15,8 +15,8 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from accounts import ratelimit
 from matrixcloud.errors import RateLimited
+from matrixcloud.lib import ratelimit
 from matrixcloud.lib.bus import free_port, start_embedded_bus
 
 SUBJECT = "ip:198.51.100.99"
@@ -26,7 +26,7 @@ BOUND = 60  # seconds: each side takes well under one
 CHILD = """
 import sys, django
 django.setup()
-from accounts import ratelimit
+from matrixcloud.lib import ratelimit
 from matrixcloud.errors import RateLimited
 limit, hits = int(sys.argv[1]), int(sys.argv[2])
 meter = ratelimit.Meter(ratelimit.WRITES, "ip:198.51.100.98", limit)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from matrixcloud.lib.readiness import readiness_report
+from matrixcloud.platform.readiness import readiness_report
 from sandbox import cgroups, quota
 from sandbox.isolation import (
     TIER_BUBBLEWRAP,

@@ -22,12 +22,12 @@ from accounts.api.serializers import (
     UsageSerializer,
 )
 from accounts.principals import actor_for
-from accounts.ratelimit import client_ip
 from accounts.selectors import AUDIT_PAGE, audit_page, provider_payload, providers_of
 from accounts.services.providers import provider_delete, provider_update, provider_upsert
 from accounts.services.usage import DEFAULT_DAYS, MAX_DAYS, usage_since, usage_sums
 from matrixcloud.api.schema import error_responses
 from matrixcloud.errors import BadRequest
+from matrixcloud.lib.addresses import client_ip
 
 DAYS_MESSAGE = f"days must be an integer between 1 and {MAX_DAYS}"
 

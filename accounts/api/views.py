@@ -36,7 +36,6 @@ from accounts.authentication import ConsoleSessionAuthentication, SessionTokenAu
 from accounts.choices import Role
 from accounts.models import SessionToken, User
 from accounts.principals import actor_for, user_actor
-from accounts.ratelimit import client_ip
 from accounts.selectors import (
     invitations_pending,
     members_of,
@@ -61,6 +60,7 @@ from matrixcloud.api.schema import (
     SessionSchema,
     error_responses,
 )
+from matrixcloud.lib.addresses import client_ip
 
 # /v1/auth/* is outside the gate (as in the original): each endpoint does its own checks.
 OPEN_AUTHENTICATION: list[type] = []

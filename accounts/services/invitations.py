@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from accounts import ratelimit
+from accounts import throttle
 from accounts.audit import audit_record
 from accounts.choices import Role
 from accounts.emails import send_account_email_on_commit
@@ -89,9 +89,9 @@ def invitation_accept(
     user = User.objects.filter(email__iexact=invitation.email).first()
     if user is not None:
         # Proving an existing account's password is a sign-in: same back-off, same rules.
-        ratelimit.login_check(user.email)
+        throttle.login_check(user.email)
         if not user.is_active or not user.check_password(password):
-            ratelimit.login_failed(user.email)
+            throttle.login_failed(user.email)
             raise Unauthorized("invalid email or password")
     if user is None:
         name = valid_name(name)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from accounts import ratelimit
+from accounts import throttle
 from accounts.audit import audit_record
 from accounts.emails import send_account_email_on_commit
 from accounts.models import (
@@ -94,7 +94,7 @@ def password_reset_complete(*, token: str, password: str, ip: str = "") -> User:
         user.save(update_fields=["password"])
         SessionToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=now)
         credentials_changed()
-        ratelimit.login_succeeded(user.email)  # the owner proved control: lift any back-off
+        throttle.login_succeeded(user.email)  # the owner proved control: lift any back-off
         membership = primary_membership(user)
         audit_record(
             action="user.password_reset.completed",

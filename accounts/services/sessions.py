@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts import ratelimit
+from accounts import throttle
 from accounts.audit import audit_record
 from accounts.choices import AuditStatus, Role
 from accounts.models import (
@@ -98,7 +98,7 @@ def user_login(*, email: str, password: str, ip: str = "", user_agent: str = "")
     """Check the password and start a session; failures are audited and throttled."""
     typed = email
     email = normalise_email(email)
-    ratelimit.login_check(email)
+    throttle.login_check(email)
     user = User.objects.filter(email__iexact=email, is_active=True).first()
     if user is None:
         User().set_password(password)  # spend the time a real check would
@@ -120,7 +120,7 @@ def user_login(*, email: str, password: str, ip: str = "", user_agent: str = "")
             target=typed,
             ip=ip,
         )
-    ratelimit.login_succeeded(email)
+    throttle.login_succeeded(email)
     return issued
 
 
@@ -135,7 +135,7 @@ def _login_failed(*, email: str, typed: str, user: User | None, ip: str) -> None
             ip=ip,
             status=AuditStatus.FAILURE,
         )
-    ratelimit.login_failed(email)
+    throttle.login_failed(email)
 
 
 def session_revoke(*, session: SessionToken, everywhere: bool = False, ip: str = "") -> int:

@@ -10,7 +10,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.principals import actor_for
-from accounts.ratelimit import client_ip
 from jobs.api.serializers import (
     EVENT_STREAM_RESPONSE,
     CancelResultSerializer,
@@ -26,6 +25,7 @@ from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
 from matrixcloud.errors import BadRequest
 from matrixcloud.lib import sse
+from matrixcloud.lib.addresses import client_ip
 
 CANCEL_WAIT_SECONDS = 1.5
 JOB_ID = OpenApiParameter(

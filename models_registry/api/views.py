@@ -10,8 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.principals import actor_for
-from accounts.ratelimit import client_ip
 from matrixcloud.api.schema import PublicSchema, error_responses
+from matrixcloud.lib.addresses import client_ip
 from models_registry.api.serializers import (
     HuggingFaceSearchQuerySerializer,
     HuggingFaceSearchSerializer,

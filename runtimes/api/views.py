@@ -15,9 +15,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.principals import actor_for
-from accounts.ratelimit import client_ip, credential_proven
 from matrixcloud.api.authentication import bearer_token
 from matrixcloud.api.schema import PublicSchema, error_responses
+from matrixcloud.lib.addresses import client_ip
+from matrixcloud.lib.ratelimit import credential_proven
 from runtimes.api.serializers import (
     JoinTokenCreateSerializer,
     JoinTokenListSerializer,

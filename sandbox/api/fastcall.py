@@ -20,7 +20,7 @@ Each fact has its own guard against going stale:
 Anything else declines, and Django answers as it always has: a first call, a cookie
 (console) caller, a body the serializer refuses, a refused session, another
 workspace's session, a caller past its tool-call rate limit (counted here on the bus
-in the send's round trip, the same key Django's path counts on: accounts/ratelimit.py).
+in the send's round trip, the same key Django's path counts on: matrixcloud/lib/ratelimit.py).
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import JSONRenderer
 
-from accounts import ratelimit
 from accounts.principals import Actor
 from matrixcloud.api.exceptions import DATABASE_UNAVAILABLE, error_payload
 from matrixcloud.api.parsers import LenientJSONParser
+from matrixcloud.lib import ratelimit
 from matrixcloud.lib.fastroutes import Declined, Incoming, Send, send_response, without_length
 from matrixcloud.lib.generations import CREDENTIALS, generation_key, generation_read_async
 from matrixcloud.lib.lanes import run_in_lane

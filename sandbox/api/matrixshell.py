@@ -20,8 +20,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.principals import actor_for
-from accounts.ratelimit import client_ip
 from matrixcloud.api.schema import error_responses
+from matrixcloud.lib.addresses import client_ip
 from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, client_gone, run_in_lane
 from sandbox.api.serializers import (
     MatrixShellExecResultSerializer,

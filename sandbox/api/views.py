@@ -18,10 +18,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.principals import actor_for
-from accounts.ratelimit import client_ip
 from jobs.api.serializers import EVENT_STREAM_RESPONSE, CancelResultSerializer
 from jobs.api.views import CANCEL_WAIT_SECONDS, STREAM_PARAMETERS
-from jobs.selectors import rfc3339
 from jobs.services import job_await_terminal
 from jobs.streams import job_stream_response
 from matrixcloud.api.exceptions import error_payload
@@ -29,7 +27,9 @@ from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
 from matrixcloud.errors import BadRequest
 from matrixcloud.lib import sse
+from matrixcloud.lib.addresses import client_ip
 from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, run_in_lane
+from matrixcloud.lib.times import rfc3339
 from sandbox.api import fastcall
 from sandbox.api.serializers import (
     SandboxCreateSerializer,

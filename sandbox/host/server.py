@@ -27,10 +27,9 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django import db
 from django.conf import settings
 
-from jobs.choices import JobStatus
+from jobs.choices import JobStatus, ProcessRole
 from jobs.dispatchers import SESSION_START_CHANNEL
-from runtimes.choices import ProcessRole
-from runtimes.services import new_instance_id, process_heartbeat_beat, process_heartbeat_stop
+from jobs.heartbeats import new_instance_id, process_heartbeat_beat, process_heartbeat_stop
 from sandbox.choices import CallFailure, ToolCallOutcome
 from sandbox.host import records
 from sandbox.host.calls import failure

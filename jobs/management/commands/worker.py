@@ -16,9 +16,9 @@ from django import db
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.choices import ProcessRole
+from jobs.heartbeats import new_instance_id, process_heartbeat_beat, process_heartbeat_stop
 from jobs.janitor import janitor_schedule, janitor_sweep
-from runtimes.choices import ProcessRole
-from runtimes.services import new_instance_id, process_heartbeat_beat, process_heartbeat_stop
 
 logger = logging.getLogger(__name__)
 SENTINEL_POLL = 1.0

@@ -21,7 +21,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.api.views import FORGOT_MESSAGE
 from accounts.models import SessionToken
-from accounts.ratelimit import api_write_check, client_ip
 from accounts.services import (
     IssuedSession,
     email_verification_resend,
@@ -43,6 +42,8 @@ from matrixcloud.console.forms import (
     TokenForm,
 )
 from matrixcloud.errors import ApplicationError
+from matrixcloud.lib.addresses import client_ip
+from matrixcloud.lib.ratelimit import api_write_check
 
 HOME = "console:overview"
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"

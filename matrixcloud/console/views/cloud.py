@@ -20,13 +20,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.principals import Actor
-from accounts.ratelimit import client_ip
 from accounts.selectors import providers_of
 from accounts.services.providers import provider_delete, provider_update, provider_upsert
 from accounts.services.usage import usage_summary
 from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import JoinTokenForm, ProviderForm
 from matrixcloud.errors import ApplicationError
+from matrixcloud.lib.addresses import client_ip
 from runtimes.models import Runtime
 from runtimes.selectors import join_token_get, join_tokens_list, runtime_get, runtimes_list
 from runtimes.services import (

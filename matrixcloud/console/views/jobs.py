@@ -11,7 +11,6 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.principals import Actor
-from accounts.ratelimit import client_ip
 from jobs.api.views import CANCEL_WAIT_SECONDS
 from jobs.registry import registered_types
 from jobs.selectors import job_get, job_list
@@ -20,6 +19,7 @@ from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import JobFilterForm
 from matrixcloud.console.selectors import job_events
 from matrixcloud.errors import ApplicationError
+from matrixcloud.lib.addresses import client_ip
 
 PAGE = 50
 

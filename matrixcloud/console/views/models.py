@@ -18,10 +18,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.principals import Actor
-from accounts.ratelimit import client_ip
 from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import AttachForm, ImportForm, ModelSearchForm
 from matrixcloud.errors import ApplicationError
+from matrixcloud.lib.addresses import client_ip
 from models_registry.selectors import installation_list, profile_get, profile_list
 from models_registry.services import (
     hf_search,

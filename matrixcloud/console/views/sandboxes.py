@@ -14,13 +14,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.principals import Actor
-from accounts.ratelimit import client_ip
 from jobs.api.views import CANCEL_WAIT_SECONDS
 from jobs.services import job_await_terminal
 from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import LaunchForm, SandboxForm, ToolCallForm
 from matrixcloud.console.selectors import catalog_item, job_events, sessions_recent
 from matrixcloud.errors import ApplicationError, UnprocessableEntity
+from matrixcloud.lib.addresses import client_ip
 from sandbox.enforcement import enforcement_summary
 from sandbox.models import SandboxSession
 from sandbox.selectors import events_url, session_get

@@ -14,10 +14,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.principals import Actor
-from accounts.ratelimit import client_ip
 from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import ShellForm
 from matrixcloud.errors import ApplicationError
+from matrixcloud.lib.addresses import client_ip
 from matrixcloud.lib.lanes import client_gone
 from sandbox.matrixshell.services import (
     matrixshell_exec,

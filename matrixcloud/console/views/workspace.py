@@ -10,14 +10,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.models import User
 from accounts.principals import Actor
-from accounts.ratelimit import client_ip
 from accounts.selectors import audit_page, invitations_pending, members_of
 from accounts.services import invitation_create
 from matrixcloud.console.access import WORKSPACE_KEY, error_page, manager_view, workspace_view
 from matrixcloud.console.forms import InviteForm, LaunchForm
 from matrixcloud.console.selectors import job_counts, live_sessions_count, memberships_of
 from matrixcloud.errors import ApplicationError
-from matrixcloud.lib.readiness import readiness_report
+from matrixcloud.lib.addresses import client_ip
+from matrixcloud.platform.readiness import readiness_report
 from models_registry.catalog import catalog_items
 from runtimes.selectors import capabilities_describe
 from sandbox.enforcement import enforcement_summary

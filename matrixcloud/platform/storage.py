@@ -19,6 +19,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from jobs.selectors import job_row_count
+
 logger = logging.getLogger(__name__)
 
 MAX_ENTRIES = 100_000
@@ -99,21 +101,6 @@ def free_bytes(path: Path) -> int:
     try:
         return shutil.disk_usage(path).free
     except OSError:
-        return 0
-
-
-def job_row_count() -> int:
-    """Number of job rows in the database.
-
-    There is no Job model yet; until the jobs app adds one this is honestly 0.
-    """
-    try:
-        from jobs.models import Job
-    except ImportError:
-        return 0
-    try:
-        return int(Job.objects.count())
-    except DatabaseError:
         return 0
 
 

@@ -15,10 +15,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from matrixcloud.api import platform_serializers as out
 from matrixcloud.api.schema import PublicSchema, error_responses
-from matrixcloud.lib.readiness import readiness_report, version_info
-from matrixcloud.lib.storage import storage_report
+from matrixcloud.platform import serializers as out
+from matrixcloud.platform.readiness import readiness_report, version_info
+from matrixcloud.platform.storage import storage_report
 from models_registry.catalog import catalog_items
 from runtimes.selectors import capabilities_describe, local_runtime_describe
 from sandbox.policy import policies_describe

@@ -12,40 +12,35 @@ memory). Who is counted:
 - tool calls (and matrixshell exec) have a budget of their own
   (``MATRIX_RUNTIME_TOOL_CALL_RATE_LIMIT_RPM``); a runtime's heartbeat is not counted
   once its credential is proven (:data:`UNMETERED`).
-Failed sign-ins are limited per account with an exponential back-off (database). Both
-answer 429 with Retry-After.
+A write past its budget is answered 429 with Retry-After. (Failed sign-ins have a
+throttle of their own, per account: ``accounts/throttle.py``.)
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import math
 import re
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import redis
 import redis.asyncio as aredis
 from django.conf import settings
-from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 
-from accounts.models import LoginThrottle
 from matrixcloud.errors import RateLimited
+from matrixcloud.lib.addresses import client_ip
 from matrixcloud.lib.bus import quick_client, quick_client_async
 
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
-BACKOFF_BASE_SECONDS = 30
-BACKOFF_MAX_SECONDS = 15 * 60
-FAILURE_MEMORY = timedelta(hours=1)
 # A credential seen to authenticate is trusted as the counting key this long.
 PROVEN_FOR = 30.0
 MAX_PROVEN = 10_000
@@ -56,35 +51,6 @@ CALLS = "calls"
 CALL_PATHS = re.compile(r"^/v1/(?:sandbox/sessions/[^/]+/tools/call|matrixshell/exec)/?$")
 # Paths a proven credential writes to without being counted (a runtime's liveness).
 UNMETERED = re.compile(r"^/v1/cloud/runtimes/heartbeat/?$")
-
-
-def client_ip(request: HttpRequest) -> str:
-    """The caller's address; ``X-Forwarded-For`` counts only from a trusted proxy."""
-    peer = request.META.get("REMOTE_ADDR", "") or ""
-    trusted = settings.MATRIX_TRUSTED_PROXIES
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    if not (forwarded and trusted and _in_networks(peer, trusted)):
-        return peer
-    # Walk from the nearest hop back; the first untrusted address is the client.
-    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not _in_networks(hop, trusted):
-            return hop
-    return hops[0] if hops else peer
-
-
-def _in_networks(address: str, networks: list[str]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    for net in networks:
-        try:
-            if ip in ipaddress.ip_network(net, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
 
 
 @dataclass(frozen=True)
@@ -294,37 +260,3 @@ def forget_all() -> None:
         keys = list(client.scan_iter(match=f"{settings.MATRIX_BUS_PREFIX}:rl:*", count=1000))
         if keys:
             client.delete(*keys)
-
-
-# --- failed sign-ins ----------------------------------------------------------------
-
-
-def login_check(email: str, now: datetime | None = None) -> None:
-    """Raise RateLimited while this account is in a back-off after failed sign-ins."""
-    now = now or timezone.now()
-    throttle = LoginThrottle.objects.filter(email=email).first()
-    if throttle and throttle.locked_until and throttle.locked_until > now:
-        wait = int((throttle.locked_until - now).total_seconds()) + 1
-        raise RateLimited(
-            "too many failed sign-ins for this account; retry later", retry_after=wait
-        )
-
-
-def login_failed(email: str, now: datetime | None = None) -> None:
-    """Record a failed sign-in; past the allowance each failure doubles the wait."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        throttle, _ = LoginThrottle.objects.select_for_update().get_or_create(email=email)
-        if now - throttle.last_failure_at > FAILURE_MEMORY:
-            throttle.failures = 0
-        throttle.failures += 1
-        throttle.last_failure_at = now
-        excess = throttle.failures - settings.LOGIN_FAILURES_BEFORE_BACKOFF
-        if excess >= 0:
-            wait = min(BACKOFF_BASE_SECONDS * (2**excess), BACKOFF_MAX_SECONDS)
-            throttle.locked_until = now + timedelta(seconds=wait)
-        throttle.save()
-
-
-def login_succeeded(email: str) -> None:
-    LoginThrottle.objects.filter(email=email).delete()

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from matrixcloud.api import views
+from matrixcloud.platform import views
 
 urlpatterns = [
     path("v1/health", views.HealthView.as_view(), name="platform-health"),

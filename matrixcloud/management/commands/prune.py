@@ -8,14 +8,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from runtimes.pruning import prune
+from matrixcloud.lib.pruning import prune_all
 
 
 class Command(BaseCommand):
-    """Delete what has outlived its use (see ``runtimes.pruning``): expired or revoked join
-    tokens, sessions and one-time links past a grace period, finished jobs past
+    """Delete what has outlived its use, asking each app (``matrixcloud.lib.pruning``):
+    expired or revoked join tokens, sessions and one-time links past a grace period
+    (``accounts.pruning``, ``runtimes.pruning``), finished jobs past
     ``MATRIX_RUNTIME_JOB_RETENTION_HOURS`` and their events past
-    ``MATRIX_RUNTIME_LOG_RETENTION_HOURS``. Safe to run at any time, e.g. from cron."""
+    ``MATRIX_RUNTIME_LOG_RETENTION_HOURS`` (``jobs.pruning``).
+    Safe to run at any time, e.g. from cron."""
 
     help = "Delete expired tokens and sessions, and finished jobs and events past retention."
 
@@ -35,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="count, delete nothing")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        counts = prune(
+        counts = prune_all(
             token_grace=timedelta(days=max(options["token_grace_days"], 0)),
             job_hours=options["job_hours"],
             log_hours=options["log_hours"],

@@ -21,9 +21,9 @@ import django
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from jobs.choices import ProcessRole
+from jobs.heartbeats import role_is_live
 from matrixcloud.lib.env import env_str
-from runtimes.choices import ProcessRole
-from runtimes.selectors import role_is_live
 from sandbox.enforcement import enforcement_summary
 from sandbox.isolation import isolation_ready, isolation_tier, limits_report
 

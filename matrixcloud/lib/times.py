@@ -1,0 +1,10 @@
+"""Times as the API writes them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with second precision, as the original wrote job times."""
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
