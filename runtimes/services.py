@@ -52,7 +52,8 @@ def new_instance_id(role: str) -> str:
 
 # --- join tokens and registered runtimes ------------------------------------------
 JOIN_TOKEN_PREFIX = "mxrt"  # noqa: S105  (a prefix, not a secret)
-# Runtime tokens are bare 64-hex, as the original returned them.
+# Runtime tokens are bare 64-hex, as the original returned them
+# (docs/COMPATIBILITY.md#c-13).
 RUNTIME_TOKEN_PREFIX = ""
 DEFAULT_TTL = timedelta(hours=24)
 MAX_TTL_MINUTES = 30 * 24 * 60

@@ -122,7 +122,7 @@ class SchemaView(SpectacularAPIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
     renderer_classes = [
-        OpenApiYamlRenderer2,  # application/yaml, what the original served
+        OpenApiYamlRenderer2,  # application/yaml: docs/COMPATIBILITY.md#c-14
         OpenApiYamlRenderer,
         OpenApiJsonRenderer2,
         OpenApiJsonRenderer,
