@@ -1,6 +1,7 @@
 """Reads the original Go server's password hashes so imported users can sign in.
 
-The original stored ``pbkdf2$<iterations>$<salt hex>$<key hex>`` (PBKDF2-HMAC-SHA256).
+The original stored ``pbkdf2$<iterations>$<salt hex>$<key hex>`` (PBKDF2-HMAC-SHA256;
+docs/COMPATIBILITY.md#c-07).
 Django finds this hasher by the ``pbkdf2`` prefix; because it is not the preferred
 hasher, a successful login re-hashes the password with Argon2id.
 """
@@ -14,7 +15,8 @@ from typing import Any
 
 from django.contrib.auth.hashers import BasePasswordHasher, mask_hash
 
-# The original wrote 120,000; far more would make every login a denial of service.
+# The original wrote 120,000; far more would make every login a denial of service
+# (docs/COMPATIBILITY.md#f-11).
 MAX_ITERATIONS = 2_000_000
 
 

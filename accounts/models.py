@@ -46,7 +46,8 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     Operators (Django admin users) are users with ``is_staff``. What a user may do in a
     workspace is their ``Membership`` role there. The public id keeps the original's
-    ``usr_`` format; the email is stored lowercased and unique case-insensitively.
+    ``usr_`` format (docs/COMPATIBILITY.md#c-01); the email is stored lowercased and unique
+    case-insensitively.
     """
 
     id = models.CharField(primary_key=True, max_length=32, default=new_user_id, editable=False)

@@ -17,7 +17,10 @@ AUDIT_PAGE = 200
 
 
 def user_payload(membership: Membership) -> dict[str, Any]:
-    """The original's user JSON (signup, login, me), plus ``email_verified``."""
+    """The original's user JSON (signup, login, me), plus ``email_verified``.
+
+    Kept as the original answered it: docs/COMPATIBILITY.md#c-07.
+    """
     user, workspace = membership.user, membership.workspace
     return {
         "id": user.pk,
@@ -83,7 +86,10 @@ def providers_of(*, workspace: Workspace) -> QuerySet[ProviderCredential]:
 
 
 def provider_payload(credential: ProviderCredential) -> dict[str, Any]:
-    """The original's provider JSON (never the secret), plus ``updated_at``."""
+    """The original's provider JSON (never the secret), plus ``updated_at``.
+
+    Kept as the original answered it: docs/COMPATIBILITY.md#c-07.
+    """
     return {
         "id": credential.pk,
         "provider": credential.provider,

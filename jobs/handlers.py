@@ -56,7 +56,10 @@ class JobInterrupted(Exception):
 
 
 class JobParams(BaseModel):
-    """Base of handler parameter models: unknown keys ignored, as the original did."""
+    """Base of handler parameter models: unknown keys ignored, as the original did.
+
+    Kept on purpose: docs/COMPATIBILITY.md#c-03.
+    """
 
     model_config = ConfigDict(extra="ignore")
 

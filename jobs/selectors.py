@@ -1,4 +1,5 @@
-"""Reads for jobs: snapshots in the original's shape, and keyset-paged lists."""
+"""Reads for jobs: snapshots in the original's shape (docs/COMPATIBILITY.md#c-08), and
+keyset-paged lists."""
 
 from __future__ import annotations
 

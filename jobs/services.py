@@ -376,7 +376,8 @@ AWAIT_MAX_PAUSE = 0.05
 def job_await_terminal(job_id: str, status: str, *, timeout: float) -> str:
     """Poll until the job is terminal or ``timeout`` passes; the last status seen.
 
-    DELETE uses it so the answer says how the job ended, as the original's did.
+    DELETE uses it so the answer says how the job ended, as the original's did
+    (docs/COMPATIBILITY.md#c-08).
     """
     deadline = time.monotonic() + timeout
     pause = AWAIT_FIRST_PAUSE

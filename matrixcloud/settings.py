@@ -1,7 +1,8 @@
 """MatrixCloud settings: one env-driven module.
 
 Every variable is documented in README.md ("Configuration"). The original Go server's
-variable names keep working. A bad value raises ImproperlyConfigured at start.
+variable names keep working (docs/COMPATIBILITY.md#c-06). A bad value raises
+ImproperlyConfigured at start.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ MATRIX_HF_CACHE_DIR = env_path(
 )
 
 # --- Sandboxes (sandbox/policy.py, sandbox/isolation.py) ----------------------------
-# Comma lists that replace the command policy's defaults; empty keeps the original's.
+# Comma lists that replace the command policy's defaults; empty keeps the original's
+# (docs/COMPATIBILITY.md#c-06).
 MATRIX_ALLOWED_PROGRAMS = env_list("MATRIX_RUNTIME_ALLOWED_PROGRAMS")
 MATRIX_BLOCKED_TOKENS = env_list("MATRIX_RUNTIME_BLOCKED_TOKENS")
 # Production modes refuse sandboxes without bubblewrap unless this says otherwise.
@@ -206,7 +208,8 @@ if _db_var and _db_url:
     MATRIX_DATABASE_KIND = "postgresql"
     MATRIX_DB_PATH: Path | None = None
 else:
-    # Not the original's matrixcloud.db: an original database next to ours stays intact.
+    # Not the original's matrixcloud.db: an original database next to ours stays intact
+    # (docs/COMPATIBILITY.md#c-06).
     MATRIX_DB_PATH = env_path("MATRIX_RUNTIME_DB_PATH", MATRIX_DATA_DIR / "matrixcloud.sqlite3")
     DATABASES = {
         "default": {

@@ -23,7 +23,7 @@ REQUIRED_STRINGS = (
     "network", "source", "license", "desc",
 )  # fmt: skip
 REQUIRED_BOOLS = ("secrets", "verified", "sandbox")
-# Omitted from the answer when empty, as the original did.
+# Omitted from the answer when empty, as the original did (docs/COMPATIBILITY.md#c-12).
 OPTIONAL_STRINGS = ("transport", "start_command", "version")
 # Ours, not the original's (never in the API's answer): the hosts a sandbox of the entry
 # may reach through its egress proxy (sandbox/egress), and the command the console's

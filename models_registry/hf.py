@@ -3,8 +3,8 @@
 Every call goes to ``settings.HF_ENDPOINT`` (a mirror or a test server in place of
 huggingface.co) with the workspace's ``huggingface`` provider credential, else
 ``HF_TOKEN``, else no token at all (never a token saved in the server's home).
-Failures become :class:`HubError` with the original's messages (reference §11.2),
-which say "gated" and "not found" plainly.
+Failures become :class:`HubError` with the original's messages, which say "gated" and
+"not found" plainly (docs/COMPATIBILITY.md#c-12).
 """
 
 from __future__ import annotations

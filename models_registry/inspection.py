@@ -1,6 +1,6 @@
-"""What a model is and what it needs: the ``model.inspect`` result (reference §11.3,
-with parameter counts from safetensors headers, the download size, memory per dtype and
-whether it fits a runtime's GPU)."""
+"""What a model is and what it needs: the ``model.inspect`` result (the original's fields,
+docs/COMPATIBILITY.md#c-12, with parameter counts from safetensors headers, the download
+size, memory per dtype and whether it fits a runtime's GPU)."""
 
 from __future__ import annotations
 
@@ -87,7 +87,10 @@ def fits_runtime(inspection: Inspection, runtime: RuntimeTarget) -> dict[str, An
 
 
 def inspection_result(inspection: Inspection) -> dict[str, Any]:
-    """The wire result: the original's fields (omitted when empty) plus the new ones."""
+    """The wire result: the original's fields (omitted when empty) plus the new ones.
+
+    Kept on purpose: docs/COMPATIBILITY.md#c-12.
+    """
     meta, ref = inspection.meta, inspection.meta.ref
     runtime, gpu = recommend_runtime(inspection.parameters, meta.tags)
     result: dict[str, Any] = {

@@ -1,8 +1,10 @@
-"""Model ids and what a model's size says about how to run it (reference §11.1, §11.4, §11.5).
+"""Model ids and what a model's size says about how to run it, as the original parsed and
+advised (docs/COMPATIBILITY.md#c-12).
 
 Pure functions, no network. Two bugs of the original are fixed here: a name's size is
 the largest *value* (``1.5B`` beats ``350M``; the original compared the bare numbers),
-and a Hugging Face id carries at most one ``hf:`` however it was written.
+and a Hugging Face id carries at most one ``hf:`` however it was written
+(docs/COMPATIBILITY.md#f-01).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def parameters_from_name(name: str) -> int:
 
 
 def recommend_runtime(parameters: int, tags: list[str]) -> tuple[str, bool]:
-    """``(engine, requires_gpu)`` as the original decided it (§11.5)."""
+    """``(engine, requires_gpu)`` as the original decided it (docs/COMPATIBILITY.md#c-12)."""
     if any("gguf" in tag.lower() for tag in tags):
         return "ollama", False
     if parameters >= 7_000_000_000:
@@ -137,7 +139,7 @@ def memory_estimate(parameters: int) -> dict[str, int]:
 
 
 def human_parameters(parameters: int) -> str:
-    """``7.6B``, ``350M``, ``1234`` or ``—`` (the original's format)."""
+    """``7.6B``, ``350M``, ``1234`` or ``—``: the original's format (docs/COMPATIBILITY.md#c-12)."""
     if parameters <= 0:
         return "—"
     if parameters >= 1_000_000_000:

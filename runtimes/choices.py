@@ -19,7 +19,10 @@ class RuntimeStatus(models.TextChoices):
 
 
 class RuntimeKind(models.TextChoices):
-    """How a remote runtime is hosted (free-form in the original; ``hf-space`` by default)."""
+    """How a remote runtime is hosted (free-form in the original; ``hf-space`` by default).
+
+    Kept on purpose: docs/COMPATIBILITY.md#c-13.
+    """
 
     HF_SPACE = "hf-space", "Hugging Face Space"
     SELF_HOSTED = "self-hosted", "self-hosted"

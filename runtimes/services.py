@@ -21,7 +21,8 @@ from runtimes.models import JoinToken, Runtime
 
 # --- join tokens and registered runtimes ------------------------------------------
 JOIN_TOKEN_PREFIX = "mxrt"  # noqa: S105  (a prefix, not a secret)
-# Runtime tokens are bare 64-hex, as the original returned them.
+# Runtime tokens are bare 64-hex, as the original returned them
+# (docs/COMPATIBILITY.md#c-13).
 RUNTIME_TOKEN_PREFIX = ""
 DEFAULT_TTL = timedelta(hours=24)
 MAX_TTL_MINUTES = 30 * 24 * 60

@@ -32,7 +32,7 @@ from sandbox.secrets import secrets_admit
 
 
 def transport_check(transport: str) -> None:
-    """Only stdio is spoken; an empty transport means stdio (reference §7.1)."""
+    """Only stdio is spoken; an empty transport means stdio (docs/COMPATIBILITY.md#c-09)."""
     if transport and transport not in ALLOWED_TRANSPORTS:
         raise SessionRefused(f'unsupported transport "{transport}" (only stdio is supported)')
 

@@ -4,7 +4,8 @@
 what is shown is what is enforced. Both lists can be replaced by configuration
 (``MATRIX_RUNTIME_ALLOWED_PROGRAMS``, ``MATRIX_RUNTIME_BLOCKED_TOKENS``).
 
-The start-command rules (reference §10.1), applied to a raw ``start_command``:
+The start-command rules, the original's (docs/COMPATIBILITY.md#c-10), applied to a raw
+``start_command``:
 
 1. Trim; an empty command is refused.
 2. Any of :data:`FORBIDDEN_CHARACTERS` anywhere (inside quotes too) is refused; when
@@ -14,7 +15,7 @@ The start-command rules (reference §10.1), applied to a raw ``start_command``:
 4. The basename of the first token must be one of the allowed programs.
 5. The basename of any token must not be one of the blocked tokens.
 
-The env rules (reference §10.2, plus sanity checks of our own) are in
+The env rules (the original's, plus sanity checks of our own) are in
 :func:`env_validate`; secret references are found by :func:`secret_references` and
 replaced by :func:`resolve_env`.
 """
@@ -30,7 +31,7 @@ from django.conf import settings
 from matrixcloud.errors import UnprocessableEntity
 from sandbox.isolation import env_name_reserved, isolation_tier, limits_report
 
-# In the original's order: the refusal message lists them like this.
+# In the original's order: the refusal message lists them like this (docs/COMPATIBILITY.md#c-10).
 ALLOWED_PROGRAMS: tuple[str, ...] = ("npx", "uvx", "pipx", "python", "python3", "node")
 BLOCKED_TOKENS: frozenset[str] = frozenset(
     {
@@ -40,13 +41,15 @@ BLOCKED_TOKENS: frozenset[str] = frozenset(
 )  # fmt: skip
 # Every character the checker refuses, one by one (so `$`, `(` and `)` each count).
 FORBIDDEN_CHARACTERS: tuple[str, ...] = ("&", "|", ";", "<", ">", "`", "$", "(", ")", "\n", "\r")
-# The same rule as the original describes it to people, in /v1/policies.
+# The same rule as the original describes it to people, in /v1/policies
+# (docs/COMPATIBILITY.md#c-10).
 BLOCKED_SHELL_OPERATORS: tuple[str, ...] = ("&", "|", ";", "<", ">", "`", "$()", "newline")
 ALLOWED_TRANSPORTS: tuple[str, ...] = ("stdio",)
 MAX_LOG_BYTES = 1_048_576
 REJECT_RAW_SECRETS = True
 
-# Keys that look like they hold a secret (case-insensitive substrings, reference §10.2).
+# Keys that look like they hold a secret: the original's case-insensitive substrings
+# (docs/COMPATIBILITY.md#c-10).
 SECRET_KEY_PATTERN = re.compile(
     r"secret|token|passw(?:or)?d|api[_-]?key|private[_-]?key|credential", re.IGNORECASE
 )
@@ -72,14 +75,14 @@ class EnvRejected(UnprocessableEntity):
 
 
 class RawSecretRejected(EnvRejected):
-    """A secret-looking env key whose value is not a secret reference (reference §10.2)."""
+    """A secret-looking env key whose value is not a secret reference."""
 
 
 class SecretUnknown(EnvRejected):
     """A secret reference that names no secret of the workspace."""
 
 
-# --- The configured lists -------------------------------------------------------------
+# --- The configured lists (docs/COMPATIBILITY.md#c-06) --------------------------------
 
 
 def allowed_programs() -> tuple[str, ...]:
@@ -92,7 +95,7 @@ def blocked_tokens() -> frozenset[str]:
     return frozenset(settings.MATRIX_BLOCKED_TOKENS) or BLOCKED_TOKENS
 
 
-# --- Start commands (reference §10.1) ------------------------------------------------
+# --- Start commands (docs/COMPATIBILITY.md#c-10) --------------------------------------
 
 
 def go_quote(text: str, quote: str = '"') -> str:
@@ -178,7 +181,7 @@ def command_validate(start_command: str) -> list[str]:
     return tokens
 
 
-# --- Env (reference §10.2 and sanity) --------------------------------------------------
+# --- Env (docs/COMPATIBILITY.md#c-10, and sanity) -------------------------------------
 
 
 def secret_reference(value: str) -> str | None:
@@ -235,7 +238,7 @@ def _env_entry_check(key: str, value: str) -> None:
 
 
 def env_validate(env: Mapping[str, str]) -> None:
-    """Check a sandbox's env at creation: sanity, then no raw secret values (§10.2).
+    """Check a sandbox's env at creation: sanity, then no raw secret values.
 
     A key that looks secret (``API_KEY``, ``GITHUB_TOKEN``, …) with a non-empty value
     must hold a secret reference; other keys may hold anything.
@@ -312,7 +315,10 @@ def sandbox_limits() -> dict[str, Any]:
 
 
 def _whole(seconds: float) -> float | int:
-    """Seconds as the original showed them (an integer) unless configured fractional."""
+    """Seconds as the original showed them (an integer) unless configured fractional.
+
+    Kept on purpose: docs/COMPATIBILITY.md#c-10.
+    """
     return int(seconds) if float(seconds).is_integer() else seconds
 
 
@@ -341,7 +347,10 @@ def runtime_policy(*, include_paths: bool) -> dict[str, Any]:
 
 
 def policies_describe(*, include_paths: bool) -> list[dict[str, Any]]:
-    """The three policies of ``/v1/policies``, in the original's order."""
+    """The three policies of ``/v1/policies``, in the original's order.
+
+    Kept on purpose: docs/COMPATIBILITY.md#c-10.
+    """
     return [
         {"name": "Sandbox Policy", "active": True, "body": sandbox_policy()},
         {"name": "Command Policy", "active": True, "body": command_policy()},

@@ -36,7 +36,10 @@ def session_result(session: SandboxSession) -> Any:
 
 
 def session_snapshot(session: SandboxSession) -> dict[str, Any]:
-    """``GET /v1/sandbox/sessions/{id}``: the original's fields, then additive ones."""
+    """``GET /v1/sandbox/sessions/{id}``: the original's fields, then additive ones.
+
+    Kept on purpose: docs/COMPATIBILITY.md#c-09.
+    """
     job = session.job
     snapshot: dict[str, Any] = {
         "session_id": session.pk,

@@ -1,11 +1,11 @@
 """A database in the original Go server's schema, with realistic rows, for import tests.
 
-The DDL is written from the reference's table definitions (§15.2), the values as the
-original wrote them: RFC 3339 second-precision text, ``*_json`` text, 0/1 integers,
-password hashes ``pbkdf2$120000$<salt hex>$<key hex>`` (§5.2), session tokens in
-plaintext, join and runtime tokens as SHA-256 hex (§1.5), provider secrets sealed with
-AES-256-GCM under a known key (§15.4). This module seals and hashes on its own, from the
-reference, rather than through the importer's code.
+The DDL is the original's tables and columns (docs/COMPATIBILITY.md#c-16), the values
+as the original wrote them: RFC 3339 second-precision text, ``*_json`` text, 0/1
+integers, password hashes ``pbkdf2$120000$<salt hex>$<key hex>`` (C-07), session tokens
+in plaintext, join and runtime tokens as SHA-256 hex (C-01), provider secrets sealed
+with AES-256-GCM under a known key (C-16). This module seals and hashes on its own, from
+that description, rather than through the importer's code.
 """
 
 from __future__ import annotations

@@ -115,8 +115,8 @@ OPEN_PATHS = {
     "/v1/cloud/runtimes/heartbeat",
     "/v1/model-sources/huggingface/search",
 }
-# The original's session-only endpoints (reference §2.3): 401 for the anonymous local-dev
-# caller too, although it passes the gate elsewhere.
+# The original's session-only endpoints (docs/COMPATIBILITY.md#c-05): 401 for the
+# anonymous local-dev caller too, although it passes the gate elsewhere.
 SESSION_ONLY_PATHS = {
     "/v1/cloud/providers",
     "/v1/cloud/usage",
@@ -127,7 +127,7 @@ SESSION_ONLY_PATHS = {
     "/v1/model-profiles/{id}/attach",
     "/v1/model-installations",
 }
-# Endpoints that ignore their body, as in the original.
+# Endpoints that ignore their body, as in the original (docs/COMPATIBILITY.md#c-03).
 BODYLESS_POSTS = {"/v1/auth/logout", "/v1/matrixshell/install"}
 
 

@@ -1,8 +1,9 @@
 """The original Python client's auth calls, over real HTTP against a live server.
 
-``OriginalClient`` sends exactly what ``matrixcloud.MatrixCloud`` 0.1.0 sends (reference
-§17.1 and §17.2): JSON bodies as httpx ``json=`` encodes them, ``Accept: application/json``,
-``Authorization: Bearer <token>`` once it has one, ``workspace: null`` in signup, ``{}`` as
+``OriginalClient`` sends exactly what ``matrixcloud.MatrixCloud`` 0.1.0 sends
+(docs/COMPATIBILITY.md#c-15): JSON bodies as httpx ``json=`` encodes them,
+``Accept: application/json``, ``Authorization: Bearer <token>`` once it has one,
+``workspace: null`` in signup, ``{}`` as
 the logout body and ``?all=true`` for logout-all; and it reads responses the way the
 client does (401/403 raise ``AuthError``). httpx is not in this venv, so it uses urllib.
 """

@@ -1,6 +1,7 @@
-"""Provider credentials: the API (reference T19/T20/T22, hints only, upsert returns the
-stored row, delete, tenancy), the one audited read path, encryption at rest (no
-plaintext in the column, a wrong key raises), and the admin."""
+"""Provider credentials: the API (the original's checklist, docs/COMPATIBILITY.md#c-13;
+hints only, upsert returns the stored row: #f-05; delete, tenancy), the one audited read
+path, encryption at rest (no plaintext in the column, a wrong key raises), and the
+admin."""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def test_storing_again_replaces_the_secret_and_returns_the_stored_row(api, cast)
     first = store(api, token).json()["provider"]
     second = store(api, token, secret="hf_rotated_value_4242", meta={"v": 2}).json()["provider"]
 
-    assert second["id"] == first["id"]  # the original answered a fresh, fictitious id
+    assert second["id"] == first["id"]  # docs/COMPATIBILITY.md#f-05
     assert second["created_at"] == first["created_at"]
     assert second["hint"] == "••••4242"
     assert second["meta"] == {"v": 2}

@@ -1,5 +1,6 @@
 """Remote runtimes and join tokens over the API (``/v1/cloud/runtimes*``,
-``/v1/cloud/join-tokens*``): the reference's cloud checklist (T13-T18, T21), mint rules,
+``/v1/cloud/join-tokens*``): the original's cloud checklist (docs/COMPATIBILITY.md#c-13),
+mint rules,
 revocation, expiry, offline after 90 s with a frozen clock, runtime tokens rotated and
 revoked, removal, tenancy (another workspace's objects are 404) and the audit trail."""
 
@@ -84,7 +85,7 @@ def actions(workspace_id: str) -> list[str]:
     )
 
 
-# --- the reference's cloud checklist --------------------------------------------------
+# --- the original's cloud checklist (docs/COMPATIBILITY.md#c-13) -----------------------
 
 
 def test_t13_to_t18_mint_register_reuse_heartbeat_list(api, cast):

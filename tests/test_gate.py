@@ -77,7 +77,8 @@ def test_a_users_session_is_never_the_operator(cast: Any) -> None:
 @pytest.mark.parametrize("mode", ["local-dev", "customer-agent", "cloud-worker", "hf-space"])
 @pytest.mark.parametrize("path", ["/v1/model-profiles", "/v1/model-installations"])
 def test_model_profiles_need_a_session_in_every_mode(settings: Any, mode: str, path: str) -> None:
-    """The contract documents 401 for these; local-dev answered 200 and an empty list."""
+    """The contract documents 401 for these; the original's local-dev answered 200 and an
+    empty list (docs/COMPATIBILITY.md#f-09)."""
     settings.MATRIX_MODE = mode
     expected = SESSION_REQUIRED if mode == "local-dev" else "authentication required"
     assert anonymous().get(path).json() == error(expected, 401)

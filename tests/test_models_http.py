@@ -1,6 +1,6 @@
 """The original Python client's ``inspect_model`` and its CLI's ``mxc inspect`` over real
 HTTP: a daphne and a ``manage.py worker`` on the test database, both pointed at the fake
-Hugging Face server by ``HF_ENDPOINT`` (reference §17.2, §17.5).
+Hugging Face server by ``HF_ENDPOINT`` (docs/COMPATIBILITY.md#c-15).
 
 ``inspect_model`` is ``run_job("model.inspect", {"model", "revision"})``: create, poll
 the snapshot every 0.5 s until a terminal status, return ``result`` (or raise

@@ -1,5 +1,5 @@
-"""Model ids, sizes and runtime advice (reference §11.1, §11.4, §11.5), with the
-original's bugs fixed: sizes compare by value (``1.5B`` beats ``350M``) and ``hf:`` is
+"""Model ids, sizes and runtime advice (docs/COMPATIBILITY.md#c-12), with the
+original's bugs fixed (#f-01): sizes compare by value (``1.5B`` beats ``350M``) and ``hf:`` is
 never doubled."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The command and env policy of sandboxes (sandbox/policy.py, reference §10.1 and §10.2)."""
+"""The command and env policy of sandboxes (sandbox/policy.py, docs/COMPATIBILITY.md#c-10)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from sandbox.policy import (
 
 PERMITTED = "npx, uvx, pipx, python, python3, node"
 
-# --- §10.1 start commands --------------------------------------------------------------
+# --- start commands ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -174,7 +174,7 @@ def test_the_defaults_come_back_when_the_lists_are_empty(settings):
     assert len(command["blocked_tokens"]) == 16
 
 
-# --- §10.2 raw secrets ------------------------------------------------------------------
+# --- raw secrets ---------------------------------------------------------------------
 
 
 def raw_secret_message(key: str) -> str:

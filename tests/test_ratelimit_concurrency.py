@@ -1,7 +1,8 @@
 """The write limiter's counter under real concurrency: no hit is lost or counted twice
 and exactly ``limit`` pass: threads in this process (on the bus when there is one, else
 on the in-process counter), and separate processes on one embedded bus (the counts are
-shared by every process, not kept per process as the original's map was)."""
+shared by every process, not kept per process as the original's map was:
+docs/COMPATIBILITY.md#f-03)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """Sandboxes over real HTTP: a daphne and a sandbox host on the test database and bus.
 
-The original Python client's sandbox calls (reference §17.2: ``create_sandbox``,
+The original Python client's sandbox calls (docs/COMPATIBILITY.md#c-15: ``create_sandbox``,
 ``get_sandbox``, ``sandbox_tools``, ``call_sandbox_tool``, ``delete_sandbox``,
 ``stream_sandbox_events``) and its CLI's ``mxc sandbox start`` loop (print each event's
 step and message until ``ready``, an error or an expiry) run against the live server;
-the SSE stream carries the reference's events in order and closes after the terminal
+the SSE stream carries the original's events (C-09) in order and closes after the terminal
 one; another workspace's session is a 404 on every route, the stream included.
 """
 

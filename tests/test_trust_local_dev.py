@@ -242,9 +242,10 @@ def test_anonymous_caller_mints_and_rotates_nothing(local: Server, victim: Victi
 
 
 def test_anonymous_caller_runs_the_original_smoke_flow(local: Server) -> None:
-    """scripts/smoke-test.sh (reference §19), minus waiting for a host: health,
-    capabilities, an mcp.test job found by a regex on compact JSON, its snapshot, its
-    cancel, a model.inspect job; audited as local-dev in the local workspace."""
+    """The original's scripts/smoke-test.sh (docs/COMPATIBILITY.md#c-15), minus waiting
+    for a host: health, capabilities, an mcp.test job found by a regex on compact JSON,
+    its snapshot, its cancel, a model.inspect job; audited as local-dev in the local
+    workspace."""
     assert call(local, "GET", "/v1/health")[0] == 200
     assert call(local, "GET", "/v1/capabilities")[0] == 200
     status, created, raw = call(local, "POST", "/v1/jobs", SMOKE_JOB)

@@ -62,7 +62,8 @@ from matrixcloud.api.schema import (
 )
 from matrixcloud.lib.addresses import client_ip
 
-# /v1/auth/* is outside the gate (as in the original): each endpoint does its own checks.
+# /v1/auth/* is outside the gate, as in the original (docs/COMPATIBILITY.md#c-05): each
+# endpoint does its own checks.
 OPEN_AUTHENTICATION: list[type] = []
 OPEN_PERMISSIONS = [AllowAny]
 # Endpoints about "me" accept a user's session (bearer or console cookie), never the operator.

@@ -6,7 +6,8 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
 # Documented, not enforced here: the job engine decides which types exist (400 otherwise).
-# The contract's enum plus the two internal types the original also accepts.
+# The contract's enum plus the two internal types the original also accepts
+# (docs/COMPATIBILITY.md#c-08).
 DOCUMENTED_JOB_TYPES = [
     "mcp.test",
     "mcp.run",

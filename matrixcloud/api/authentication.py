@@ -4,7 +4,8 @@ The operator token (``MATRIX_RUNTIME_API_TOKEN``) makes the caller an administra
 across workspaces; nothing else does. In local-dev with no operator token, an
 anonymous caller on loopback is the :class:`LocalDevPrincipal`: the Owner of the one
 local workspace, on the endpoints the original server opened to it (see
-``matrixcloud.api.permissions``), so the original smoke flows and client work. It is
+``matrixcloud.api.permissions`` and docs/COMPATIBILITY.md#c-05), so the original smoke flows and
+client work. It is
 never the operator. Production modes never allow anonymous access. Session tokens are
 added by the accounts app.
 """

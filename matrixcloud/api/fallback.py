@@ -1,4 +1,5 @@
-"""JSON answers for what no view handles under /v1/ (the original answered plain text).
+"""JSON answers for what no view handles under /v1/ (the original answered plain text:
+docs/COMPATIBILITY.md#f-02).
 
 Django's own 400 (a disallowed Host header: DNS rebinding) and 500 pages become the
 contract's error shape for API paths; other paths keep Django's pages.

@@ -1,5 +1,7 @@
 """Request body parsing with the original's leniency and our strictness.
 
+What we keep and what we tightened: docs/COMPATIBILITY.md#c-03 and #f-10.
+
 Unknown keys are ignored by the serializers; here ``null`` values are dropped (treated
 as absent), malformed JSON or a body that is not one JSON value is a 400
 ``invalid JSON body: ...``, and an oversized body is a 413. So is JSON that parses but

@@ -3,7 +3,7 @@
 A user's session and the operator token pass it everywhere (what they then reach is
 ``accounts.principals``' business). The anonymous local-dev caller
 (:class:`~matrixcloud.api.authentication.LocalDevPrincipal`) passes it only on the
-endpoints the original server answered without a token in local-dev (reference §2.5):
+endpoints the original server answered without a token in local-dev (docs/COMPATIBILITY.md#c-05):
 jobs, sandboxes, MatrixShell, model-source resolution and the platform reads. The
 original's session-only endpoints (``/v1/cloud/*``, model profiles and installations)
 and every endpoint added since (members, invitations, runtime and join-token

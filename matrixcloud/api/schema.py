@@ -1,7 +1,7 @@
 """OpenAPI documentation: ``/openapi.yaml``, ``/docs``, and what views use to describe themselves.
 
 The schema is generated from the code by drf-spectacular; ``tests/test_contract_schema.py``
-checks it against the contract (``shared/contract/openapi.yaml``).
+checks it against the contract (``docs/contract/openapi.yaml``).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class SchemaView(SpectacularAPIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
     renderer_classes = [
-        OpenApiYamlRenderer2,  # application/yaml, what the original served
+        OpenApiYamlRenderer2,  # application/yaml: docs/COMPATIBILITY.md#c-14
         OpenApiYamlRenderer,
         OpenApiJsonRenderer2,
         OpenApiJsonRenderer,

@@ -1,7 +1,7 @@
 """The original's at-rest encryption of provider credentials ("secret box").
 
 AES-256-GCM; a stored value is standard base64 of a 12-byte nonce followed by the
-sealed data, with no associated data (reference §15.4). The key is resolved as the
+sealed data, with no associated data (docs/COMPATIBILITY.md#c-16). The key is resolved as the
 original resolved it: a value (its ``MATRIXCLOUD_SECRET_KEY``) that is 32 bytes of hex,
 else 32 bytes of base64 in any of Go's four alphabets, else the SHA-256 of the text;
 or its key file ``secret.key`` (hex of 32 bytes) beside the SQLite database.

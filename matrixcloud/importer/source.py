@@ -1,6 +1,6 @@
 """Reading the original's database (SQLite file or PostgreSQL schema), read-only.
 
-The tables and columns are the original's (reference §15.2). A source that lacks any
+The tables and columns are the original's (docs/COMPATIBILITY.md#c-16). A source that lacks any
 of them is refused before anything is read, naming what is missing. SQLite is opened
 with ``mode=ro``; PostgreSQL in a read-only session, with the schema named (the
 original's ``MATRIXCLOUD_DB_SCHEMA``, ``matrixcloud`` by default).

@@ -5,7 +5,7 @@ encrypted it, so a value is decrypted by exactly that key and a wrong or missing
 raises (:class:`InvalidToken`, or :class:`KeyUnavailable` for an id not in the ring)
 instead of returning ciphertext as if it were the value. The first key of the ring
 encrypts; every key decrypts. A key is 64 hex characters (32 bytes) as ``serve``
-generates, or any passphrase (its SHA-256 is used, as the original did).
+generates, or any passphrase (its SHA-256 is used, as the original did: docs/COMPATIBILITY.md#c-06).
 
 Where the ring lives: ``MATRIXCLOUD_SECRET_KEY`` (comma-separated, fixed for the life of
 a process) or, when that is unset, the key file ``<data>/secret.key``

@@ -1,5 +1,7 @@
 """Public identifiers: a type prefix and random hex, like the original (``job_…``).
 
+Kept on purpose: docs/COMPATIBILITY.md#c-01.
+
 Each kind has a named function so model fields can use it as a default (migrations
 serialise defaults by import path).
 """

@@ -1,8 +1,9 @@
 """Secrets handed to callers once and stored only as hashes.
 
 A token is ``<prefix>_<64 hex>`` from the CSPRNG; the database keeps its SHA-256 hex
-digest (unsalted, like the original: the token itself carries 256 bits of entropy, so
-a salt adds nothing and a direct lookup by digest stays possible). Comparisons of
+digest (unsalted, like the original, docs/COMPATIBILITY.md#c-01: the token itself
+carries 256 bits of entropy, so a salt adds nothing and a direct lookup by digest stays
+possible). Comparisons of
 presented secrets with configured ones are constant-time.
 """
 

@@ -123,7 +123,7 @@ class LocalRuntimeSerializer(serializers.Serializer):
     id = serializers.CharField()
     name = serializers.CharField()
     status = serializers.CharField(help_text="Online, or Degraded without a live worker and host.")
-    statusClass = serializers.CharField()  # the original's wire name, camelCase
+    statusClass = serializers.CharField()  # camelCase: docs/COMPATIBILITY.md#c-14
     mode = serializers.CharField()
     region = serializers.CharField()
     caps = serializers.ListField(child=serializers.CharField())

@@ -1,10 +1,10 @@
 """How much the data directory holds, by area, and how much disk is left.
 
-Areas are the reference's (§16): the Hugging Face cache, per-sandbox dirs, agents,
-jobs, logs and the database. Sizes are regular files only (symbolic links are not
-followed, so the Hugging Face cache's snapshot links do not count their blobs twice),
-and a walk stops after :data:`MAX_ENTRIES` entries so a huge tree cannot stall the
-request.
+Areas are the original's (docs/COMPATIBILITY.md#c-14): the Hugging Face cache,
+per-sandbox dirs, agents, jobs, logs and the database. Sizes are regular files only
+(symbolic links are not followed, so the Hugging Face cache's snapshot links do not
+count their blobs twice), and a walk stops after :data:`MAX_ENTRIES` entries so a huge
+tree cannot stall the request.
 """
 
 from __future__ import annotations

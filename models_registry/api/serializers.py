@@ -62,7 +62,10 @@ class HuggingFaceSearchSerializer(serializers.Serializer):
 
 
 class ResolveSourceSerializer(serializers.Serializer):
-    """Body of a resolve: a model source (camelCase, as the original console sends it)."""
+    """Body of a resolve: a model source (camelCase, as the original console sends it).
+
+    Kept on purpose: docs/COMPATIBILITY.md#c-12.
+    """
 
     sourceType = serializers.CharField(required=False, allow_blank=True, help_text="huggingface")
     externalId = _text()

@@ -61,7 +61,7 @@ class HuggingFaceSearchView(APIView):
         try:
             limit: int | None = int(raw_limit) if raw_limit else None
         except ValueError:
-            limit = None  # unparsable: ignored, as the original did
+            limit = None  # unparsable: ignored (docs/COMPATIBILITY.md#c-12)
         answer = hf_search(
             query=request.query_params.get("q", ""),
             task=request.query_params.get("task", ""),

@@ -111,7 +111,7 @@ class RuntimeRegisterSerializer(serializers.Serializer):
     resources = RuntimeResourcesSerializer(required=False)
 
     def to_internal_value(self, data: Any) -> Any:
-        # The original accepted "caps": null as "no caps".
+        # The original accepted "caps": null as "no caps" (docs/COMPATIBILITY.md#c-13).
         if isinstance(data, dict) and data.get("caps", ()) is None:
             data = {key: value for key, value in data.items() if key != "caps"}
         return super().to_internal_value(data)
@@ -136,7 +136,8 @@ class RuntimeHeartbeatSerializer(serializers.Serializer):
     version = serializers.CharField(required=False, allow_blank=True, max_length=100)
 
     def to_internal_value(self, data: Any) -> Any:
-        # "caps": null leaves the stored caps alone, as in the original.
+        # "caps": null leaves the stored caps alone, as in the original
+        # (docs/COMPATIBILITY.md#c-13).
         if isinstance(data, dict) and data.get("caps", ()) is None:
             data = {key: value for key, value in data.items() if key != "caps"}
         return super().to_internal_value(data)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from sandbox.agent.handlers import AgentRunParams
     from sandbox.host.session import LiveSession
 
-STEP = "agent_run"  # the step the original's agent.run used
+STEP = "agent_run"  # the original's agent.run step (docs/COMPATIBILITY.md#c-09)
 TOOL_RESULT_CHARS = 16_000
 EVENT_TEXT_CHARS = 2_000
 HTTP_MARGIN = 1.0

@@ -1,11 +1,12 @@
 """One live session in a sandbox host: start its server, keep it, answer calls, end it.
 
 :meth:`LiveSession.run` is the session's whole life as one asyncio task. Its body
-emits the reference's start events (``validate``, ``sandbox``, ``mcp_start``,
+emits the original's start events (``validate``, ``sandbox``, ``mcp_start``,
 ``mcp_initialize``, ``tools_list``, ``ready``), spawns the server isolated, and then
 either serves until the server exits (``mcp.test``, ``mcp.run``) or calls one tool
 (``tool.run``). :meth:`LiveSession.stop` (TTL, DELETE, host shutdown) cancels the body
-and its status wins over whatever the body was doing, as the original's context did.
+and its status wins over whatever the body was doing, as the original's context did
+(start events and stop status: docs/COMPATIBILITY.md#c-09).
 Afterwards the server is stopped (stdin closed, a short wait, then the whole process
 group), the scratch dir deleted, and the job finished with exactly one status.
 """
@@ -77,7 +78,10 @@ class SessionFailed(Exception):
 
 
 def with_stderr(message: str, stderr: str) -> str:
-    """``message (stderr: <tail>)``, as the original's start errors read."""
+    """``message (stderr: <tail>)``, as the original's start errors read.
+
+    Kept on purpose: docs/COMPATIBILITY.md#c-09.
+    """
     tail = stderr.strip()[-STDERR_IN_MESSAGE:]
     return f"{message} (stderr: {tail})" if tail else message
 

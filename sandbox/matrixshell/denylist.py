@@ -1,9 +1,10 @@
-"""The MatrixShell command denylist (reference §14.4), a second line behind isolation.
+"""The MatrixShell command denylist, a second line behind isolation.
 
-The original's patterns, plus the spellings its denylist let through that mean the
-same thing (``rm -fr /``, ``rm -rf /*``, ``--no-preserve-root``). Commands already run
-isolated as an unprivileged user in their own namespaces, so this list only turns
-obvious destructive intent into a clear refusal; it is not what keeps the host safe.
+The original's patterns (docs/COMPATIBILITY.md#c-11), plus the spellings its denylist
+let through that mean the same thing (``rm -fr /``, ``rm -rf /*``,
+``--no-preserve-root``: docs/COMPATIBILITY.md#f-06). Commands already run isolated as
+an unprivileged user in their own namespaces, so this list only turns obvious
+destructive intent into a clear refusal; it is not what keeps the host safe.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from sandbox.isolation import SandboxSpec, spawn, terminate_tree
 CHUNK = 64 * 1024
 KILL_GRACE = 0.5
 STOP_POLL = 0.1
-MAX_LINE = 1024 * 1024  # longer streamed lines are cut (reference §14.3: 1 MiB)
+MAX_LINE = 1024 * 1024  # longer streamed lines are cut (docs/COMPATIBILITY.md#c-11)
 
 
 @dataclass

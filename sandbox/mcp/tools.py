@@ -47,7 +47,10 @@ class McpTool:
 
     def to_contract(self) -> dict[str, Any]:
         """The original's shape: ``name``, ``description`` (omitted if empty) and
-        ``input_schema`` (the raw ``inputSchema``; omitted if absent, ``None`` if null)."""
+        ``input_schema`` (the raw ``inputSchema``; omitted if absent, ``None`` if null).
+
+        Kept on purpose: docs/COMPATIBILITY.md#c-09.
+        """
         out: dict[str, Any] = {"name": self.name}
         if self.description:
             out["description"] = self.description

@@ -114,7 +114,8 @@ def session(ctx: Context, row: Row) -> Target | None:
             "created_at": created,
             "last_used_at": created,
             "expires_at": expires,
-            # The original had no idle expiry; the first use starts ours.
+            # The original had no idle expiry; the first use starts ours
+            # (docs/COMPATIBILITY.md#f-08).
             "idle_expires_at": expires,
         },
         label=f"a session of {row['user_id']}",

@@ -82,7 +82,8 @@ def join_token(ctx: Context, row: Row) -> Target | None:
     created = time_or(row["created_at"], EPOCH)
     max_uses = max(1, integer(row["max_uses"], 1))
     uses = max(0, integer(row["uses"]))
-    if uses > max_uses:  # the original's redemption was check-then-increment
+    # The original's redemption was check-then-increment (docs/COMPATIBILITY.md#f-04).
+    if uses > max_uses:
         ctx.tally["join tokens used beyond their limit (uses set to the limit)"] += 1
     token_hash = str(row["token_hash"] or "").lower()
     return Target(

@@ -1,7 +1,8 @@
 """Model profiles and installations.
 
 An attach the original was running lived in its memory and did not survive it: such
-installations (and their profiles) arrive ``failed``, saying so.
+installations (and their profiles) arrive ``failed``, saying so
+(docs/COMPATIBILITY.md#f-07).
 """
 
 from __future__ import annotations
