@@ -12,6 +12,7 @@ Every import counts: at the top, inside a function, under ``TYPE_CHECKING``, and
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,3 +231,61 @@ def test_the_checker_finds_a_cycle_a_lazy_floor_import_and_a_roof_import(tmp_pat
 def test_relative_imports_resolve_to_their_module(tmp_path, source, line, expected):
     root = _tree(tmp_path, {source: line})
     assert expected in imports_of(root, root / source)
+
+
+# --- dependencies say what is used ---------------------------------------------------------
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared() -> set[str]:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {_norm(Requirement(spec).name) for spec in project["dependencies"]}
+
+
+def _app_sources() -> list[Path]:
+    return [path for top in (*DOMAIN, "matrixcloud") for path in sorted((ROOT / top).rglob("*.py"))]
+
+
+def test_what_the_service_imports_is_declared_and_what_is_declared_is_used():
+    import sys
+    from importlib.metadata import packages_distributions
+
+    distributions = packages_distributions()
+    ours = {*DOMAIN, "matrixcloud"}
+    imported: dict[str, str] = {}
+    for path in _app_sources():
+        for module in imports_of(ROOT, path):
+            top = module.split(".")[0]
+            if top and top not in ours and top not in sys.stdlib_module_names:
+                imported.setdefault(top, str(path.relative_to(ROOT)))
+    declared = _declared()
+    undeclared = {
+        top: where
+        for top, where in imported.items()
+        if top in distributions and not {_norm(d) for d in distributions[top]} & declared
+    }
+    assert undeclared == {}, f"imported by the service but not a dependency: {undeclared}"
+    # A dependency is used when the service imports it, or names it where Django or
+    # serve loads it by name (each such name must still stand in the code).
+    used_by_import = {_norm(dist) for top in imported for dist in distributions.get(top, ())}
+    text = "\n".join(path.read_text() for path in _app_sources())
+    named = {name: spec for name, spec in NAMED_DEPENDENCIES.items() if spec in text}
+    unused = sorted(declared - used_by_import - set(named))
+    assert unused == [], f"dependencies the service never imports or names: {unused}"
+
+
+# Dependencies loaded by name, with the name that loads them.
+NAMED_DEPENDENCIES = {
+    "daphne": "daphne",  # serve runs the web process as `python -m daphne`
+    "psycopg": "django.db.backends.postgresql",  # the database engine
+    "channels-redis": "channels_redis.",  # the channel layer backend
+    "whitenoise": "whitenoise.middleware.",  # static files
+    "argon2-cffi": "Argon2PasswordHasher",  # the password hasher
+}
