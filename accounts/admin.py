@@ -30,6 +30,7 @@ from accounts.models import (
     User,
     Workspace,
 )
+from accounts.principals import Actor
 from accounts.services.providers import provider_delete, provider_update
 from accounts.signals import credentials_changed
 from matrixcloud.lib.admin import ReadOnlyAdmin
@@ -191,9 +192,7 @@ class ProviderCredentialAdmin(ReadOnlyAdmin):
         rows = list(queryset.select_related("workspace"))
         for credential in rows:
             provider_delete(
-                workspace=credential.workspace,
-                credential_id=credential.pk,
-                actor=f"operator:{request.user.pk}",
+                credential_id=credential.pk, actor=_operator(credential.workspace, request)
             )
         self.message_user(request, f"Deleted {len(rows)} credential(s).", messages.SUCCESS)
 
@@ -213,10 +212,9 @@ class ProviderCredentialAdmin(ReadOnlyAdmin):
         rows = list(queryset.select_related("workspace"))
         for credential in rows:
             provider_update(
-                workspace=credential.workspace,
                 credential_id=credential.pk,
                 usable_by_members=usable,
-                actor=f"operator:{request.user.pk}",
+                actor=_operator(credential.workspace, request),
             )
         self.message_user(request, f"Changed {len(rows)} credential(s).", messages.SUCCESS)
 
@@ -230,3 +228,9 @@ class UsageEventAdmin(ReadOnlyAdmin):
     search_fields = ("id", "workspace__slug", "user__email", "runtime_id")
     list_select_related = ("workspace", "user")
     ordering = ("-created_at",)
+
+
+def _operator(workspace: Workspace, request: HttpRequest) -> Actor:
+    """A superuser changing credentials here, as the audit log names them (no address:
+    these records never carried one)."""
+    return Actor.operator(workspace, name=f"operator:{request.user.pk}")

@@ -1,4 +1,4 @@
-"""The acting party of a request: who, in which workspace, with what role.
+"""The acting party of a request: who, in which workspace, with what role, from where.
 
 Every view that reads or writes workspace data asks ``actor_for(request)``. Who may
 reach what:
@@ -18,15 +18,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.http import HttpRequest
 from rest_framework.request import Request
 
 from accounts.choices import Role
 from accounts.models import Membership, SessionToken, User, Workspace
 from matrixcloud.errors import Forbidden, NotFound, Unauthorized
+from matrixcloud.lib.addresses import client_ip
 
 OPERATOR_ROLE = "Operator"
 OPERATOR_ACTOR = "operator"
 LOCAL_DEV_ACTOR = "local-dev"
+SYSTEM_ACTOR = "system"
 WORKSPACE_HEADER = "X-Matrix-Workspace"
 
 
@@ -34,7 +37,7 @@ WORKSPACE_HEADER = "X-Matrix-Workspace"
 class Actor:
     """The party a service acts for; ``user`` is None for the operator and for the
     anonymous local-dev caller (``local_dev``: the local workspace's Owner, unscoped
-    never)."""
+    never). ``ip`` is the caller's address, "" where there is none."""
 
     workspace: Workspace
     role: str
@@ -44,6 +47,21 @@ class Actor:
     # False for an operator who named no workspace: reads then span every workspace.
     scoped: bool = True
     local_dev: bool = False
+    ip: str = ""
+    # How audit records name a party that is not a request's (see the constructors).
+    audit_name: str = ""
+
+    @classmethod
+    def operator(cls, workspace: Workspace, *, name: str = OPERATOR_ACTOR, ip: str = "") -> Actor:
+        """The operator outside a request, acting in ``workspace``: a management command
+        (audited ``operator``) or a superuser in the Django admin (``name`` says how)."""
+        return cls(workspace=workspace, role=OPERATOR_ROLE, audit_name=name, ip=ip)
+
+    @classmethod
+    def system(cls, workspace: Workspace, *, name: str = SYSTEM_ACTOR) -> Actor:
+        """MatrixCloud itself acting in ``workspace`` (no caller, no address), with the
+        operator's reach."""
+        return cls(workspace=workspace, role=OPERATOR_ROLE, audit_name=name)
 
     @property
     def is_operator(self) -> bool:
@@ -52,6 +70,8 @@ class Actor:
     @property
     def id(self) -> str:
         """How audit records name this actor."""
+        if self.audit_name:
+            return self.audit_name
         if self.user is not None:
             return str(self.user.pk)
         return LOCAL_DEV_ACTOR if self.local_dev else OPERATOR_ACTOR
@@ -106,12 +126,14 @@ def _local_dev_workspace(request: Request) -> Workspace:
 
 def actor_for(request: Request) -> Actor:
     """The actor of an authenticated request (the gate has already let it through)."""
-    user = request.user
+    user, ip = request.user, client_ip(request._request)
     if getattr(user, "is_local_dev", False):
-        return Actor(workspace=_local_dev_workspace(request), role=Role.OWNER, local_dev=True)
+        workspace = _local_dev_workspace(request)
+        return Actor(workspace=workspace, role=Role.OWNER, local_dev=True, ip=ip)
     if getattr(user, "is_operator", False):
         named = bool(request.headers.get(WORKSPACE_HEADER, "").strip())
-        return Actor(workspace=_operator_workspace(request), role=OPERATOR_ROLE, scoped=named)
+        workspace = _operator_workspace(request)
+        return Actor(workspace=workspace, role=OPERATOR_ROLE, scoped=named, ip=ip)
     if not isinstance(user, User):
         raise Unauthorized("not authenticated")
     session = request.auth if isinstance(request.auth, SessionToken) else None
@@ -129,7 +151,15 @@ def actor_for(request: Request) -> Actor:
         user=user,
         session=session,
         member=membership,
+        ip=ip,
     )
+
+
+def admin_operator(request: HttpRequest, workspace: Workspace) -> Actor:
+    """A superuser acting through a Django admin action on ``workspace``'s rows, audited
+    by their user id."""
+    name = str(getattr(request.user, "pk", "") or OPERATOR_ACTOR)
+    return Actor.operator(workspace, name=name, ip=client_ip(request))
 
 
 def user_actor(request: Request) -> Actor:

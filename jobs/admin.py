@@ -15,10 +15,10 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from accounts.principals import admin_operator
 from jobs.choices import JobStatus
 from jobs.models import Job, JobEvent, ProcessHeartbeat
 from jobs.services import job_cancel
-from matrixcloud.lib.addresses import client_ip
 from matrixcloud.lib.admin import ReadOnlyAdmin
 
 
@@ -55,10 +55,9 @@ class JobAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Cancel the selected jobs")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        actor, ip = str(request.user.pk), client_ip(request)
+        active = queryset.select_related("workspace").filter(status__in=JobStatus.active())
         statuses = [
-            job_cancel(job=job, actor=actor, ip=ip)
-            for job in queryset.filter(status__in=JobStatus.active())
+            job_cancel(job=job, actor=admin_operator(request, job.workspace)) for job in active
         ]
         ended = statuses.count(JobStatus.CANCELLED)
         stopping = len(statuses) - ended

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict
 
+from accounts.principals import Actor
 from jobs.choices import JobKind, JobStatus
 from jobs.events import job_event_emit
 from jobs.models import Job
@@ -198,12 +199,10 @@ class BaseHandler:
         raise NotImplementedError
 
     @classmethod
-    def admit(
-        cls, *, workspace: Any, user: Any, payload: dict[str, Any], actor: str, ip: str
-    ) -> None:
+    def admit(cls, *, actor: Actor, payload: dict[str, Any]) -> None:
         """Called by ``job_enqueue`` once the payload is valid, before any row is
-        written: raise an ``ApplicationError`` to refuse a job its creator (``user``,
-        None for the operator) may not create. By default every creator may."""
+        written: raise an ``ApplicationError`` to refuse a job its creator (``actor``)
+        may not create. By default every creator may."""
 
     @classmethod
     def reserve(cls, *, workspace: Any) -> None:

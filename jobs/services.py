@@ -19,7 +19,7 @@ from django.utils import timezone
 from pydantic import ValidationError
 
 from accounts.audit import audit_record
-from accounts.models import Workspace
+from accounts.principals import Actor
 from jobs import registry
 from jobs.choices import TERMINAL_EVENTS, JobKind, JobStatus
 from jobs.events import job_event_emit, storable
@@ -84,28 +84,27 @@ def payload_validate(job_type: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 def job_enqueue(
     *,
-    workspace: Workspace,
+    actor: Actor,
     job_type: str,
     payload: dict[str, Any] | None,
     ttl_seconds: int | None,
-    actor: str,
-    user: Any = None,
-    ip: str = "",
 ) -> Job:
-    """Validate, write the job and its ``queue`` event, and dispatch it after commit."""
+    """Validate, write the job of the actor's workspace and its ``queue`` event, and
+    dispatch it after commit."""
+    workspace = actor.workspace
     handler = registry.handler_for(job_type)
     if handler is None:
         raise BadRequest(f'unknown job type: "{job_type}"')
     ttl = ttl_resolve(ttl_seconds)
     payload = payload_validate(job_type, payload or {})
-    handler.admit(workspace=workspace, user=user, payload=payload, actor=actor, ip=ip)
+    handler.admit(actor=actor, payload=payload)
     now = timezone.now()
     lifetime = job_lifetime(handler, ttl if ttl_seconds else 0, now)
     with transaction.atomic():
         handler.reserve(workspace=workspace)
         job = Job.objects.create(
             workspace=workspace,
-            created_by=user,
+            created_by=actor.user,
             type=job_type,
             kind=handler.kind,
             payload=payload,
@@ -127,10 +126,10 @@ def job_enqueue(
         )
         audit_record(
             action="job.created",
-            actor=actor,
+            actor=actor.id,
             workspace=workspace,
             target=job.pk,
-            ip=ip,
+            ip=actor.ip,
             meta={"type": job_type, "ttl_seconds": ttl},
         )
     return job
@@ -297,7 +296,7 @@ def job_runner_lost(job_id: str, *, reason: str) -> str:
     return JobStatus.QUEUED
 
 
-def job_cancel(*, job: Job, actor: str, ip: str = "") -> str:
+def job_cancel(*, job: Job, actor: Actor) -> str:
     """Cancel a job: a queued one ends now, a running one is signalled and its runner
     ends it. Returns the status the job is in afterwards (terminal ones are kept).
 
@@ -313,10 +312,10 @@ def job_cancel(*, job: Job, actor: str, ip: str = "") -> str:
             Job.objects.filter(pk=job.pk).update(cancel_requested_at=now)
             audit_record(
                 action="job.cancelled",
-                actor=actor,
+                actor=actor.id,
                 workspace=locked.workspace_id,
                 target=job.pk,
-                ip=ip,
+                ip=actor.ip,
                 meta={"type": locked.type, "status": locked.status},
             )
         if locked.status == JobStatus.QUEUED:

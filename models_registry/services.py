@@ -109,7 +109,7 @@ def _other_source_preview(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- profiles --------------------------------------------------------------------------
-def profile_import(*, actor: Actor, data: dict[str, Any], ip: str = "") -> ModelProfile:
+def profile_import(*, actor: Actor, data: dict[str, Any]) -> ModelProfile:
     """Store a profile (duplicates allowed, as the original); audited."""
     fields = {
         key: str(data.get(key) or "")
@@ -139,7 +139,7 @@ def profile_import(*, actor: Actor, data: dict[str, Any], ip: str = "") -> Model
             actor=actor.id,
             workspace=actor.workspace,
             target=profile.display_name or profile.id,
-            ip=ip,
+            ip=actor.ip,
             meta={
                 "profile_id": profile.id,
                 "provider": profile.provider,
@@ -164,7 +164,6 @@ def profile_attach(
     serving_engine: str,
     source_path: str = "",
     endpoint_url: str = "",
-    ip: str = "",
 ) -> tuple[ModelInstallation, Job]:
     """Check the runtime, then write the installation, queue the profile and enqueue the
     ``model.attach`` job that does the work; audited."""
@@ -194,13 +193,10 @@ def profile_attach(
             "serving_engine": serving_engine,
         }
         job = job_enqueue(
-            workspace=actor.workspace,
+            actor=actor,
             job_type="model.attach",
             payload=payload,
             ttl_seconds=0,  # the maximum: a real download takes its time
-            actor=actor.id,
-            user=actor.user,
-            ip=ip,
         )
         installation.job_id = job.pk
         installation.save(update_fields=["job_id"])
@@ -209,7 +205,7 @@ def profile_attach(
             actor=actor.id,
             workspace=actor.workspace,
             target=profile.display_name or profile.id,
-            ip=ip,
+            ip=actor.ip,
             meta={
                 "runtime_id": runtime_id,
                 "job_id": job.pk,

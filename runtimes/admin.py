@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from matrixcloud.lib.addresses import client_ip
+from accounts.principals import admin_operator
 from runtimes.models import JoinToken, Runtime
 from runtimes.services import join_token_revoke, runtime_remove, runtime_token_revoke
 
@@ -49,8 +49,8 @@ class JoinTokenAdmin(_ServiceOnlyAdmin):
     @admin.action(description="Revoke the selected join tokens (audited)")
     def revoke(self, request: HttpRequest, queryset: QuerySet[JoinToken]) -> None:
         revoked = 0
-        for token in queryset.filter(revoked_at__isnull=True):
-            join_token_revoke(token=token, actor=_operator(request), ip=client_ip(request))
+        for token in queryset.select_related("workspace").filter(revoked_at__isnull=True):
+            join_token_revoke(token=token, actor=admin_operator(request, token.workspace))
             revoked += 1
         self.message_user(request, f"Revoked {revoked} join token(s).", messages.SUCCESS)
 
@@ -77,19 +77,14 @@ class RuntimeAdmin(_ServiceOnlyAdmin):
 
     @admin.action(description="Revoke the selected runtimes' tokens (audited)")
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[Runtime]) -> None:
-        runtimes = list(queryset.filter(token_revoked_at__isnull=True))
+        runtimes = list(queryset.select_related("workspace").filter(token_revoked_at__isnull=True))
         for runtime in runtimes:
-            runtime_token_revoke(runtime=runtime, actor=_operator(request), ip=client_ip(request))
+            runtime_token_revoke(runtime=runtime, actor=admin_operator(request, runtime.workspace))
         self.message_user(request, f"Revoked {len(runtimes)} runtime token(s).", messages.SUCCESS)
 
     @admin.action(description="Remove the selected runtimes (audited)")
     def remove(self, request: HttpRequest, queryset: QuerySet[Runtime]) -> None:
-        runtimes = list(queryset)
+        runtimes = list(queryset.select_related("workspace"))
         for runtime in runtimes:
-            runtime_remove(runtime=runtime, actor=_operator(request), ip=client_ip(request))
+            runtime_remove(runtime=runtime, actor=admin_operator(request, runtime.workspace))
         self.message_user(request, f"Removed {len(runtimes)} runtime(s).", messages.SUCCESS)
-
-
-def _operator(request: HttpRequest) -> str:
-    """How the audit log names an operator acting in the admin."""
-    return str(getattr(request.user, "pk", "") or "operator")

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.audit import audit_record
 from accounts.choices import AuditStatus
-from accounts.models import User, Workspace
+from accounts.principals import Actor
 from matrixcloud.errors import BadRequest, Unauthorized, UnprocessableEntity
 from matrixcloud.lib.sse.activity import activity_notice
 from matrixcloud.lib.tokens import new_secret, secret_hash
@@ -67,15 +67,14 @@ def _max_uses(max_uses: int | None) -> int:
 
 def join_token_issue(
     *,
-    workspace: Workspace,
-    actor: str,
-    created_by: User | None = None,
+    actor: Actor,
     label: str = "",
     max_uses: int | None = None,
     ttl_minutes: int | None = None,
-    ip: str = "",
 ) -> MintedJoinToken:
-    """Mint a join token for ``workspace``; the secret is returned once, stored hashed."""
+    """Mint a join token for the actor's workspace; the secret is returned once, stored
+    hashed."""
+    workspace = actor.workspace
     uses, ttl = _max_uses(max_uses), _ttl(ttl_minutes)
     secret = new_secret(JOIN_TOKEN_PREFIX)
     now = timezone.now()
@@ -84,24 +83,24 @@ def join_token_issue(
             workspace=workspace,
             token_hash=secret_hash(secret),
             label=label,
-            created_by=created_by,
+            created_by=actor.user,
             max_uses=uses,
             expires_at=now + ttl,
             created_at=now,
         )
         audit_record(
             action="runtime.join_token.created",
-            actor=actor,
+            actor=actor.id,
             workspace=workspace,
             target=token.pk,
-            ip=ip,
+            ip=actor.ip,
             meta={"label": label, "max_uses": uses, "expires_at": token.expires_at.isoformat()},
         )
         activity_notice(workspace.pk, "runtimes")
     return MintedJoinToken(token=token, secret=secret)
 
 
-def join_token_revoke(*, token: JoinToken, actor: str, ip: str = "") -> JoinToken:
+def join_token_revoke(*, token: JoinToken, actor: Actor) -> JoinToken:
     """Revoke a join token (idempotent: revoking a revoked token changes nothing)."""
     now = timezone.now()
     with transaction.atomic():
@@ -111,10 +110,10 @@ def join_token_revoke(*, token: JoinToken, actor: str, ip: str = "") -> JoinToke
         if changed:
             audit_record(
                 action="runtime.join_token.revoked",
-                actor=actor,
+                actor=actor.id,
                 workspace=token.workspace_id,
                 target=token.pk,
-                ip=ip,
+                ip=actor.ip,
                 meta={"label": token.label, "uses": token.uses, "max_uses": token.max_uses},
             )
             activity_notice(token.workspace_id, "runtimes")
@@ -275,7 +274,7 @@ def runtime_heartbeat(
     return runtime
 
 
-def runtime_token_rotate(*, runtime: Runtime, actor: str, ip: str = "") -> IssuedRuntimeToken:
+def runtime_token_rotate(*, runtime: Runtime, actor: Actor) -> IssuedRuntimeToken:
     """Give the runtime a new token (shown once); the old one stops working at once.
 
     Rotating also lifts a revocation: it is how a workspace re-admits a runtime.
@@ -291,10 +290,10 @@ def runtime_token_rotate(*, runtime: Runtime, actor: str, ip: str = "") -> Issue
         )
         audit_record(
             action="runtime.token.rotated",
-            actor=actor,
+            actor=actor.id,
             workspace=runtime.workspace_id,
             target=runtime.pk,
-            ip=ip,
+            ip=actor.ip,
             meta={"name": runtime.name, "was_revoked": runtime.token_revoked},
         )
         activity_notice(runtime.workspace_id, "runtimes")
@@ -302,7 +301,7 @@ def runtime_token_rotate(*, runtime: Runtime, actor: str, ip: str = "") -> Issue
     return IssuedRuntimeToken(runtime=runtime, token=token_secret)
 
 
-def runtime_token_revoke(*, runtime: Runtime, actor: str, ip: str = "") -> Runtime:
+def runtime_token_revoke(*, runtime: Runtime, actor: Actor) -> Runtime:
     """Revoke the runtime's token: its heartbeats are refused (401) until a rotation."""
     now = timezone.now()
     with transaction.atomic():
@@ -312,10 +311,10 @@ def runtime_token_revoke(*, runtime: Runtime, actor: str, ip: str = "") -> Runti
         if changed:
             audit_record(
                 action="runtime.token.revoked",
-                actor=actor,
+                actor=actor.id,
                 workspace=runtime.workspace_id,
                 target=runtime.pk,
-                ip=ip,
+                ip=actor.ip,
                 meta={"name": runtime.name},
             )
             activity_notice(runtime.workspace_id, "runtimes")
@@ -323,17 +322,17 @@ def runtime_token_revoke(*, runtime: Runtime, actor: str, ip: str = "") -> Runti
     return runtime
 
 
-def runtime_remove(*, runtime: Runtime, actor: str, ip: str = "") -> None:
+def runtime_remove(*, runtime: Runtime, actor: Actor) -> None:
     """Remove a registered runtime; its token dies with it."""
     with transaction.atomic():
         deleted, _ = Runtime.objects.filter(pk=runtime.pk).delete()
         if deleted:
             audit_record(
                 action="runtime.removed",
-                actor=actor,
+                actor=actor.id,
                 workspace=runtime.workspace_id,
                 target=runtime.pk,
-                ip=ip,
+                ip=actor.ip,
                 meta={"name": runtime.name, "kind": runtime.kind},
             )
             activity_notice(runtime.workspace_id, "runtimes")

@@ -13,8 +13,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from accounts.principals import admin_operator
 from jobs.choices import JobStatus
-from matrixcloud.lib.addresses import client_ip
 from matrixcloud.lib.admin import ReadOnlyAdmin
 from sandbox.models import SandboxSession, ToolCall, ToolFingerprint
 from sandbox.services import sandbox_stop
@@ -43,9 +43,13 @@ class SandboxSessionAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Stop the selected sandbox sessions")
     def stop(self, request: HttpRequest, queryset: QuerySet[SandboxSession]) -> None:
-        actor, ip = str(request.user.pk), client_ip(request)
-        live = queryset.select_related("job").filter(job__status__in=JobStatus.active())
-        statuses = [sandbox_stop(session=session, actor=actor, ip=ip) for session in live]
+        live = queryset.select_related("job", "workspace").filter(
+            job__status__in=JobStatus.active()
+        )
+        statuses = [
+            sandbox_stop(session=session, actor=admin_operator(request, session.workspace))
+            for session in live
+        ]
         ended = statuses.count(JobStatus.CANCELLED)
         self.message_user(
             request,

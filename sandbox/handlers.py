@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from accounts.models import Workspace
+from accounts.principals import Actor
 from jobs.choices import JobKind, JobStatus
 from jobs.handlers import BaseHandler, JobFailed, JobParams
 from jobs.models import Job
@@ -139,13 +140,9 @@ class SessionHandler(BaseHandler):
         raise JobFailed(f"{self.ctx.job.type} jobs run in a sandbox host, not in a worker")
 
     @classmethod
-    def admit(
-        cls, *, workspace: Any, user: Any, payload: dict[str, Any], actor: str, ip: str
-    ) -> None:
+    def admit(cls, *, actor: Actor, payload: dict[str, Any]) -> None:
         """A Member may not reference a credential not marked usable by members (403)."""
-        secrets_admit(
-            workspace=workspace, user=user, env=payload.get("env") or {}, actor=actor, ip=ip
-        )
+        secrets_admit(actor=actor, env=payload.get("env") or {})
 
     @classmethod
     def reserve(cls, *, workspace: Any) -> None:

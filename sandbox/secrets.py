@@ -19,8 +19,8 @@ only. Every resolution is an audited read (``provider.credential.read``, purpose
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from accounts.principals import Actor
 from accounts.services.providers import (
     provider_secret_read,
     provider_use_check,
@@ -31,23 +31,21 @@ from sandbox.policy import secret_references
 PURPOSE = "sandbox.env"
 
 
-def secrets_admit(
-    *, workspace: Any, user: Any, env: Mapping[str, str], actor: str, ip: str = ""
-) -> None:
+def secrets_admit(*, actor: Actor, env: Mapping[str, str]) -> None:
     """Refuse at creation, audited, an env whose secret references name a credential
-    ``user`` may not use (``CredentialForbidden``, 403 naming it); None is the operator
-    or the local-dev Owner."""
-    user_id = str(user.pk) if user is not None else None
+    the actor's user may not use (``CredentialForbidden``, 403 naming it); no user is
+    the operator or the local-dev Owner."""
+    user_id = str(actor.user.pk) if actor.user is not None else None
     for name in sorted(set(secret_references(env).values())):
         provider, label = secret_name_parse(name)
         provider_use_check(
-            workspace=workspace,
+            workspace=actor.workspace,
             provider=provider,
             label=label,
             user_id=user_id,
             purpose=PURPOSE,
-            actor=actor,
-            ip=ip,
+            actor=actor.id,
+            ip=actor.ip,
         )
 
 

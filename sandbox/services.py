@@ -23,6 +23,7 @@ from django.utils import timezone
 from accounts.audit import AuditEntry, audit_record, audit_record_many
 from accounts.choices import AuditStatus, UsageKind
 from accounts.models import Workspace
+from accounts.principals import Actor
 from accounts.services.usage import Usage, usage_record_many
 from jobs.choices import JobStatus
 from jobs.models import Job
@@ -57,13 +58,10 @@ def ended_message(status: str) -> str:
 
 def sandbox_create(
     *,
-    workspace: Workspace,
+    actor: Actor,
     start_command: str,
     env: Mapping[str, str] | None,
     ttl_seconds: int | None,
-    actor: str,
-    user: Any = None,
-    ip: str = "",
     transport: str = "",
     allow_network: bool = False,
     network_allow: Sequence[str] = (),
@@ -76,7 +74,7 @@ def sandbox_create(
     env = dict(env or {})
     policy.env_validate(env)
     # Before the transaction below, so a refusal's audit record is not rolled back with it.
-    secrets_admit(workspace=workspace, user=user, env=env, actor=actor, ip=ip)
+    secrets_admit(actor=actor, env=env)
     ttl_resolve(ttl_seconds)
     network_check(allow_network)
     payload = {
@@ -88,22 +86,14 @@ def sandbox_create(
     if network_allow:
         payload["network_allow"] = requested_check(network_allow)
     with transaction.atomic():
-        job = job_enqueue(
-            workspace=workspace,
-            job_type=job_type,
-            payload=payload,
-            ttl_seconds=ttl_seconds,
-            actor=actor,
-            user=user,
-            ip=ip,
-        )
+        job = job_enqueue(actor=actor, job_type=job_type, payload=payload, ttl_seconds=ttl_seconds)
         session = session_ensure(job)
         audit_record(
             action="sandbox.created",
-            actor=actor,
-            workspace=workspace,
+            actor=actor.id,
+            workspace=actor.workspace,
             target=session.pk,
-            ip=ip,
+            ip=actor.ip,
             meta={"job_id": job.pk, "type": job_type, "program": session.argv[0]},
         )
     return session
@@ -138,9 +128,9 @@ def session_ensure(job: Job) -> SandboxSession:
     return session
 
 
-def sandbox_stop(*, session: SandboxSession, actor: str, ip: str = "") -> str:
+def sandbox_stop(*, session: SandboxSession, actor: Actor) -> str:
     """Cancel the session's job (its host stops the server); the status afterwards."""
-    return job_cancel(job=session.job, actor=actor, ip=ip)
+    return job_cancel(job=session.job, actor=actor)
 
 
 # --- tool calls ---------------------------------------------------------------------
@@ -151,9 +141,7 @@ def sandbox_tool_call(
     session: SandboxSession,
     name: str,
     arguments: dict[str, Any] | None,
-    actor: str,
-    user: Any = None,
-    ip: str = "",
+    actor: Actor,
 ) -> dict[str, Any]:
     """Call ``name`` on the session's server through its host; the raw MCP result.
 
@@ -161,9 +149,7 @@ def sandbox_tool_call(
     failed at the MCP level or timed out, and :class:`ServiceUnavailable` when the bus
     is down. The host records the calls it handled; the others are recorded here.
     """
-    call = tool_call_prepare(
-        session=session, name=name, arguments=arguments, actor=actor, user=user, ip=ip
-    )
+    call = tool_call_prepare(session=session, name=name, arguments=arguments, actor=actor)
     return tool_call_result(call, tool_call_send(call))
 
 
@@ -200,17 +186,15 @@ def tool_call_prepare(
     session: SandboxSession,
     name: str,
     arguments: dict[str, Any] | None,
-    actor: str,
-    user: Any = None,
-    ip: str = "",
+    actor: Actor,
 ) -> PreparedCall:
     """The call to send, checked against the session's state (read in this request)."""
     return PreparedCall(
         session=session,
         name=name,
         arguments=arguments or {},
-        caller={"actor": actor, "user_id": getattr(user, "pk", None), "ip": ip},
-        ip=ip,
+        caller={"actor": actor.id, "user_id": getattr(actor.user, "pk", None), "ip": actor.ip},
+        ip=actor.ip,
         started_at=timezone.now(),
         started=time.monotonic(),
         refusal=call_refusal(session, session.job),

@@ -20,7 +20,14 @@ from django.utils import timezone
 
 from accounts.choices import Role
 from accounts.models import Membership, User, Workspace
-from accounts.services import invitation_accept, invitation_create, session_issue, user_signup
+from accounts.principals import Actor
+from accounts.services import (
+    invitation_accept,
+    invitation_create,
+    local_workspace,
+    session_issue,
+    user_signup,
+)
 
 PASSWORD = "violet harbour lantern 42"
 TOKEN_RE = r"{prefix}_[0-9a-f]{{64}}"
@@ -47,13 +54,25 @@ def signup(
     return issued.membership.user, issued.membership.workspace, issued.token
 
 
+def actor_of(
+    workspace: Workspace | None = None, user: User | None = None, *, name: str = ""
+) -> Actor:
+    """The ``Actor`` a test hands a service: ``user`` with their role in ``workspace``
+    (the local workspace when None), or without a user an operator audited as ``name``
+    (default ``test``). A ``name`` with a user overrides how audit records name them."""
+    workspace = workspace or local_workspace()
+    if user is None:
+        return Actor.operator(workspace, name=name or "test")
+    member = Membership.objects.filter(user=user, workspace=workspace).first()
+    role = member.role if member else Role.MEMBER
+    return Actor(workspace=workspace, role=role, user=user, member=member, audit_name=name)
+
+
 def join(
     workspace: Workspace, inviter: User, *, name: str, email: str, role: str = Role.MEMBER
 ) -> User:
     """Invite ``email`` and accept the invitation as a new account (the real two steps)."""
-    _, secret = invitation_create(
-        workspace=workspace, inviter=inviter, actor=inviter.pk, email=email, role=role
-    )
+    _, secret = invitation_create(actor=actor_of(workspace, inviter), email=email, role=role)
     issued = invitation_accept(token=secret, password=PASSWORD, name=name)
     return issued.membership.user
 

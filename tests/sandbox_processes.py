@@ -27,6 +27,7 @@ from django.db.models import QuerySet
 from jobs.choices import JobStatus
 from jobs.models import Job, JobEvent
 from jobs.services import job_cancel
+from tests.factories import actor_of
 from tests.test_jobs_worker import alive, wait_for, worker_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,7 +163,7 @@ def end_all_sessions(timeout: float = 20) -> None:
     """Cancel every active session job (the service: the host is told) and wait until
     each has ended, so no test leaves a server behind for the next."""
     for job in active_sessions():
-        job_cancel(job=job, actor="test")
+        job_cancel(job=job, actor=actor_of())
     deadline = time.monotonic() + timeout
     while active_sessions().exists():
         if time.monotonic() > deadline:

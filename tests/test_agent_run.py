@@ -22,7 +22,7 @@ from jobs.models import Job
 from models_registry.models import ModelInstallation, ModelProfile
 from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
 from sandbox.models import ToolCall
-from tests.factories import signup
+from tests.factories import actor_of, signup
 from tests.fake_llm import MODEL, Reply, fake_llm
 from tests.sandbox_processes import (
     Host,
@@ -139,11 +139,10 @@ def test_the_model_calls_two_tools_then_answers(api: Any) -> None:
 def test_a_provider_credential_chooses_the_endpoint_and_its_key(api: Any) -> None:
     with fake_llm([Reply(content="done")]) as llm:
         provider_upsert(
-            workspace=local_workspace(),
             provider="openai",
             secret="sk-test-agent-0123456789",
-            actor="test",
             meta={"base_url": llm.base_url},
+            actor=actor_of(local_workspace()),
         )
         job = terminal(start(api, prompt="hi", model=MODEL), 30)
     assert job.status == "complete", job.error

@@ -30,7 +30,7 @@ from accounts.services import invitation_create, workspace_slug_base
 from accounts.tasks import password_reset_deliver, send_account_email
 from matrixcloud.lib.tokens import secret_hash
 from tests import factories, queue
-from tests.factories import PASSWORD, bearer, error, issue, token_in
+from tests.factories import PASSWORD, actor_of, bearer, error, issue, token_in
 
 pytestmark = pytest.mark.django_db
 
@@ -848,9 +848,7 @@ def test_list_endpoints_keep_a_query_budget(api, cast):
 
     before = {path: count(path) for path in ("/v1/auth/members", "/v1/auth/invitations")}
     for n in range(5):
-        invitation_create(
-            workspace=cast.workspace, inviter=cast.owner, actor=cast.owner.pk, email=f"i{n}@x.test"
-        )
+        invitation_create(email=f"i{n}@x.test", actor=actor_of(cast.workspace, cast.owner))
     extra = User.objects.create_user(email="extra@northwind.test", name="Extra")  # no hash
     Membership.objects.create(user=extra, workspace=cast.workspace, role="Member")
     after = {path: count(path) for path in before}

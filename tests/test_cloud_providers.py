@@ -26,7 +26,7 @@ from accounts.services.providers import (
 from matrixcloud.lib import crypto
 from sandbox.secrets import resolve_secret
 from tests import factories
-from tests.factories import bearer, error, issue
+from tests.factories import actor_of, bearer, error, issue
 
 pytestmark = pytest.mark.django_db
 
@@ -59,9 +59,7 @@ def raw_secret(credential_id: str) -> str:
 
 
 def save(workspace: Any, provider: str = "huggingface", secret: str = HF_SECRET, **kw: Any) -> Any:
-    return provider_upsert(
-        workspace=workspace, provider=provider, secret=secret, actor="test", **kw
-    )
+    return provider_upsert(provider=provider, secret=secret, actor=actor_of(workspace), **kw)
 
 
 # --- POST / GET /v1/cloud/providers -----------------------------------------------------

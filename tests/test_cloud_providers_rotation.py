@@ -18,6 +18,7 @@ from accounts.models import ProviderCredential
 from accounts.services.providers import provider_secret_read, provider_upsert
 from matrixcloud.lib import crypto
 from tests import factories
+from tests.factories import actor_of
 from tests.sandbox_processes import REPO
 
 pytestmark = pytest.mark.django_db
@@ -43,9 +44,7 @@ def stored(cast: Any, keyfile: Path) -> dict[str, str]:
     ids = {}
     for n, (provider, secret) in enumerate(SECRETS.items()):
         workspace = cast.workspace if n % 2 else cast.other_workspace
-        credential = provider_upsert(
-            workspace=workspace, provider=provider, secret=secret, actor="test"
-        )
+        credential = provider_upsert(provider=provider, secret=secret, actor=actor_of(workspace))
         ids[provider] = credential.pk
     return ids
 

@@ -20,7 +20,7 @@ from jobs.models import Job, JobEvent
 from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
 from sandbox.models import SandboxSession
 from sandbox.services import sandbox_create
-from tests.factories import bearer, issue, join, signup
+from tests.factories import actor_of, bearer, issue, join, signup
 from tests.sandbox_processes import (
     Host,
     end_all_sessions,
@@ -69,10 +69,8 @@ def getenv(api: Any, session_id: str, name: str) -> str:
 
 def test_secret_references_reach_the_sandboxed_server(api: Any) -> None:
     workspace = local_workspace()
-    provider_upsert(workspace=workspace, provider="huggingface", secret=HF_TOKEN, actor="test")
-    provider_upsert(
-        workspace=workspace, provider="openai", label="work", secret=WORK_KEY, actor="test"
-    )
+    provider_upsert(provider="huggingface", secret=HF_TOKEN, actor=actor_of(workspace))
+    provider_upsert(provider="openai", label="work", secret=WORK_KEY, actor=actor_of(workspace))
     created = create(
         api,
         {
@@ -106,7 +104,7 @@ def test_secret_references_reach_the_sandboxed_server(api: Any) -> None:
 
 
 def test_an_unknown_provider_label_fails_the_start_clearly(api: Any) -> None:
-    provider_upsert(workspace=local_workspace(), provider="openai", secret=WORK_KEY, actor="t")
+    provider_upsert(provider="openai", secret=WORK_KEY, actor=actor_of(local_workspace(), name="t"))
     created = create(api, {"OPENAI_API_KEY": "${secret:openai/missing}"})
     job = terminal(created["job_id"])
     assert job.status == "error"
@@ -120,7 +118,7 @@ def test_an_unreadable_secret_fails_the_start_without_leaking(api: Any) -> None:
     from matrixcloud.lib import crypto
 
     credential = provider_upsert(
-        workspace=local_workspace(), provider="huggingface", secret=HF_TOKEN, actor="t"
+        provider="huggingface", secret=HF_TOKEN, actor=actor_of(local_workspace(), name="t")
     )
     foreign = crypto._ring_for(("ee" * 32,)).encrypt(HF_TOKEN)
     with connection.cursor() as cursor:
@@ -147,7 +145,7 @@ def test_a_members_sandbox_gets_the_owners_key_only_once_it_is_marked(api: Any) 
     member = join(workspace, owner, name="Max Member", email="max@secrets.test")
     member_token = issue(member)
     credential = provider_upsert(
-        workspace=workspace, provider="openai", secret=WORK_KEY, actor=owner.pk
+        provider="openai", secret=WORK_KEY, actor=actor_of(workspace, name=str(owner.pk))
     )
     body = {"start_command": python_server("env_server.py"),
             "env": {"OPENAI_API_KEY": "${secret:openai}"}}  # fmt: skip
@@ -180,15 +178,15 @@ def test_the_host_checks_the_creators_role_when_it_starts(api: Any) -> None:
     job): the start fails naming the credential, the server never gets the key."""
     owner, workspace, _ = signup("Olga Owner", "olga@start.test", "Start")
     admin = join(workspace, owner, name="Ada Admin", email="ada@start.test", role="Admin")
-    provider_upsert(workspace=workspace, provider="openai", secret=WORK_KEY, actor=owner.pk)
+    provider_upsert(
+        provider="openai", secret=WORK_KEY, actor=actor_of(workspace, name=str(owner.pk))
+    )
     with transaction.atomic():
         session = sandbox_create(
-            workspace=workspace,
             start_command=python_server("env_server.py"),
             env={"OPENAI_API_KEY": "${secret:openai}"},
             ttl_seconds=60,
-            actor=admin.pk,
-            user=admin,
+            actor=actor_of(workspace, admin),
         )
         Membership.objects.filter(user=admin, workspace=workspace).update(role="Member")
     job = terminal(session.job_id)

@@ -11,6 +11,7 @@ from accounts.models import AuditEvent, User
 from accounts.services import user_signup
 from runtimes.models import JoinToken, Runtime
 from runtimes.services import join_token_issue, runtime_register
+from tests.factories import actor_of
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +28,7 @@ def operator_client(client):
 def joined():
     issued = user_signup(name="Ada", email="ada@example.com", password="a long passphrase 1")
     minted = join_token_issue(
-        workspace=issued.membership.workspace, actor=issued.membership.user.pk, max_uses=3
+        max_uses=3, actor=actor_of(issued.membership.workspace, name=str(issued.membership.user.pk))
     )
     runtime = runtime_register(join_token=minted.secret, name="gpu-box", caps=["mcp.test"])
     return minted, runtime

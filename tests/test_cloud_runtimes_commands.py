@@ -29,6 +29,7 @@ from runtimes import agent
 from runtimes.detection import clear_cache
 from runtimes.models import JoinToken, Runtime
 from runtimes.services import join_token_issue, runtime_token_revoke
+from tests.factories import actor_of
 from tests.test_join_e2e import free_port
 
 SMI_OUTPUT = "NVIDIA H200, 143771, 143197\nNVIDIA A10G, 23028, [N/A]\nNVIDIA L4, 23034, 22000\n"
@@ -98,9 +99,9 @@ def _job(membership: Any, status: str, finished_hours_ago: float | None) -> Job:
 def test_prune_deletes_only_what_is_past_retention(membership, data_dir):
     now = timezone.now()
     workspace, user = membership.workspace, membership.user
-    old_token = join_token_issue(workspace=workspace, actor=user.pk, ttl_minutes=60).token
+    old_token = join_token_issue(ttl_minutes=60, actor=actor_of(workspace, name=str(user.pk))).token
     JoinToken.objects.filter(pk=old_token.pk).update(expires_at=now - timedelta(days=8))
-    fresh = join_token_issue(workspace=workspace, actor=user.pk).token
+    fresh = join_token_issue(actor=actor_of(workspace, name=str(user.pk))).token
     ended = session_issue(user=user, membership=membership).session
     SessionToken.objects.filter(pk=ended.pk).update(revoked_at=now - timedelta(days=9))
     PasswordReset.objects.create(user=user, token_hash="a" * 64, expires_at=now - timedelta(days=8))
@@ -148,7 +149,7 @@ def control_plane(live_server, transactional_db, data_dir) -> tuple[str, Any]:
 
 def test_join_registers_stores_the_credential_and_heart_beats(control_plane, settings):
     url, membership = control_plane
-    minted = join_token_issue(workspace=membership.workspace, actor=membership.user.pk)
+    minted = join_token_issue(actor=actor_of(membership.workspace, name=str(membership.user.pk)))
     out, _ = run("join", "--control-plane", url + "/", "--token", minted.secret,
                  "--name", "box-1", "--region", "eu", "--no-heartbeat")  # fmt: skip
 
@@ -194,7 +195,7 @@ def test_join_refuses_bad_tokens_and_unreachable_control_planes(control_plane):
 
 def test_the_loop_keeps_going_through_refusals_and_says_offline_on_stop(control_plane):
     url, membership = control_plane
-    minted = join_token_issue(workspace=membership.workspace, actor=membership.user.pk)
+    minted = join_token_issue(actor=actor_of(membership.workspace, name=str(membership.user.pk)))
     credential = agent.join(control_plane=url, join_token=minted.secret, name="loop")
     runtime = Runtime.objects.get()
     said: list[str] = []
@@ -208,7 +209,7 @@ def test_the_loop_keeps_going_through_refusals_and_says_offline_on_stop(control_
         deadline = time.monotonic() + 20
         while not any("heart-beating" in line for line in said) and time.monotonic() < deadline:
             time.sleep(0.05)
-        runtime_token_revoke(runtime=runtime, actor="test")
+        runtime_token_revoke(runtime=runtime, actor=actor_of())
         while not any("token revoked" in line for line in said) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:

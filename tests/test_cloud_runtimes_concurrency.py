@@ -20,6 +20,7 @@ from accounts.services import user_signup
 from matrixcloud.errors import Unauthorized
 from runtimes.models import JoinToken, Runtime
 from runtimes.services import join_token_issue, runtime_register
+from tests.factories import actor_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,7 +58,7 @@ def race(attempt: Callable[[int], str]) -> Counter[str]:
 def test_twenty_concurrent_registrations_with_a_five_use_token_register_five():
     membership = owner_workspace()
     minted = join_token_issue(
-        workspace=membership.workspace, actor=membership.user.pk, max_uses=USES
+        max_uses=USES, actor=actor_of(membership.workspace, name=str(membership.user.pk))
     )
 
     def attempt(n: int) -> str:
@@ -83,7 +84,7 @@ def test_twenty_concurrent_registrations_with_a_five_use_token_register_five():
 def test_twenty_concurrent_http_registrations_with_a_five_use_token_register_five():
     membership = owner_workspace()
     minted = join_token_issue(
-        workspace=membership.workspace, actor=membership.user.pk, max_uses=USES
+        max_uses=USES, actor=actor_of(membership.workspace, name=str(membership.user.pk))
     )
 
     def attempt(n: int) -> str:

@@ -19,7 +19,7 @@ from jobs.models import Job
 from sandbox.models import SandboxSession
 from sandbox.services import sandbox_create
 from tests import factories
-from tests.factories import PASSWORD, token_in
+from tests.factories import PASSWORD, actor_of, token_in
 
 pytestmark = pytest.mark.django_db
 
@@ -50,9 +50,7 @@ def signed_in(user: User) -> Client:
 
 
 def session_of(workspace: Any, command: str = COMMAND) -> SandboxSession:
-    return sandbox_create(
-        workspace=workspace, start_command=command, env=None, ttl_seconds=0, actor="test"
-    )
+    return sandbox_create(start_command=command, env=None, ttl_seconds=0, actor=actor_of(workspace))
 
 
 @pytest.fixture
@@ -370,7 +368,7 @@ def _registered(cast: factories.Cast, api: Any, name: str = "edge-box") -> tuple
     """A runtime registered to the cast's workspace over the API: its id and token."""
     from runtimes.services import join_token_issue
 
-    minted = join_token_issue(workspace=cast.workspace, actor="test")
+    minted = join_token_issue(actor=actor_of(cast.workspace))
     body = {"join_token": minted.secret, "name": name}
     registered = api.post("/v1/cloud/runtimes/register", body)
     assert registered.status_code == 201, registered.content
@@ -487,7 +485,7 @@ def test_the_activity_versions_move_with_what_the_lists_show(
     from runtimes.models import Runtime
     from runtimes.services import runtime_token_revoke
 
-    runtime_token_revoke(runtime=Runtime.objects.get(pk=runtime_id), actor="test")
+    runtime_token_revoke(runtime=Runtime.objects.get(pk=runtime_id), actor=actor_of())
     assert activity_versions(cast.workspace)["runtimes"] != joined["runtimes"]
 
 
@@ -499,7 +497,7 @@ def test_the_activity_stream_needs_a_signed_in_console(client: Client) -> None:
 def test_revoking_a_join_token_and_scoping(owner: Client, cast: factories.Cast) -> None:
     from runtimes.services import join_token_issue
 
-    minted = join_token_issue(workspace=cast.workspace, actor="test")
+    minted = join_token_issue(actor=actor_of(cast.workspace))
     path = f"/console/join-tokens/{minted.token.pk}/revoke"
     assert signed_in(cast.outsider).post(path).status_code == 404
     assert signed_in(cast.member).post(path).status_code == 403
@@ -515,7 +513,7 @@ def test_registered_runtimes_are_listed_with_their_state(
 ) -> None:
     from runtimes.services import join_token_issue
 
-    minted = join_token_issue(workspace=cast.workspace, actor="test")
+    minted = join_token_issue(actor=actor_of(cast.workspace))
     registered = api.post(
         "/v1/cloud/runtimes/register", {"join_token": minted.secret, "name": "edge-box"}
     )
@@ -691,7 +689,7 @@ def test_switching_between_the_users_workspaces(cast: factories.Cast) -> None:
     from accounts.services import invitation_accept, invitation_create
 
     _, secret = invitation_create(
-        workspace=cast.workspace, inviter=cast.owner, actor="test", email=cast.outsider.email
+        email=cast.outsider.email, actor=actor_of(cast.workspace, cast.owner, name="test")
     )
     invitation_accept(token=secret, password=PASSWORD)
     session = session_of(cast.workspace)

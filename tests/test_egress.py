@@ -49,7 +49,7 @@ from sandbox.agent.llm import ChatEndpoint, LlmError, chat_complete
 from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
 from tests import factories
 from tests.deployment import READY_BOUND, Api, RoleProcess, bounded
-from tests.factories import bearer
+from tests.factories import actor_of, bearer
 from tests.sandbox_processes import end_all_sessions, needs_npm, npm_server, running_host, terminal
 from tests.test_jobs_worker import worker_env
 from tests.test_settings import start as settings_start
@@ -522,9 +522,7 @@ def test_preload_and_attach_at_the_bus_or_database_are_a_422_naming_it(
 
 
 def run(workspace: Workspace, job_type: str, **payload: Any) -> Job:
-    job = job_enqueue(
-        workspace=workspace, job_type=job_type, payload=payload, ttl_seconds=0, actor="test"
-    )
+    job = job_enqueue(job_type=job_type, payload=payload, ttl_seconds=0, actor=actor_of(workspace))
     run_job(job.pk)
     return Job.objects.get(pk=job.pk)
 
@@ -608,7 +606,7 @@ class Cast:
 def cast(stack: Stack) -> Iterator[Cast]:
     _user, attacker, token = factories.signup("Mallory", "mallory@egress.test", "Mallory")
     _victim_user, victim, _ = factories.signup("Victor", "victor@egress.test", "Victim")
-    minted = join_token_issue(workspace=victim, actor="test", label="victim")
+    minted = join_token_issue(label="victim", actor=actor_of(victim))
     runtime = runtime_register(join_token=minted.secret, name="victim-runtime").runtime
     yield Cast(attacker, Api(stack.port, token), runtime, AuditEvent.objects.count())
     end_all_sessions()

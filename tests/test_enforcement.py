@@ -30,7 +30,7 @@ from sandbox.host.records import events_emit
 from sandbox.models import SandboxSession
 from sandbox.services import sandbox_create
 from tests import factories
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, actor_of
 
 cast = factories.cast
 COMMAND = "node /opt/servers/everything/dist/index.js stdio"
@@ -284,13 +284,7 @@ def signed_in(email: str) -> Client:
 
 
 def session_of(workspace: object) -> SandboxSession:
-    return sandbox_create(
-        workspace=workspace,  # type: ignore[arg-type]
-        start_command=COMMAND,
-        env=None,
-        ttl_seconds=0,
-        actor="test",
-    )
+    return sandbox_create(start_command=COMMAND, env=None, ttl_seconds=0, actor=actor_of(workspace))
 
 
 @pytest.mark.django_db

@@ -26,7 +26,7 @@ from jobs.services import job_enqueue
 from jobs.tasks import run_job
 from models_registry.models import ModelInstallation
 from tests import factories
-from tests.factories import bearer
+from tests.factories import actor_of, bearer
 from tests.hostile_hub import HostileHub, Listed, Victim
 from tests.test_jobs_worker import wait_for  # noqa: F401  (a file-backed SQLite test db)
 
@@ -119,9 +119,7 @@ def placed(case: str, tmp_path: Path) -> tuple[list[Listed], str | None, str]:
 
 
 def run(workspace: Workspace, job_type: str, **payload: Any) -> Job:
-    job = job_enqueue(
-        workspace=workspace, job_type=job_type, payload=payload, ttl_seconds=0, actor="test"
-    )
+    job = job_enqueue(job_type=job_type, payload=payload, ttl_seconds=0, actor=actor_of(workspace))
     run_job(job.pk)
     return Job.objects.get(pk=job.pk)
 

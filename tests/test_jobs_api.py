@@ -30,7 +30,7 @@ from jobs.services import (
     job_finish,
 )
 from tests import factories, job_handlers, queue
-from tests.factories import bearer, error, issue
+from tests.factories import actor_of, bearer, error, issue
 
 pytestmark = pytest.mark.django_db
 
@@ -42,9 +42,7 @@ TOKEN = "operator-token-for-job-tests-0123456789"
 def make(workspace: Workspace, job_type: str = "test.echo", **payload: Any) -> Job:
     """A queued job created through the service (the API's own path)."""
     payload = payload or ({"message": "hi"} if job_type == "test.echo" else {})
-    return job_enqueue(
-        workspace=workspace, job_type=job_type, payload=payload, ttl_seconds=0, actor="test"
-    )
+    return job_enqueue(job_type=job_type, payload=payload, ttl_seconds=0, actor=actor_of(workspace))
 
 
 def create(api: Any, token: str, body: dict[str, Any]) -> Any:
@@ -317,7 +315,7 @@ def test_cancelling_a_running_job_asks_its_runner_and_says_how_it_stands(api, ca
     assert response.json() == {"ok": True, "status": "running"}
     job.refresh_from_db()
     assert job.cancel_requested_at is not None
-    assert job_cancel(job=job, actor="again") == "running"
+    assert job_cancel(job=job, actor=actor_of(name="again")) == "running"
     assert AuditEvent.objects.filter(action="job.cancelled", target=job.pk).count() == 1
 
 

@@ -25,7 +25,7 @@ from jobs.services import job_cancel
 from models_registry.models import ModelInstallation, ModelProfile
 from runtimes.models import Runtime
 from tests import factories
-from tests.factories import bearer, error, issue
+from tests.factories import actor_of, bearer, error, issue
 from tests.fake_hub import FakeHub, standard_hub
 
 fail_unsettled = import_module(
@@ -296,7 +296,7 @@ def queued_attach(
 def test_an_attach_cancelled_while_queued_fails_its_installation(api: Any, cast: Any) -> None:
     headers = auth(cast)
     _, body = queued_attach(api, headers)
-    job_cancel(job=Job.objects.get(pk=body["job_id"]), actor="test")
+    job_cancel(job=Job.objects.get(pk=body["job_id"]), actor=actor_of())
     # Settled by the cancel itself, not by a later read of the list.
     row = ModelInstallation.objects.get(pk=body["installation_id"])
     assert (row.status, row.error) == ("failed", "the model.attach job ended cancelled")

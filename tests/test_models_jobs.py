@@ -28,7 +28,7 @@ from jobs.tasks import run_job
 from models_registry.models import ModelInstallation, ModelProfile
 from runtimes.models import Runtime
 from tests import factories
-from tests.factories import bearer
+from tests.factories import actor_of, bearer
 from tests.fake_hub import (
     GATED_TOKEN,
     FakeHub,
@@ -75,9 +75,7 @@ def owner() -> tuple[Workspace, str]:
 
 def run(workspace: Workspace, job_type: str, **payload: Any) -> Any:
     """Create a job and run it here; the finished row."""
-    job = job_enqueue(
-        workspace=workspace, job_type=job_type, payload=payload, ttl_seconds=0, actor="test"
-    )
+    job = job_enqueue(job_type=job_type, payload=payload, ttl_seconds=0, actor=actor_of(workspace))
     run_job(job.pk)
     return Job.objects.get(pk=job.pk)
 
@@ -245,7 +243,7 @@ def test_the_workspaces_credential_is_used_and_every_pull_is_metered(
     owner: Any, hub: FakeHub, settings: Any
 ) -> None:
     workspace, _ = owner
-    provider_upsert(workspace=workspace, provider="huggingface", secret=GATED_TOKEN, actor="test")
+    provider_upsert(provider="huggingface", secret=GATED_TOKEN, actor=actor_of(workspace))
     job = run(workspace, "model.pull", model="hf:acme/gated-7B")
     assert job.status == "complete", job.error  # HF_TOKEN is empty: the credential did it
     assert {h.get("Authorization") for h in hub.gets_of("config.json")} == {f"Bearer {GATED_TOKEN}"}
@@ -267,11 +265,7 @@ def test_cancel_mid_download_then_a_new_pull_resumes(
     workspace, _ = owner
     hub.rate = 1_000_000  # about 2 s for the big file
     job = job_enqueue(
-        workspace=workspace,
-        job_type="model.pull",
-        payload={"model": BIG},
-        ttl_seconds=0,
-        actor="test",
+        job_type="model.pull", payload={"model": BIG}, ttl_seconds=0, actor=actor_of(workspace)
     )
     thread = in_background(job.pk)
 
@@ -287,7 +281,7 @@ def test_cancel_mid_download_then_a_new_pull_resumes(
         return False
 
     wait_for(midway, 20, "the download to be under way")
-    job_cancel(job=Job.objects.get(pk=job.pk), actor="test")
+    job_cancel(job=Job.objects.get(pk=job.pk), actor=actor_of())
     thread.join(timeout=20)
     assert not thread.is_alive()
     ended = Job.objects.get(pk=job.pk)

@@ -28,7 +28,7 @@ from jobs.models import Job, JobEvent
 from jobs.services import job_cancel, job_enqueue, job_runner_lost
 from jobs.tasks import run_job
 from tests import factories
-from tests.factories import bearer
+from tests.factories import actor_of, bearer
 from tests.fake_hub import FakeHub, standard_hub
 from tests.test_jobs_worker import start_worker, terminal, wait_for
 
@@ -75,7 +75,7 @@ def downloaded(job_id: str) -> int:
 
 def enqueue(workspace: Workspace, job_type: str, ttl: int = 0, **payload: Any) -> Job:
     return job_enqueue(
-        workspace=workspace, job_type=job_type, payload=payload, ttl_seconds=ttl, actor="test"
+        job_type=job_type, payload=payload, ttl_seconds=ttl, actor=actor_of(workspace)
     )
 
 
@@ -175,7 +175,7 @@ def test_a_cancelled_or_not_resumable_job_is_never_run_again(owner: Any) -> None
     workspace, _ = owner
     pull = enqueue(workspace, "model.pull", model=BIG)
     running(pull, attempts=1)
-    job_cancel(job=Job.objects.get(pk=pull.pk), actor="test")
+    job_cancel(job=Job.objects.get(pk=pull.pk), actor=actor_of())
     assert job_runner_lost(pull.pk, reason=REASON) == "error"
     assert Job.objects.get(pk=pull.pk).error == REASON
 

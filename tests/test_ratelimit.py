@@ -16,7 +16,7 @@ from accounts.models import LoginThrottle
 from matrixcloud.errors import RateLimited
 from matrixcloud.lib import addresses, ratelimit
 from tests import factories
-from tests.factories import PASSWORD, error
+from tests.factories import PASSWORD, actor_of, error
 
 pytestmark = pytest.mark.django_db
 
@@ -383,10 +383,7 @@ def test_accepting_an_invitation_as_an_existing_account_is_backed_off(api, cast,
     from accounts.services import invitation_create
 
     _, secret = invitation_create(
-        workspace=cast.other_workspace,
-        inviter=None,
-        actor="operator",
-        email="member@northwind.test",
+        email="member@northwind.test", actor=actor_of(cast.other_workspace, name="operator")
     )
     accept = {"token": secret, "password": "wrong guess 4"}
     tries = [api.post("/v1/auth/invitations/accept", accept).status_code for _ in range(2)]

@@ -20,7 +20,7 @@ from sandbox.host.records import session_ready, tools_changed_event
 from sandbox.models import SandboxSession, ToolCall, ToolFingerprint, command_key
 from sandbox.services import redact, sandbox_create, stored_arguments
 from tests import factories
-from tests.factories import bearer, error, issue
+from tests.factories import actor_of, bearer, error, issue
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +36,7 @@ def create(api: Any, token: str, **body: Any) -> Any:
 def make(workspace: Any, command: str = COMMAND, **kwargs: Any) -> SandboxSession:
     """A session created through the service (the API's own path)."""
     return sandbox_create(
-        workspace=workspace, start_command=command, env=None, ttl_seconds=0, actor="test", **kwargs
+        start_command=command, env=None, ttl_seconds=0, actor=actor_of(workspace), **kwargs
     )
 
 
@@ -164,11 +164,10 @@ def test_a_live_session_holds_no_batch_job_slot(cast, settings):
     settings.MATRIX_MAX_CONCURRENT_JOBS = settings.MATRIX_MAX_CONCURRENT_JOBS_PER_WORKSPACE = 1
     running(make(cast.workspace), ready=True)
     batch = job_enqueue(
-        workspace=cast.workspace,
         job_type="test.echo",
         payload={"message": "hi"},
         ttl_seconds=0,
-        actor="test",
+        actor=actor_of(cast.workspace),
     )
     assert job_claim(batch.pk, runner="worker:test:1") is not None
 

@@ -22,7 +22,7 @@ from jobs.models import Job
 from sandbox.models import SandboxSession
 from sandbox.secrets import resolve_secret
 from tests import factories
-from tests.factories import bearer, error, issue
+from tests.factories import actor_of, bearer, error, issue
 from tests.sandbox_processes import python_server
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +42,7 @@ COMMAND = python_server("env_server.py")
 @pytest.fixture
 def owners_key(cast: Any) -> ProviderCredential:
     return provider_upsert(
-        workspace=cast.workspace, provider="openai", secret=OWNER_KEY, actor=cast.owner.pk
+        provider="openai", secret=OWNER_KEY, actor=actor_of(cast.workspace, name=str(cast.owner.pk))
     )
 
 

@@ -14,7 +14,7 @@ from accounts.models import AuditEvent, EmailVerification, Invitation, PasswordR
 from accounts.services import invitation_create
 from accounts.services.passwords import password_reset_issue
 from tests import factories
-from tests.factories import PASSWORD, bearer, error, issue
+from tests.factories import PASSWORD, actor_of, bearer, error, issue
 
 pytestmark = pytest.mark.django_db
 
@@ -72,10 +72,7 @@ def test_one_time_token_tables_hold_only_hashes(api, cast, django_capture_on_com
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         password_reset_issue(email="member@northwind.test")
         _, invite_secret = invitation_create(
-            workspace=cast.workspace,
-            inviter=cast.owner,
-            actor=cast.owner.pk,
-            email="guest@example.com",
+            email="guest@example.com", actor=actor_of(cast.workspace, cast.owner)
         )
     assert len(callbacks) == 2
     assert not mail.outbox  # nothing sent: the secrets below exist only in this test

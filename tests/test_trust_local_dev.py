@@ -30,7 +30,7 @@ from runtimes.models import JoinToken, Runtime
 from runtimes.services import join_token_issue
 from sandbox.models import SandboxSession
 from sandbox.services import sandbox_create
-from tests.factories import error, signup
+from tests.factories import actor_of, error, signup
 from tests.sandbox_processes import end_all_sessions, python_server
 from tests.test_jobs_worker import worker_env
 from tests.test_sse import Server, start_daphne
@@ -121,20 +121,18 @@ def operated(servers: tuple[Server, Server]) -> Iterator[Server]:
 @pytest.fixture
 def victim(local: Server) -> Victim:
     owner, workspace, token = signup("Gina Globex", "gina@globex.test", "Globex")
-    minted = join_token_issue(workspace=workspace, actor=owner.pk, label="gpu", created_by=owner)
+    minted = join_token_issue(label="gpu", actor=actor_of(workspace, owner))
     status, body, _ = call(local, "POST", "/v1/cloud/runtimes/register",
                            {"join_token": minted.secret, "name": "gpu-box"})  # fmt: skip
     assert status == 201, body
     session = sandbox_create(
-        workspace=workspace,
         start_command=python_server("tiny_server.py"),
         env={},
         ttl_seconds=60,
-        actor=owner.pk,
-        user=owner,
+        actor=actor_of(workspace, owner),
     )
     credential = provider_upsert(
-        workspace=workspace, provider="openai", secret=VICTIM_KEY, actor=owner.pk
+        provider="openai", secret=VICTIM_KEY, actor=actor_of(workspace, name=str(owner.pk))
     )
     return Victim(
         workspace=workspace,

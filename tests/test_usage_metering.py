@@ -18,7 +18,7 @@ from jobs.services import job_enqueue
 from sandbox.choices import ToolCallOutcome
 from sandbox.services import CallEntry, sandbox_create, session_ensure, tool_calls_record
 from tests import factories
-from tests.factories import bearer, issue
+from tests.factories import actor_of, bearer, issue
 
 pytestmark = pytest.mark.django_db
 
@@ -57,11 +57,10 @@ def test_a_session_created_through_the_api_meters_one_start(api, cast):
 
 def test_a_session_job_from_v1_jobs_meters_its_start_once(cast):
     job = job_enqueue(
-        workspace=cast.workspace,
         job_type="mcp.test",
         payload={"start_command": COMMAND},
         ttl_seconds=None,
-        actor="test",
+        actor=actor_of(cast.workspace),
     )
     session_ensure(job)
     session_ensure(job)  # a host picking it up again
@@ -70,10 +69,13 @@ def test_a_session_job_from_v1_jobs_meters_its_start_once(cast):
 
 def test_recorded_calls_are_metered_per_workspace_and_user_except_refusals(cast):
     ours = sandbox_create(
-        workspace=cast.workspace, start_command=COMMAND, env=None, ttl_seconds=0, actor="t"
+        start_command=COMMAND, env=None, ttl_seconds=0, actor=actor_of(cast.workspace, name="t")
     )
     theirs = sandbox_create(
-        workspace=cast.other_workspace, start_command=COMMAND, env=None, ttl_seconds=0, actor="t"
+        start_command=COMMAND,
+        env=None,
+        ttl_seconds=0,
+        actor=actor_of(cast.other_workspace, name="t"),
     )
     UsageEvent.objects.all().delete()
     batch = [

@@ -10,8 +10,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from accounts.api.base import ActorAPIView
 from accounts.api.serializers import (
     AuditEventSerializer,
     AuditLogSerializer,
@@ -21,13 +21,11 @@ from accounts.api.serializers import (
     ProviderCredentialUpdateSerializer,
     UsageSerializer,
 )
-from accounts.principals import actor_for
 from accounts.selectors import AUDIT_PAGE, audit_page, provider_payload, providers_of
 from accounts.services.providers import provider_delete, provider_update, provider_upsert
 from accounts.services.usage import DEFAULT_DAYS, MAX_DAYS, usage_since, usage_sums
 from matrixcloud.api.schema import error_responses
 from matrixcloud.errors import BadRequest
-from matrixcloud.lib.addresses import client_ip
 
 DAYS_MESSAGE = f"days must be an integer between 1 and {MAX_DAYS}"
 
@@ -41,7 +39,7 @@ def _int_query(request: Request, name: str, default: int, message: str) -> int:
     return int(raw)
 
 
-class ProviderCredentialCollectionView(APIView):
+class ProviderCredentialCollectionView(ActorAPIView):
     """The workspace's provider credentials: list them (hints only), store one."""
 
     @extend_schema(
@@ -50,7 +48,7 @@ class ProviderCredentialCollectionView(APIView):
         responses={200: ProviderCredentialListSerializer, **error_responses(401)},
     )
     def get(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         credentials = providers_of(workspace=actor.workspace)
         return Response({"providers": [provider_payload(c) for c in credentials]})
 
@@ -64,26 +62,23 @@ class ProviderCredentialCollectionView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         actor.require_manager("store provider credentials")
         serializer = ProviderCredentialCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         credential = provider_upsert(
-            workspace=actor.workspace,
             provider=data["provider"],
             label=data.get("label"),
             secret=data["secret"],
             meta=data.get("meta"),
             usable_by_members=data.get("usable_by_members"),
-            actor=actor.id,
-            user=actor.user,
-            ip=client_ip(request._request),
+            actor=actor,
         )
         return Response({"provider": provider_payload(credential)}, status=201)
 
 
-class ProviderCredentialDetailView(APIView):
+class ProviderCredentialDetailView(ActorAPIView):
     """One provider credential: change who may use it, or remove it (additive endpoint)."""
 
     @extend_schema(
@@ -96,16 +91,14 @@ class ProviderCredentialDetailView(APIView):
         },
     )
     def patch(self, request: Request, credential_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         actor.require_manager("change provider credentials")
         serializer = ProviderCredentialUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         credential = provider_update(
-            workspace=actor.workspace,
             credential_id=credential_id,
             usable_by_members=serializer.validated_data["usable_by_members"],
-            actor=actor.id,
-            ip=client_ip(request._request),
+            actor=actor,
         )
         return Response({"provider": provider_payload(credential)})
 
@@ -116,18 +109,13 @@ class ProviderCredentialDetailView(APIView):
         responses={204: None, **error_responses(401, 403, 404)},
     )
     def delete(self, request: Request, credential_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         actor.require_manager("delete provider credentials")
-        provider_delete(
-            workspace=actor.workspace,
-            credential_id=credential_id,
-            actor=actor.id,
-            ip=client_ip(request._request),
-        )
+        provider_delete(credential_id=credential_id, actor=actor)
         return Response(status=204)
 
 
-class UsageView(APIView):
+class UsageView(ActorAPIView):
     """The workspace's metered usage, summed per kind over the last 30 days."""
 
     @extend_schema(
@@ -143,7 +131,7 @@ class UsageView(APIView):
         responses={200: UsageSerializer, **error_responses(400, 401)},
     )
     def get(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         days = _int_query(request, "days", DEFAULT_DAYS, DAYS_MESSAGE)
         if not 1 <= days <= MAX_DAYS:
             raise BadRequest(DAYS_MESSAGE)
@@ -152,7 +140,7 @@ class UsageView(APIView):
         return Response({"since": since.strftime("%Y-%m-%dT%H:%M:%SZ"), "usage": usage})
 
 
-class AuditLogView(APIView):
+class AuditLogView(ActorAPIView):
     """The workspace's audit events, newest first, a page at a time."""
 
     @extend_schema(
@@ -171,7 +159,7 @@ class AuditLogView(APIView):
         responses={200: AuditLogSerializer, **error_responses(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         # Other members' addresses and failed sign-ins are for those who run the workspace.
         actor.require_manager("read the audit log")
         limit = _int_query(

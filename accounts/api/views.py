@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.api.base import ActorAPIView
 from accounts.api.serializers import (
     AuthResultSerializer,
     CurrentUserSerializer,
@@ -35,7 +36,7 @@ from accounts.api.serializers import (
 from accounts.authentication import ConsoleSessionAuthentication, SessionTokenAuthentication
 from accounts.choices import Role
 from accounts.models import SessionToken, User
-from accounts.principals import actor_for, user_actor
+from accounts.principals import user_actor
 from accounts.selectors import (
     invitations_pending,
     members_of,
@@ -276,7 +277,7 @@ class ResendVerificationView(APIView):
         return Response({"ok": True, "message": message})
 
 
-class InvitationCollectionView(APIView):
+class InvitationCollectionView(ActorAPIView):
     """Invitations into the caller's workspace: list pending ones, invite someone."""
 
     schema = SessionSchema()
@@ -287,7 +288,7 @@ class InvitationCollectionView(APIView):
         responses={200: InvitationListSerializer, **error_responses(401, 403)},
     )
     def get(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         actor.require_manager("see invitations")
         pending = invitations_pending(workspace=actor.workspace)
         return Response({"invitations": InvitationSerializer(pending, many=True).data})
@@ -302,16 +303,13 @@ class InvitationCollectionView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         actor.require_manager("invite members")
         data = _valid(InvitationCreateSerializer, request)
         invitation, _secret = invitation_create(
-            workspace=actor.workspace,
-            inviter=actor.user,
-            actor=actor.id,
+            actor=actor,
             email=data["email"],
             role=data.get("role", Role.MEMBER),
-            ip=client_ip(request._request),
         )
         return Response({"invitation": InvitationSerializer(invitation).data}, status=201)
 
@@ -343,7 +341,7 @@ class InvitationAcceptView(APIView):
         return Response(_auth_result(issued))
 
 
-class MemberListView(APIView):
+class MemberListView(ActorAPIView):
     """The members of the caller's workspace and their roles."""
 
     schema = SessionSchema()
@@ -354,6 +352,6 @@ class MemberListView(APIView):
         responses={200: MemberListSerializer, **error_responses(401)},
     )
     def get(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         members = members_of(workspace=actor.workspace)
         return Response({"members": MemberSerializer(members, many=True).data})

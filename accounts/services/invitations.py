@@ -11,12 +11,8 @@ from accounts import throttle
 from accounts.audit import audit_record
 from accounts.choices import Role
 from accounts.emails import send_account_email_on_commit
-from accounts.models import (
-    Invitation,
-    Membership,
-    User,
-    Workspace,
-)
+from accounts.models import Invitation, Membership, User
+from accounts.principals import Actor
 from accounts.services.identity import (
     IssuedSession,
     check_password_policy,
@@ -32,14 +28,12 @@ INVITE_TTL = timedelta(days=7)
 
 def invitation_create(
     *,
-    workspace: Workspace,
-    inviter: User | None,
-    actor: str,
+    actor: Actor,
     email: str,
     role: str = Role.MEMBER,
-    ip: str = "",
 ) -> tuple[Invitation, str]:
-    """Invite ``email`` into ``workspace``; returns the invitation and its secret."""
+    """Invite ``email`` into the actor's workspace; returns the invitation and its secret."""
+    workspace = actor.workspace
     email = valid_email(email)
     if role not in (Role.ADMIN, Role.MEMBER):
         raise BadRequest("role must be Admin or Member")
@@ -56,15 +50,15 @@ def invitation_create(
             email=email,
             role=role,
             token_hash=secret_hash(secret),
-            invited_by=inviter,
+            invited_by=actor.user,
             expires_at=now + INVITE_TTL,
         )
         audit_record(
             action="workspace.member.invited",
-            actor=actor,
+            actor=actor.id,
             workspace=workspace,
             target=email,
-            ip=ip,
+            ip=actor.ip,
             meta={"role": role, "invitation_id": invitation.pk},
         )
         send_account_email_on_commit(

@@ -25,6 +25,7 @@ from django.utils import timezone
 from accounts.audit import audit_record
 from accounts.choices import AuditStatus, Role
 from accounts.models import Membership, ProviderCredential, User, Workspace
+from accounts.principals import SYSTEM_ACTOR, Actor
 from matrixcloud.errors import ApplicationError, BadRequest, Forbidden, NotFound
 from matrixcloud.lib.crypto import InvalidToken
 
@@ -34,7 +35,6 @@ HINT_MIN_CHARS = 8  # a shorter secret shows only the mask: 4 of 7 characters is
 MAX_SECRET_CHARS = 16_384
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-SYSTEM_ACTOR = "system"
 
 
 class SecretUnreadable(ApplicationError):
@@ -80,21 +80,19 @@ def _secret_checked(secret: str) -> str:
 
 def provider_upsert(
     *,
-    workspace: Workspace,
+    actor: Actor,
     provider: str,
     secret: str,
-    actor: str,
     label: str | None = DEFAULT_LABEL,
     meta: dict[str, Any] | None = None,
     usable_by_members: bool | None = None,
-    user: User | None = None,
-    ip: str = "",
 ) -> ProviderCredential:
-    """Store a credential, replacing the secret, hint and meta of the same provider and
-    label; returns the stored row (its real id and creation time). ``usable_by_members``
-    None leaves it as it was (off for a new credential)."""
+    """Store a credential of the actor's workspace, replacing the secret, hint and meta
+    of the same provider and label; returns the stored row (its real id and creation
+    time). ``usable_by_members`` None leaves it as it was (off for a new credential)."""
     if not provider.strip():
         raise BadRequest("provider and secret are required")
+    workspace = actor.workspace
     name, label_value, secret = (
         provider_name(provider),
         provider_label(label),
@@ -106,15 +104,15 @@ def provider_upsert(
     for _ in range(2):  # a concurrent first store of the same label: update it instead
         try:
             with transaction.atomic():
-                credential, created = _upsert_row(workspace, name, label_value, fields, user)
+                credential, created = _upsert_row(workspace, name, label_value, fields, actor.user)
                 audit_record(
                     action="provider.credential.added"
                     if created
                     else "provider.credential.updated",
-                    actor=actor,
+                    actor=actor.id,
                     workspace=workspace,
                     target=name,
-                    ip=ip,
+                    ip=actor.ip,
                     meta={
                         "label": label_value,
                         "hint": credential.hint,
@@ -162,31 +160,31 @@ def _credential_locked(workspace: Workspace, credential_id: str) -> ProviderCred
     return credential
 
 
-def provider_delete(*, workspace: Workspace, credential_id: str, actor: str, ip: str = "") -> None:
-    """Remove a credential of ``workspace`` (404 for any other workspace's)."""
+def provider_delete(*, credential_id: str, actor: Actor) -> None:
+    """Remove a credential of the actor's workspace (404 for any other workspace's)."""
+    workspace = actor.workspace
     with transaction.atomic():
         credential = _credential_locked(workspace, credential_id)
         credential.delete()
         audit_record(
             action="provider.credential.deleted",
-            actor=actor,
+            actor=actor.id,
             workspace=workspace,
             target=credential.provider,
-            ip=ip,
+            ip=actor.ip,
             meta={"label": credential.label, "hint": credential.hint, "id": credential_id},
         )
 
 
 def provider_update(
     *,
-    workspace: Workspace,
     credential_id: str,
     usable_by_members: bool,
-    actor: str,
-    ip: str = "",
+    actor: Actor,
 ) -> ProviderCredential:
-    """Mark a credential of ``workspace`` usable by members or not (404 for any other
-    workspace's); the secret is left as it is."""
+    """Mark a credential of the actor's workspace usable by members or not (404 for any
+    other workspace's); the secret is left as it is."""
+    workspace = actor.workspace
     with transaction.atomic():
         credential = _credential_locked(workspace, credential_id)
         credential.usable_by_members = usable_by_members
@@ -194,10 +192,10 @@ def provider_update(
         credential.save(update_fields=["usable_by_members", "updated_at"])
         audit_record(
             action="provider.credential.updated",
-            actor=actor,
+            actor=actor.id,
             workspace=workspace,
             target=credential.provider,
-            ip=ip,
+            ip=actor.ip,
             meta={
                 "label": credential.label,
                 "id": credential.pk,

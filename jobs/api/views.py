@@ -7,9 +7,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from accounts.principals import actor_for
+from accounts.api.base import ActorAPIView
 from jobs.api.serializers import (
     EVENT_STREAM_RESPONSE,
     CancelResultSerializer,
@@ -25,7 +24,6 @@ from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
 from matrixcloud.errors import BadRequest
 from matrixcloud.lib import sse
-from matrixcloud.lib.addresses import client_ip
 
 CANCEL_WAIT_SECONDS = 1.5
 JOB_ID = OpenApiParameter(
@@ -64,7 +62,7 @@ def _int_param(request: Request, name: str, default: int) -> int:
         raise BadRequest(f"{name} must be an integer") from None
 
 
-class JobCollectionView(APIView):
+class JobCollectionView(ActorAPIView):
     """The job collection: list the workspace's jobs, create a job."""
 
     @extend_schema(
@@ -74,7 +72,7 @@ class JobCollectionView(APIView):
         responses={200: JobListSerializer, **error_responses(400, 401)},
     )
     def get(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         page = job_list(
             workspace=actor.visible_workspace,
             limit=_int_param(request, "limit", 50),
@@ -96,15 +94,12 @@ class JobCollectionView(APIView):
         serializer = CreateJobSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        actor = actor_for(request)
+        actor = self.actor
         job = job_enqueue(
-            workspace=actor.workspace,
             job_type=data["type"],
             payload=data.get("payload"),
             ttl_seconds=data.get("ttl_seconds"),
-            actor=actor.id,
-            user=actor.user,
-            ip=client_ip(request._request),
+            actor=actor,
         )
         return Response(
             {"job_id": job.pk, "status": job.status, "events_url": f"/v1/jobs/{job.pk}/events"},
@@ -112,7 +107,7 @@ class JobCollectionView(APIView):
         )
 
 
-class JobDetailView(APIView):
+class JobDetailView(ActorAPIView):
     """One job: read it, cancel it (the record stays)."""
 
     @extend_schema(
@@ -122,7 +117,7 @@ class JobDetailView(APIView):
         responses={200: JobSerializer, **error_responses(401, 404)},
     )
     def get(self, request: Request, job_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         return Response(job_snapshot(job_get(job_id=job_id, workspace=actor.visible_workspace)))
 
     @extend_schema(
@@ -132,14 +127,14 @@ class JobDetailView(APIView):
         responses={200: CancelResultSerializer, **error_responses(401, 404)},
     )
     def delete(self, request: Request, job_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         job = job_get(job_id=job_id, workspace=actor.visible_workspace)
-        status = job_cancel(job=job, actor=actor.id, ip=client_ip(request._request))
+        status = job_cancel(job=job, actor=actor)
         status = job_await_terminal(job.pk, status, timeout=CANCEL_WAIT_SECONDS)
         return Response({"ok": True, "status": status})
 
 
-class JobEventsView(APIView):
+class JobEventsView(ActorAPIView):
     """A job's events as server-sent events: the history, then live, until the end.
 
     This view authenticates, finds the job (404 before any streaming) and builds the
@@ -160,6 +155,6 @@ class JobEventsView(APIView):
         },
     )
     def get(self, request: Request, job_id: str) -> HttpResponseBase:
-        actor = actor_for(request)
+        actor = self.actor
         job = job_get(job_id=job_id, workspace=actor.visible_workspace)
         return job_stream_response(job, after=sse.last_event_id(request._request))

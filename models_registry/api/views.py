@@ -9,9 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.principals import actor_for
+from accounts.api.base import ActorAPIView
 from matrixcloud.api.schema import PublicSchema, error_responses
-from matrixcloud.lib.addresses import client_ip
 from models_registry.api.serializers import (
     HuggingFaceSearchQuerySerializer,
     HuggingFaceSearchSerializer,
@@ -70,7 +69,7 @@ class HuggingFaceSearchView(APIView):
         return Response(answer)
 
 
-class ResolveSourceView(APIView):
+class ResolveSourceView(ActorAPIView):
     """Turn a model source into a profile preview (Hugging Face resolved live)."""
 
     @extend_schema(
@@ -82,11 +81,11 @@ class ResolveSourceView(APIView):
     def post(self, request: Request) -> Response:
         serializer = ResolveSourceSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        actor = actor_for(request)
+        actor = self.actor
         return Response(source_resolve(workspace=actor.workspace, data=serializer.validated_data))
 
 
-class ModelProfileCollectionView(APIView):
+class ModelProfileCollectionView(ActorAPIView):
     """The workspace's model profiles: list them, import one."""
 
     @extend_schema(
@@ -95,7 +94,7 @@ class ModelProfileCollectionView(APIView):
         responses={200: ModelProfileListSerializer, **error_responses(401)},
     )
     def get(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         profiles = [profile_json(p) for p in profile_list(workspace=actor.workspace)]
         return Response(ModelProfileListSerializer({"profiles": profiles}).data)
 
@@ -108,13 +107,13 @@ class ModelProfileCollectionView(APIView):
     def post(self, request: Request) -> Response:
         serializer = ModelProfileImportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        actor = actor_for(request)
-        profile = profile_import(actor=actor, data=serializer.validated_data, ip=client_ip(request))
+        actor = self.actor
+        profile = profile_import(actor=actor, data=serializer.validated_data)
         body = ModelProfileResultSerializer({"profile": profile_json(profile)}).data
         return Response(body, status=201)
 
 
-class ModelProfileAttachView(APIView):
+class ModelProfileAttachView(ActorAPIView):
     """Install a profile onto a runtime: an installation row and a model.attach job."""
 
     @extend_schema(
@@ -128,7 +127,7 @@ class ModelProfileAttachView(APIView):
         serializer = ModelAttachSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        actor = actor_for(request)
+        actor = self.actor
         profile = profile_get(workspace=actor.workspace, profile_id=id)
         installation, job = profile_attach(
             actor=actor,
@@ -138,7 +137,6 @@ class ModelProfileAttachView(APIView):
             serving_engine=data.get("servingEngine") or "",
             source_path=data.get("path") or "",
             endpoint_url=data.get("endpointUrl") or "",
-            ip=client_ip(request),
         )
         body = {
             "installation_id": installation.id,
@@ -149,7 +147,7 @@ class ModelProfileAttachView(APIView):
         return Response(ModelAttachAcceptedSerializer(body).data, status=202)
 
 
-class ModelInstallationListView(APIView):
+class ModelInstallationListView(ActorAPIView):
     """The workspace's installations with their progress."""
 
     @extend_schema(
@@ -158,6 +156,6 @@ class ModelInstallationListView(APIView):
         responses={200: ModelInstallationListSerializer, **error_responses(401)},
     )
     def get(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         rows = [installation_json(i) for i in installation_list(workspace=actor.workspace)]
         return Response(ModelInstallationListSerializer({"installations": rows}).data)

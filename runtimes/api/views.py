@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.principals import actor_for
+from accounts.api.base import ActorAPIView
 from matrixcloud.api.authentication import bearer_token
 from matrixcloud.api.schema import PublicSchema, error_responses
 from matrixcloud.lib.addresses import client_ip
@@ -66,7 +66,7 @@ def _runtime(runtime: object) -> dict[str, object]:
     return dict(RegisteredRuntimeSerializer(runtime).data)
 
 
-class RegisteredRuntimeListView(APIView):
+class RegisteredRuntimeListView(ActorAPIView):
     """The remote runtimes registered to the caller's workspace."""
 
     @extend_schema(
@@ -75,12 +75,12 @@ class RegisteredRuntimeListView(APIView):
         responses={200: RegisteredRuntimeListSerializer, **error_responses(401)},
     )
     def get(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         runtimes = runtimes_list(workspace=actor.visible_workspace)
         return Response({"runtimes": RegisteredRuntimeSerializer(runtimes, many=True).data})
 
 
-class RegisteredRuntimeDetailView(APIView):
+class RegisteredRuntimeDetailView(ActorAPIView):
     """One registered runtime: read it, or remove it (its token dies with it)."""
 
     @extend_schema(
@@ -90,7 +90,7 @@ class RegisteredRuntimeDetailView(APIView):
         responses={200: RegisteredRuntimeResultSerializer, **error_responses(401, 404)},
     )
     def get(self, request: Request, runtime_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
         return Response({"runtime": _runtime(runtime)})
 
@@ -101,15 +101,15 @@ class RegisteredRuntimeDetailView(APIView):
         responses={200: RegisteredRuntimeResultSerializer, **error_responses(401, 403, 404)},
     )
     def delete(self, request: Request, runtime_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
         actor.require_manager("remove runtimes")
         body = _runtime(runtime)
-        runtime_remove(runtime=runtime, actor=actor.id, ip=client_ip(request._request))
+        runtime_remove(runtime=runtime, actor=actor)
         return Response({"runtime": body})
 
 
-class RuntimeTokenRotateView(APIView):
+class RuntimeTokenRotateView(ActorAPIView):
     """A new runtime token for a registered runtime (shown once; lifts a revocation)."""
 
     @extend_schema(
@@ -120,16 +120,14 @@ class RuntimeTokenRotateView(APIView):
         responses={200: RuntimeRegisteredSerializer, **error_responses(401, 403, 404)},
     )
     def post(self, request: Request, runtime_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
         actor.require_manager("rotate runtime tokens")
-        issued = runtime_token_rotate(
-            runtime=runtime, actor=actor.id, ip=client_ip(request._request)
-        )
+        issued = runtime_token_rotate(runtime=runtime, actor=actor)
         return Response({"runtime": _runtime(issued.runtime), "runtime_token": issued.token})
 
 
-class RuntimeTokenRevokeView(APIView):
+class RuntimeTokenRevokeView(ActorAPIView):
     """Revoke a runtime's token: its heartbeats are refused until a rotation."""
 
     @extend_schema(
@@ -140,12 +138,10 @@ class RuntimeTokenRevokeView(APIView):
         responses={200: RegisteredRuntimeResultSerializer, **error_responses(401, 403, 404)},
     )
     def post(self, request: Request, runtime_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
         actor.require_manager("revoke runtime tokens")
-        runtime = runtime_token_revoke(
-            runtime=runtime, actor=actor.id, ip=client_ip(request._request)
-        )
+        runtime = runtime_token_revoke(runtime=runtime, actor=actor)
         return Response({"runtime": _runtime(runtime)})
 
 
@@ -204,7 +200,7 @@ class RuntimeHeartbeatView(APIView):
         return Response({"runtime": _runtime(runtime)})
 
 
-class JoinTokenCollectionView(APIView):
+class JoinTokenCollectionView(ActorAPIView):
     """The workspace's join tokens: list them, mint one."""
 
     @extend_schema(
@@ -214,7 +210,7 @@ class JoinTokenCollectionView(APIView):
         responses={200: JoinTokenListSerializer, **error_responses(401)},
     )
     def get(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         everything = _truthy(request.query_params.get("all", ""))
         tokens = join_tokens_list(workspace=actor.visible_workspace, include_inactive=everything)
         return Response({"join_tokens": JoinTokenSerializer(tokens, many=True).data})
@@ -226,24 +222,18 @@ class JoinTokenCollectionView(APIView):
         responses={201: JoinTokenMintedSerializer, **error_responses(400, 401, 403, 422)},
     )
     def post(self, request: Request) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         actor.require_manager("mint join tokens")
         serializer = JoinTokenCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        minted = join_token_issue(
-            workspace=actor.workspace,
-            actor=actor.id,
-            created_by=actor.user,
-            ip=client_ip(request._request),
-            **serializer.validated_data,
-        )
+        minted = join_token_issue(actor=actor, **serializer.validated_data)
         return Response(
             {"join_token": JoinTokenSerializer(minted.token).data, "secret": minted.secret},
             status=201,
         )
 
 
-class JoinTokenRevokeView(APIView):
+class JoinTokenRevokeView(ActorAPIView):
     """Revoke a join token: later registrations with it are refused (idempotent)."""
 
     @extend_schema(
@@ -254,8 +244,8 @@ class JoinTokenRevokeView(APIView):
         responses={200: JoinTokenResultSerializer, **error_responses(401, 403, 404)},
     )
     def post(self, request: Request, token_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         token = join_token_get(workspace=actor.visible_workspace, token_id=token_id)
         actor.require_manager("revoke join tokens")
-        token = join_token_revoke(token=token, actor=actor.id, ip=client_ip(request._request))
+        token = join_token_revoke(token=token, actor=actor)
         return Response({"join_token": JoinTokenSerializer(token).data})

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from accounts.principals import Actor
 from accounts.services.providers import provider_use_check
 from jobs.handlers import JobParams
 from jobs.registry import register
@@ -67,23 +68,21 @@ class AgentRunHandler(SessionHandler):
     Params: ClassVar[type[JobParams]] = AgentRunParams
 
     @classmethod
-    def admit(
-        cls, *, workspace: Any, user: Any, payload: dict[str, Any], actor: str, ip: str
-    ) -> None:
+    def admit(cls, *, actor: Actor, payload: dict[str, Any]) -> None:
         """Its env, and the provider credential it would send a prompt with (neither
         ``base_url`` nor ``installation_id``): a Member may use only one marked usable
         by members, like a ``${secret:...}`` (403 naming it)."""
-        super().admit(workspace=workspace, user=user, payload=payload, actor=actor, ip=ip)
+        super().admit(actor=actor, payload=payload)
         if payload.get("base_url") or payload.get("installation_id"):
             return
         provider_use_check(
-            workspace=workspace,
+            workspace=actor.workspace,
             provider=payload.get("provider") or "openai",
             label=payload.get("credential") or "default",
-            user_id=str(user.pk) if user is not None else None,
+            user_id=str(actor.user.pk) if actor.user is not None else None,
             purpose="agent.run",
-            actor=actor,
-            ip=ip,
+            actor=actor.id,
+            ip=actor.ip,
         )
 
     @staticmethod

@@ -242,7 +242,7 @@ async def _answer(call: PreparedCall, reply: dict[str, Any], send: Send) -> None
     await send_response(send, error.http_status, headers, body)
 
 
-def remember(request: HttpRequest, actor: Actor, session: SandboxSession, ip: str) -> None:
+def remember(request: HttpRequest, actor: Actor, session: SandboxSession) -> None:
     """After Django's path accepted a call: keep the caller and the session for the
     fast route (only for a request the fast route handed over, with its key)."""
     handed = getattr(request, "scope", {}).get(SCOPE_KEY)
@@ -258,7 +258,7 @@ def remember(request: HttpRequest, actor: Actor, session: SandboxSession, ip: st
     caller = KnownCaller(
         actor=actor.id,
         user_id=str(actor.user.pk) if actor.user is not None else None,
-        ip=ip,
+        ip=actor.ip,
         workspace_id=workspace.pk if workspace is not None else None,
         generation=handed["generation"],
         credential=ratelimit.claimed_credential(request),

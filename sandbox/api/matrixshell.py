@@ -17,11 +17,9 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from accounts.principals import actor_for
+from accounts.api.base import ActorAPIView
 from matrixcloud.api.schema import error_responses
-from matrixcloud.lib.addresses import client_ip
 from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, client_gone, run_in_lane
 from sandbox.api.serializers import (
     MatrixShellExecResultSerializer,
@@ -51,7 +49,7 @@ class ExecResultSerializer(MatrixShellExecResultSerializer):
     duration_ms = serializers.IntegerField()
 
 
-class MatrixShellStatusView(APIView):
+class MatrixShellStatusView(ActorAPIView):
     """Whether MatrixShell is installed in the workspace's sandbox, and which version."""
 
     @extend_schema(
@@ -64,10 +62,10 @@ class MatrixShellStatusView(APIView):
     )
     def get(self, request: Request) -> Response:
         matrixshell_gate()
-        return Response(matrixshell_status(workspace=actor_for(request).workspace))
+        return Response(matrixshell_status(workspace=self.actor.workspace))
 
 
-class MatrixShellInstallView(APIView):
+class MatrixShellInstallView(ActorAPIView):
     """Install MatrixShell into the workspace's sandbox as a matrixshell.install job."""
 
     @extend_schema(
@@ -81,17 +79,12 @@ class MatrixShellInstallView(APIView):
     )
     def post(self, request: Request) -> Response:
         matrixshell_gate()
-        actor = actor_for(request)
-        job = matrixshell_install(
-            workspace=actor.workspace,
-            actor=actor.id,
-            user=actor.user,
-            ip=client_ip(request._request),
-        )
+        actor = self.actor
+        job = matrixshell_install(actor=actor)
         return Response({"job_id": job.pk, "events_url": f"/v1/jobs/{job.pk}/events"}, status=202)
 
 
-class MatrixShellExecView(APIView):
+class MatrixShellExecView(ActorAPIView):
     """Run one command in the workspace's MatrixShell sandbox (denylisted ones refused)."""
 
     @extend_schema(
@@ -113,13 +106,10 @@ class MatrixShellExecView(APIView):
         serializer = MatrixShellExecSerializer(data=request.data)  # a bad body: 400 first
         serializer.is_valid(raise_exception=True)
         matrixshell_gate()
-        actor = actor_for(request)
+        actor = self.actor
         prepared = matrixshell_exec_prepare(
-            workspace=actor.workspace,
             command=serializer.validated_data["command"],
-            actor=actor.id,
-            user=actor.user,
-            ip=client_ip(request._request),
+            actor=actor,
         )
         # A client that disconnects mid-command stops it (its whole process tree).
         gone = client_gone(request._request)

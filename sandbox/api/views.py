@@ -15,9 +15,8 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from accounts.principals import actor_for
+from accounts.api.base import ActorAPIView
 from jobs.api.serializers import EVENT_STREAM_RESPONSE, CancelResultSerializer
 from jobs.api.views import CANCEL_WAIT_SECONDS, STREAM_PARAMETERS
 from jobs.services import job_await_terminal
@@ -27,7 +26,6 @@ from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
 from matrixcloud.errors import BadRequest
 from matrixcloud.lib import sse
-from matrixcloud.lib.addresses import client_ip
 from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, run_in_lane
 from matrixcloud.lib.times import rfc3339
 from sandbox.api import fastcall
@@ -60,7 +58,7 @@ SESSION_ID = OpenApiParameter(
 NOT_READY = (409, "The sandbox is not ready yet, or has already ended")
 
 
-class SandboxCollectionView(APIView):
+class SandboxCollectionView(ActorAPIView):
     """Start a sandbox: an MCP server in isolation, as an mcp.test job."""
 
     @extend_schema(
@@ -73,18 +71,15 @@ class SandboxCollectionView(APIView):
         serializer = SandboxCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        actor = actor_for(request)
+        actor = self.actor
         session = sandbox_create(
-            workspace=actor.workspace,
             start_command=data["start_command"],
             env=data.get("env"),
             ttl_seconds=data.get("ttl_seconds"),
             transport=data.get("transport", ""),
             allow_network=data["allow_network"],
             network_allow=data.get("network_allow") or [],
-            actor=actor.id,
-            user=actor.user,
-            ip=client_ip(request._request),
+            actor=actor,
         )
         body = {
             "session_id": session.pk,
@@ -96,7 +91,7 @@ class SandboxCollectionView(APIView):
         return Response(body, status=202)
 
 
-class SandboxDetailView(APIView):
+class SandboxDetailView(ActorAPIView):
     """One sandbox session: read it, stop it."""
 
     @extend_schema(
@@ -106,7 +101,7 @@ class SandboxDetailView(APIView):
         responses={200: SandboxSessionSerializer, **error_responses(401, 404)},
     )
     def get(self, request: Request, session_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         session = session_get(session_id=session_id, workspace=actor.visible_workspace)
         return Response(session_snapshot(session))
 
@@ -117,14 +112,14 @@ class SandboxDetailView(APIView):
         responses={200: CancelResultSerializer, **error_responses(401, 404)},
     )
     def delete(self, request: Request, session_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         session = session_get(session_id=session_id, workspace=actor.visible_workspace)
-        status = sandbox_stop(session=session, actor=actor.id, ip=client_ip(request._request))
+        status = sandbox_stop(session=session, actor=actor)
         status = job_await_terminal(session.job_id, status, timeout=CANCEL_WAIT_SECONDS)
         return Response({"ok": True, "status": status})
 
 
-class SandboxEventsView(APIView):
+class SandboxEventsView(ActorAPIView):
     """A sandbox's events as server-sent events (those of its backing job).
 
     A plain view, like the job stream: the web lane runs it in a thread, then sends the
@@ -144,12 +139,12 @@ class SandboxEventsView(APIView):
         },
     )
     def get(self, request: Request, session_id: str) -> HttpResponseBase:
-        actor = actor_for(request)
+        actor = self.actor
         session = session_get(session_id=session_id, workspace=actor.visible_workspace)
         return job_stream_response(session.job, after=sse.last_event_id(request._request))
 
 
-class SandboxToolsView(APIView):
+class SandboxToolsView(ActorAPIView):
     """The tools the sandbox's MCP server advertised."""
 
     @extend_schema(
@@ -159,12 +154,12 @@ class SandboxToolsView(APIView):
         responses={200: ToolListSerializer, **error_responses(401, 404, NOT_READY)},
     )
     def get(self, request: Request, session_id: str) -> Response:
-        actor = actor_for(request)
+        actor = self.actor
         session = session_get(session_id=session_id, workspace=actor.visible_workspace)
         return Response({"tools": session_tools(session)})
 
 
-class SandboxToolCallView(APIView):
+class SandboxToolCallView(ActorAPIView):
     """Call one tool of the sandbox's MCP server (through the host that runs it)."""
 
     @extend_schema(
@@ -185,19 +180,16 @@ class SandboxToolCallView(APIView):
         name = serializer.validated_data["name"].strip()
         if not name:
             raise BadRequest("tool name is required")
-        actor = actor_for(request)
+        actor = self.actor
         session = session_get(session_id=session_id, workspace=actor.visible_workspace)
-        ip = client_ip(request._request)
         call = tool_call_prepare(
             session=session,
             name=name,
             arguments=serializer.validated_data.get("arguments"),
-            actor=actor.id,
-            user=actor.user,
-            ip=ip,
+            actor=actor,
         )
         if call.refusal is None:
-            fastcall.remember(request._request, actor, session, ip)
+            fastcall.remember(request._request, actor, session)
         if call.refusal is None and request._request.META.get(DEFERRABLE):
             # Served by the web lane: wait for the host's reply on the event loop.
             return DeferredResponse(partial(_complete_call, call))

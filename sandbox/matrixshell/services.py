@@ -21,7 +21,8 @@ from django.db import transaction
 
 from accounts.audit import audit_record
 from accounts.choices import AuditStatus
-from accounts.models import User, Workspace
+from accounts.models import Workspace
+from accounts.principals import Actor
 from accounts.services.usage import usage_record
 from jobs.choices import JobStatus
 from jobs.models import Job
@@ -139,10 +140,10 @@ def matrixshell_status(*, workspace: Workspace) -> dict[str, Any]:
 # --- install -----------------------------------------------------------------------------
 
 
-def matrixshell_install(
-    *, workspace: Workspace, actor: str, user: User | None = None, ip: str = ""
-) -> Job:
-    """Start a ``matrixshell.install`` job for the workspace (409 while one is active)."""
+def matrixshell_install(*, actor: Actor) -> Job:
+    """Start a ``matrixshell.install`` job for the actor's workspace (409 while one is
+    active)."""
+    workspace = actor.workspace
     ttl = min(INSTALL_TTL_SECONDS, settings.MATRIX_MAX_TTL_SECONDS)
     with transaction.atomic():
         active = Job.objects.filter(
@@ -150,15 +151,7 @@ def matrixshell_install(
         )
         if active.select_for_update().exists():
             raise Conflict("a MatrixShell install is already running in this workspace")
-        return job_enqueue(
-            workspace=workspace,
-            job_type=INSTALL_JOB_TYPE,
-            payload={},
-            ttl_seconds=ttl,
-            actor=actor,
-            user=user,
-            ip=ip,
-        )
+        return job_enqueue(actor=actor, job_type=INSTALL_JOB_TYPE, payload={}, ttl_seconds=ttl)
 
 
 # --- exec --------------------------------------------------------------------------------
@@ -172,23 +165,22 @@ def _audit_target(command: str) -> str:
 
 @dataclass(frozen=True)
 class PreparedExec:
-    """An accepted command, about to run: who asked, where, and what to audit."""
+    """An accepted command, about to run: who asked (and where), and what to audit."""
 
-    workspace: Workspace
+    actor: Actor
     command: str
-    actor: str
-    user: User | None
-    ip: str
     paths: ShellPaths
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.actor.workspace
 
     @property
     def trimmed(self) -> str:
         return self.command.strip()
 
 
-def matrixshell_exec_prepare(
-    *, workspace: Workspace, command: str, actor: str, user: User | None = None, ip: str = ""
-) -> PreparedExec:
+def matrixshell_exec_prepare(*, actor: Actor, command: str) -> PreparedExec:
     """Check a command before it runs: 422 for an empty one or a workspace without its
     venv, 403 for a denylisted one (audited as a failure)."""
     if not command.strip():
@@ -196,19 +188,19 @@ def matrixshell_exec_prepare(
     if command_denied(command):
         audit_record(
             action="matrixshell.exec",
-            actor=actor,
-            workspace=workspace,
+            actor=actor.id,
+            workspace=actor.workspace,
             target=_audit_target(command),
-            ip=ip,
+            ip=actor.ip,
             status=AuditStatus.FAILURE,
             meta={"reason": "denylist"},
         )
         raise Forbidden("refused by safety denylist")
-    paths = ShellPaths.for_workspace(workspace.pk)
+    paths = ShellPaths.for_workspace(actor.workspace.pk)
     matrixshell_disk_ready(paths)
     if not paths.python.exists():
         raise UnprocessableEntity("MatrixShell sandbox is not installed yet")
-    return PreparedExec(workspace, command, actor, user, ip, paths)
+    return PreparedExec(actor, command, paths)
 
 
 async def matrixshell_exec_run(
@@ -250,17 +242,17 @@ def matrixshell_exec_record(prepared: PreparedExec, outcome: RunOutcome) -> dict
     with transaction.atomic():
         audit_record(
             action="matrixshell.exec",
-            actor=prepared.actor,
+            actor=prepared.actor.id,
             workspace=prepared.workspace,
             target=_audit_target(prepared.command),
-            ip=prepared.ip,
+            ip=prepared.actor.ip,
             status=AuditStatus.FAILURE if outcome.stopped else AuditStatus.SUCCESS,
             meta=meta,
         )
         usage_record(
             workspace=prepared.workspace,
             kind="matrixshell.exec",
-            user=prepared.user,
+            user=prepared.actor.user,
             meta={"exit_code": outcome.exit_code},
         )
     return {
@@ -277,17 +269,12 @@ def matrixshell_exec_record(prepared: PreparedExec, outcome: RunOutcome) -> dict
 
 def matrixshell_exec(
     *,
-    workspace: Workspace,
+    actor: Actor,
     command: str,
-    actor: str,
-    user: User | None = None,
-    ip: str = "",
     client_gone: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Check, run, audit and meter one command, waiting for it in this thread (stopped
     when ``client_gone``)."""
-    prepared = matrixshell_exec_prepare(
-        workspace=workspace, command=command, actor=actor, user=user, ip=ip
-    )
+    prepared = matrixshell_exec_prepare(actor=actor, command=command)
     run = asyncio.run(matrixshell_exec_run(prepared, client_gone=client_gone))
     return matrixshell_exec_record(prepared, run)

@@ -37,7 +37,7 @@ from jobs.services import job_enqueue
 from sandbox.models import SandboxSession, ToolCall
 from tests import job_handlers  # noqa: F401  (registers test.sleep in this process too)
 from tests.browser.conftest import HUB_MODEL, Console, shot
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, actor_of
 from tests.sandbox_processes import REPO
 from tests.test_jobs_worker import wait_for
 
@@ -314,12 +314,10 @@ def test_a_job_page_follows_its_job_live_and_cancels_it(console: Console) -> Non
     page = sign_up(console, "Jo Jobs", "jo@console.test")
     user = User.objects.get(email="jo@console.test")
     job = job_enqueue(
-        workspace=user.memberships.get().workspace,  # type: ignore[attr-defined]
         job_type="test.sleep",
         payload={"seconds": 60, "ticks": 60},
         ttl_seconds=120,
-        actor=user.pk,
-        user=user,
+        actor=actor_of(user.memberships.get().workspace, user),
     )
     page.get_by_role("link", name="Jobs").click()
     page.get_by_label("Status").select_option("running")

@@ -33,7 +33,7 @@ from tests.browser.test_console_browser import (
     PHONE,
     WIDER_THAN_SCREEN,
 )
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, actor_of
 from tests.sandbox_processes import npm_server
 from tests.test_enforcement import path_without
 from tests.test_jobs_worker import worker_env
@@ -150,11 +150,10 @@ def test_without_bwrap_overview_and_sandbox_pages_say_so_and_how_to_install_it(
     page.set_viewport_size(DESKTOP)
 
     session = sandbox_create(
-        workspace=workspace_of("uma@enforced.test"),
         start_command=npm_server("server-memory"),
         env=None,
         ttl_seconds=60,
-        actor="test",
+        actor=actor_of(workspace_of("uma@enforced.test")),
     )
     page.goto(f"{unisolated_web}/console/sandboxes/{session.pk}")
     expect(page.locator('#enforcement li[data-key="isolation"] code')).to_have_text(command)

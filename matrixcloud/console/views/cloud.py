@@ -26,7 +26,6 @@ from accounts.services.usage import usage_summary
 from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import JoinTokenForm, ProviderForm
 from matrixcloud.errors import ApplicationError
-from matrixcloud.lib.addresses import client_ip
 from runtimes.models import Runtime
 from runtimes.selectors import join_token_get, join_tokens_list, runtime_get, runtimes_list
 from runtimes.services import (
@@ -79,10 +78,7 @@ def runtimes(request: HttpRequest, actor: Actor) -> HttpResponse:
         try:
             actor.require_manager("mint join tokens")
             minted = join_token_issue(
-                workspace=actor.workspace,
-                actor=actor.id,
-                created_by=actor.user,
-                ip=client_ip(request),
+                actor=actor,
                 label=form.cleaned_data["label"],
                 max_uses=form.cleaned_data["max_uses"],
                 ttl_minutes=form.cleaned_data["ttl_minutes"],
@@ -99,7 +95,7 @@ def runtimes(request: HttpRequest, actor: Actor) -> HttpResponse:
 def join_token_revoke_view(request: HttpRequest, actor: Actor, token_id: str) -> HttpResponse:
     token = join_token_get(workspace=actor.visible_workspace, token_id=token_id)
     actor.require_manager("revoke join tokens")
-    join_token_revoke(token=token, actor=actor.id, ip=client_ip(request))
+    join_token_revoke(token=token, actor=actor)
     messages.info(request, f"Join token {token.pk} revoked.")
     return redirect("console:runtimes")
 
@@ -115,7 +111,7 @@ def _managed_runtime(actor: Actor, runtime_id: str, what: str) -> Runtime:
 @workspace_view
 def runtime_remove_view(request: HttpRequest, actor: Actor, runtime_id: str) -> HttpResponse:
     runtime = _managed_runtime(actor, runtime_id, "remove runtimes")
-    runtime_remove(runtime=runtime, actor=actor.id, ip=client_ip(request))
+    runtime_remove(runtime=runtime, actor=actor)
     messages.info(request, f"Runtime {runtime.name} ({runtime.pk}) removed; its token is void.")
     return redirect("console:runtimes")
 
@@ -124,7 +120,7 @@ def runtime_remove_view(request: HttpRequest, actor: Actor, runtime_id: str) -> 
 @workspace_view
 def runtime_token_rotate_view(request: HttpRequest, actor: Actor, runtime_id: str) -> HttpResponse:
     runtime = _managed_runtime(actor, runtime_id, "rotate runtime tokens")
-    issued = runtime_token_rotate(runtime=runtime, actor=actor.id, ip=client_ip(request))
+    issued = runtime_token_rotate(runtime=runtime, actor=actor)
     return _keep_secret_once(request, "runtime", issued.runtime.pk, issued.token)
 
 
@@ -132,7 +128,7 @@ def runtime_token_rotate_view(request: HttpRequest, actor: Actor, runtime_id: st
 @workspace_view
 def runtime_token_revoke_view(request: HttpRequest, actor: Actor, runtime_id: str) -> HttpResponse:
     runtime = _managed_runtime(actor, runtime_id, "revoke runtime tokens")
-    runtime_token_revoke(runtime=runtime, actor=actor.id, ip=client_ip(request))
+    runtime_token_revoke(runtime=runtime, actor=actor)
     messages.info(request, f"The token of {runtime.name} ({runtime.pk}) is revoked.")
     return redirect("console:runtimes")
 
@@ -146,14 +142,11 @@ def providers(request: HttpRequest, actor: Actor) -> HttpResponse:
         try:
             actor.require_manager("store provider credentials")
             credential = provider_upsert(
-                workspace=actor.workspace,
                 provider=data["provider"],
                 label=data["label"] or None,
                 secret=data["secret"],
                 usable_by_members=data["usable_by_members"],
-                actor=actor.id,
-                user=actor.user,
-                ip=client_ip(request),
+                actor=actor,
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)
@@ -173,12 +166,7 @@ def providers(request: HttpRequest, actor: Actor) -> HttpResponse:
 @workspace_view
 def provider_delete_view(request: HttpRequest, actor: Actor, credential_id: str) -> HttpResponse:
     actor.require_manager("delete provider credentials")
-    provider_delete(
-        workspace=actor.workspace,
-        credential_id=credential_id,
-        actor=actor.id,
-        ip=client_ip(request),
-    )
+    provider_delete(credential_id=credential_id, actor=actor)
     messages.info(request, "Provider key deleted.")
     return redirect("console:providers")
 
@@ -189,11 +177,9 @@ def provider_members_view(request: HttpRequest, actor: Actor, credential_id: str
     """Let members use a key, or stop them (the button says which: ``usable`` 1 or 0)."""
     actor.require_manager("change provider credentials")
     credential = provider_update(
-        workspace=actor.workspace,
         credential_id=credential_id,
         usable_by_members=request.POST.get("usable") == "1",
-        actor=actor.id,
-        ip=client_ip(request),
+        actor=actor,
     )
     state = "may" if credential.usable_by_members else "may no longer"
     messages.info(request, f"Members {state} use {credential.provider}/{credential.label}.")

@@ -19,7 +19,6 @@ from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import JobFilterForm
 from matrixcloud.console.selectors import job_events
 from matrixcloud.errors import ApplicationError
-from matrixcloud.lib.addresses import client_ip
 
 PAGE = 50
 
@@ -61,7 +60,7 @@ def job_detail(request: HttpRequest, actor: Actor, job_id: str) -> HttpResponse:
 @workspace_view
 def job_cancel_view(request: HttpRequest, actor: Actor, job_id: str) -> HttpResponse:
     job = job_get(job_id=job_id, workspace=actor.visible_workspace)
-    status = job_cancel(job=job, actor=actor.id, ip=client_ip(request))
+    status = job_cancel(job=job, actor=actor)
     status = job_await_terminal(job.pk, status, timeout=CANCEL_WAIT_SECONDS)
     messages.info(request, f"Job {job.pk}: {status}.")
     return redirect("console:job", job_id=job.pk)

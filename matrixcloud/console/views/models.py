@@ -21,7 +21,6 @@ from accounts.principals import Actor
 from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import AttachForm, ImportForm, ModelSearchForm
 from matrixcloud.errors import ApplicationError
-from matrixcloud.lib.addresses import client_ip
 from models_registry.selectors import installation_list, profile_get, profile_list
 from models_registry.services import (
     hf_search,
@@ -98,9 +97,7 @@ def model_import(request: HttpRequest, actor: Actor) -> HttpResponse:
     try:
         preview = source_resolve(workspace=actor.workspace, data=source)
         metadata = {key: preview[key] for key in PREVIEW_METADATA if key in preview}
-        profile = profile_import(
-            actor=actor, data={**preview, "metadata": metadata}, ip=client_ip(request)
-        )
+        profile = profile_import(actor=actor, data={**preview, "metadata": metadata})
     except ApplicationError as exc:
         form.add_error(None, exc.message)
         return _page(request, actor, 400, import_form=form)
@@ -127,7 +124,6 @@ def model_attach(request: HttpRequest, actor: Actor, profile_id: str) -> HttpRes
             serving_engine=data["serving_engine"],
             source_path=data["path"],
             endpoint_url=data["endpoint_url"],
-            ip=client_ip(request),
         )
     except ApplicationError as exc:
         form.add_error(None, exc.message)

@@ -20,7 +20,6 @@ from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import LaunchForm, SandboxForm, ToolCallForm
 from matrixcloud.console.selectors import catalog_item, job_events, sessions_recent
 from matrixcloud.errors import ApplicationError, UnprocessableEntity
-from matrixcloud.lib.addresses import client_ip
 from sandbox.enforcement import enforcement_summary
 from sandbox.models import SandboxSession
 from sandbox.selectors import events_url, session_get
@@ -29,10 +28,7 @@ from sandbox.services import sandbox_create, sandbox_stop, sandbox_tool_call
 
 def _start(request: HttpRequest, actor: Actor, **launch: object) -> SandboxSession:
     return sandbox_create(
-        workspace=actor.workspace,
-        actor=actor.id,
-        user=actor.user,
-        ip=client_ip(request),
+        actor=actor,
         **launch,  # type: ignore[arg-type]
     )
 
@@ -120,9 +116,7 @@ def sandbox_call(request: HttpRequest, actor: Actor, session_id: str) -> HttpRes
             session=session,
             name=form.cleaned_data["name"],
             arguments=form.cleaned_data["arguments"],
-            actor=actor.id,
-            user=actor.user,
-            ip=client_ip(request),
+            actor=actor,
         )
     except ApplicationError as exc:
         form.add_error(None, exc.message)
@@ -134,7 +128,7 @@ def sandbox_call(request: HttpRequest, actor: Actor, session_id: str) -> HttpRes
 @workspace_view
 def sandbox_stop_view(request: HttpRequest, actor: Actor, session_id: str) -> HttpResponse:
     session = session_get(session_id=session_id, workspace=actor.visible_workspace)
-    status = sandbox_stop(session=session, actor=actor.id, ip=client_ip(request))
+    status = sandbox_stop(session=session, actor=actor)
     status = job_await_terminal(session.job_id, status, timeout=CANCEL_WAIT_SECONDS)
     messages.info(request, f"Sandbox stopped ({status}).")
     return redirect("console:sandbox", session_id=session.pk)

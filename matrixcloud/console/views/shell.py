@@ -17,7 +17,6 @@ from accounts.principals import Actor
 from matrixcloud.console.access import workspace_view
 from matrixcloud.console.forms import ShellForm
 from matrixcloud.errors import ApplicationError
-from matrixcloud.lib.addresses import client_ip
 from matrixcloud.lib.lanes import client_gone
 from sandbox.matrixshell.services import (
     matrixshell_exec,
@@ -36,11 +35,8 @@ def shell(request: HttpRequest, actor: Actor) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             result = matrixshell_exec(
-                workspace=actor.workspace,
                 command=form.cleaned_data["command"],
-                actor=actor.id,
-                user=actor.user,
-                ip=client_ip(request),
+                actor=actor,
                 client_gone=client_gone(request),  # a closed tab stops the command
             )
         except ApplicationError as exc:
@@ -57,7 +53,5 @@ def shell(request: HttpRequest, actor: Actor) -> HttpResponse:
 @workspace_view
 def shell_install(request: HttpRequest, actor: Actor) -> HttpResponse:
     matrixshell_gate()
-    job = matrixshell_install(
-        workspace=actor.workspace, actor=actor.id, user=actor.user, ip=client_ip(request)
-    )
+    job = matrixshell_install(actor=actor)
     return redirect("console:job", job_id=job.pk)

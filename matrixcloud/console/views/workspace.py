@@ -16,7 +16,6 @@ from matrixcloud.console.access import WORKSPACE_KEY, error_page, manager_view, 
 from matrixcloud.console.forms import InviteForm, LaunchForm
 from matrixcloud.console.selectors import job_counts, live_sessions_count, memberships_of
 from matrixcloud.errors import ApplicationError
-from matrixcloud.lib.addresses import client_ip
 from matrixcloud.platform.readiness import readiness_report
 from models_registry.catalog import catalog_items
 from runtimes.selectors import capabilities_describe
@@ -70,12 +69,9 @@ def members(request: HttpRequest, actor: Actor) -> HttpResponse:
         try:
             actor.require_manager("invite members")
             invitation, _secret = invitation_create(
-                workspace=actor.workspace,
-                inviter=actor.user,
-                actor=actor.id,
+                actor=actor,
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
-                ip=client_ip(request),
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)

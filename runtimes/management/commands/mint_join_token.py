@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Workspace
+from accounts.principals import Actor
 from matrixcloud.errors import ApplicationError
 from runtimes.services import join_token_issue
 
@@ -36,8 +37,7 @@ class Command(BaseCommand):
             raise CommandError(f"no workspace {wanted!r}")
         try:
             minted = join_token_issue(
-                workspace=workspace,
-                actor="operator",
+                actor=Actor.operator(workspace),
                 label=options["label"],
                 max_uses=options["max_uses"],
                 ttl_minutes=options["ttl_minutes"],
