@@ -13,6 +13,16 @@ import shutil
 import tempfile
 
 _data_dir = tempfile.mkdtemp(prefix="mxc-test-")
+_worker = os.environ.get("PYTEST_XDIST_WORKER")  # ./dev test --quick runs in parallel
+if _worker:
+    # The controller's data dir and bus reach each worker in its environment: a worker
+    # has its own, as a serial run has.
+    os.environ["MATRIX_RUNTIME_DATA_DIR"] = _data_dir
+    if os.environ.get("MATRIX_TEST_EMBEDDED_BUS"):
+        del os.environ["REDIS_URL"]
+    else:
+        prefix = os.environ.get("MATRIX_RUNTIME_BUS_PREFIX", "mxc")
+        os.environ["MATRIX_RUNTIME_BUS_PREFIX"] = f"{prefix}-{_worker}"
 os.environ.setdefault("MATRIX_RUNTIME_DATA_DIR", _data_dir)
 os.environ.setdefault("MATRIX_RUNTIME_MODE", "local-dev")
 atexit.register(shutil.rmtree, _data_dir, True)
