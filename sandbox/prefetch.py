@@ -247,6 +247,8 @@ def prefetch(
                 npm_install(spec, staging, on_line=on_line, cancel=cancel)
             else:
                 pypi_install(spec, staging, on_line=on_line, cancel=cancel)
+            if cancel is not None and cancel.is_set():  # stopped as the installer ended
+                raise PrefetchFailed("install cancelled")
             tree_writable(staging, writable=False)
             if target.exists():  # a reinstall (an upgrade) replaces the folder whole
                 retired = home / f".retired-{key}-{secrets.token_hex(4)}"

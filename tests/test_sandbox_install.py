@@ -237,9 +237,10 @@ def test_a_session_stopped_during_its_install_kills_the_installer(
         response = api.delete(f"{SESSIONS}/{created['session_id']}")
         assert response.json() == {"ok": True, "status": "cancelled"}
         assert terminal(job_id, 20).status == "cancelled"
+        # still stalled: npm cannot finish, so an installer that goes away was killed
+        wait_for(lambda: not installers_running(), 15, "the installer to be killed")
     finally:
         packages.stall.clear()
-    wait_for(lambda: not installers_running(), 15, "the installer to be killed")
     home = prefetch_cache_dir() / "npm"
     # the installer's thread removes its staging folder once the killed npm is reaped
     wait_for(lambda: not list(home.glob(".staging-*")), 15, "the staging folder to go")
