@@ -17,19 +17,24 @@ OUTAGE = {"error": "database unavailable", "status": 503}
 
 
 @pytest.fixture
-def database_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def database_down() -> Iterator[None]:
     """The default connection points nowhere (a closed port, or a SQLite file that
-    cannot be opened) until the test ends."""
+    cannot be opened) until the test ends; put back in this fixture's own teardown,
+    before anything after the test reads the database."""
     conn = connections["default"]
     conn.close()
-    if conn.vendor == "postgresql":
-        monkeypatch.setitem(conn.settings_dict, "PORT", str(free_port()))
-    else:
-        monkeypatch.setitem(conn.settings_dict, "NAME", "/nonexistent/matrixcloud.sqlite3")
+    key, nowhere = (
+        ("PORT", str(free_port()))
+        if conn.vendor == "postgresql"
+        else ("NAME", "/nonexistent/matrixcloud.sqlite3")
+    )
+    saved = conn.settings_dict[key]
+    conn.settings_dict[key] = nowhere
     try:
         yield
     finally:
         conn.close()
+        conn.settings_dict[key] = saved
 
 
 @pytest.fixture
