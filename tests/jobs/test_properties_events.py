@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given
-from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from jobs.choices import JobStatus
@@ -21,16 +20,11 @@ from jobs.events import REPLACEMENT, job_event_emit, storable
 from jobs.models import Job, JobEvent
 from jobs.services import job_finish
 from tests.jobs.test_sse import make_job
+from tests.properties import bounded
 
 pytestmark = pytest.mark.django_db
 
-BOUNDED = hyp_settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+BOUNDED = bounded(40, HealthCheck.function_scoped_fixture)
 TEXT = st.lists(
     st.one_of(st.text(max_size=6), st.sampled_from(["\x00", "\ud800", "\udfff", "?", "é"])),
     max_size=5,

@@ -14,22 +14,16 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hyp_settings
+from hypothesis import given
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from matrixcloud.api.parsers import LenientJSONParser
 from matrixcloud.errors import BadRequest
 from tests.factories import bearer, signup
+from tests.properties import bounded
 
-BOUNDED = hyp_settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+BOUNDED = bounded(300)
 BAD_CHARS = ["\x00", "\ud800", "\udfff", "\udbff"]
 TEXT = st.one_of(
     st.text(max_size=10),

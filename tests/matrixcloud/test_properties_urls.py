@@ -15,21 +15,15 @@ from typing import Any
 import pytest
 import yaml
 from hypothesis import HealthCheck, given
-from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from tests.factories import bearer, signup
+from tests.properties import bounded
 
 pytestmark = pytest.mark.django_db
 
-BOUNDED = hyp_settings(
-    max_examples=60,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+BOUNDED = bounded(60, HealthCheck.function_scoped_fixture)
 ERROR = {"error": "invalid URL: NUL character (%00) in the path or query", "status": 400}
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hyp_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from matrixcloud.api.exceptions import exception_handler
@@ -22,14 +21,9 @@ from models_registry.sources import (
     parse_model_id,
     strip_hf_prefix,
 )
+from tests.properties import bounded
 
-BOUNDED = hyp_settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+BOUNDED = bounded(300)
 
 # A part of a Hub repo id: letters, digits, '-', '_', '.'; no '--' or '..'; neither end
 # a '-' or '.'; not ending '.git'.

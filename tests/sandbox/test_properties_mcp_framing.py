@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 from hypothesis import HealthCheck, given
-from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from sandbox.mcp.framing import (
@@ -23,14 +22,9 @@ from sandbox.mcp.framing import (
     is_jsonrpc,
 )
 from sandbox.mcp.stderr import StderrTap
+from tests.properties import bounded
 
-BOUNDED = hyp_settings(
-    max_examples=200,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+BOUNDED = bounded(200, HealthCheck.data_too_large)
 
 JSON_LEAF = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)

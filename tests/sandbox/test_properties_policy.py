@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hyp_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from matrixcloud.api.exceptions import exception_handler
@@ -38,14 +37,9 @@ from sandbox.policy import (
     go_quote,
     secret_reference,
 )
+from tests.properties import bounded
 
-BOUNDED = hyp_settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+BOUNDED = bounded(300)
 
 # Text rich in what the checker cares about: metacharacters, quotes, blanks, slashes,
 # the allowed programs and the blocked tokens, and anything else.
