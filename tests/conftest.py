@@ -82,16 +82,16 @@ def _end_active_jobs(test: str) -> None:
     from jobs.runner import runner_gone
     from jobs.services import job_cancel, job_finish
 
-    active = Job.objects.filter(status__in=JobStatus.active()).select_related("workspace")
-    for job in active:
+    active = Job.objects.filter(status__in=JobStatus.active())
+    for job in active.select_related("workspace"):
         job_cancel(job=job, actor=Actor.system(job.workspace, name="test teardown"))
     deadline = time.monotonic() + JOBS_END_SECONDS
     while True:
-        left = list(active.values_list("pk", "runner"))
+        left = list(active.values_list("pk", "runner"))  # a new query each time
         for job_id, runner in left:
             if not runner or runner_gone(runner):  # no process can end it, or write for it
                 job_finish(job_id, JobStatus.CANCELLED)
-        if not active.exists():
+        if not left:
             return
         if time.monotonic() > deadline:
             pytest.fail(
