@@ -63,6 +63,23 @@ class Actor:
         operator's reach."""
         return cls(workspace=workspace, role=OPERATOR_ROLE, audit_name=name)
 
+    @classmethod
+    def job_creator(cls, workspace_id: str, user_id: str | None) -> Actor:
+        """A job acting for the user who created it, outside any request, with their
+        role in the workspace now ("" when they are no longer a member); a job with no
+        creator (the operator's, the local-dev Owner's) acts as the system."""
+        workspace = Workspace.objects.get(pk=workspace_id)
+        if user_id is None:
+            return cls.system(workspace)
+        member = (
+            Membership.objects.filter(user_id=user_id, workspace=workspace)
+            .select_related("user")
+            .first()
+        )
+        user = member.user if member is not None else User.objects.get(pk=user_id)
+        role = member.role if member is not None else ""
+        return cls(workspace=workspace, role=role, user=user, member=member)
+
     @property
     def is_operator(self) -> bool:
         return self.role == OPERATOR_ROLE

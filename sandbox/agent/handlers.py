@@ -76,13 +76,10 @@ class AgentRunHandler(SessionHandler):
         if payload.get("base_url") or payload.get("installation_id"):
             return
         provider_use_check(
-            workspace=actor.workspace,
+            actor=actor,
             provider=payload.get("provider") or "openai",
             label=payload.get("credential") or "default",
-            user_id=str(actor.user.pk) if actor.user is not None else None,
             purpose="agent.run",
-            actor=actor.id,
-            ip=actor.ip,
         )
 
     @staticmethod

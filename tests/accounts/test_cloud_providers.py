@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.models import AuditEvent, ProviderCredential, User
+from accounts.principals import Actor
 from accounts.services.providers import (
     SecretUnreadable,
     credential_hint,
@@ -103,7 +104,9 @@ def test_storing_again_replaces_the_secret_and_returns_the_stored_row(api, cast)
     assert second["hint"] == "••••4242"
     assert second["meta"] == {"v": 2}
     assert ProviderCredential.objects.count() == 1
-    read = provider_secret_read(workspace=cast.workspace, provider="huggingface", purpose="test")
+    read = provider_secret_read(
+        actor=Actor.system(cast.workspace), provider="huggingface", purpose="test"
+    )
     assert read == "hf_rotated_value_4242"
     actions = list(
         AuditEvent.objects.filter(action__startswith="provider.credential.")
@@ -184,7 +187,10 @@ def test_workspaces_never_see_each_others_credentials(api, cast):
     save(cast.other_workspace, provider="openai", secret="sk-outsider-key-000")
     assert [p["provider"] for p in listed(api, issue(cast.outsider))] == ["openai"]
     assert [p["provider"] for p in listed(api, issue(cast.owner))] == ["huggingface"]
-    assert provider_secret_read(workspace=cast.workspace, provider="openai", purpose="t") is None
+    assert (
+        provider_secret_read(actor=Actor.system(cast.workspace), provider="openai", purpose="t")
+        is None
+    )
 
 
 def test_providers_need_a_session(api, settings):
@@ -271,7 +277,10 @@ def test_members_may_not_delete(api, cast):
 def test_a_read_returns_the_plaintext_and_is_audited_without_it(cast):
     save(cast.workspace, label="ci")
     value = provider_secret_read(
-        workspace=cast.workspace, provider="HuggingFace", label="ci", purpose="hf", actor="usr_x"
+        actor=Actor.system(cast.workspace, name="usr_x"),
+        provider="HuggingFace",
+        label="ci",
+        purpose="hf",
     )
     assert value == HF_SECRET
     event = AuditEvent.objects.filter(action="provider.credential.read").get()
@@ -287,7 +296,7 @@ def test_reading_what_is_not_there_is_none_and_not_audited(cast):
     for provider, label in [("openai", "default"), ("huggingface", "other"), ("bad name!", "x")]:
         assert (
             provider_secret_read(
-                workspace=cast.workspace, provider=provider, label=label, purpose="t"
+                actor=Actor.system(cast.workspace), provider=provider, label=label, purpose="t"
             )
             is None
         )
@@ -299,10 +308,10 @@ def test_sandbox_secret_names_map_to_provider_and_label(cast):
     save(cast.workspace, label="work", secret="work-secret-2222")
     assert secret_name_parse("huggingface") == ("huggingface", "default")
     assert secret_name_parse("openai/work") == ("openai", "work")
-    assert resolve_secret(cast.workspace.pk, "huggingface", user_id=None) == "default-secret-1111"
-    assert resolve_secret(cast.workspace.pk, "HuggingFace/work", user_id=None) == "work-secret-2222"
-    assert resolve_secret(cast.workspace.pk, "huggingface/nope", user_id=None) is None
-    assert resolve_secret(cast.other_workspace.pk, "huggingface", user_id=None) is None
+    assert resolve_secret(Actor.system(cast.workspace), "huggingface") == "default-secret-1111"
+    assert resolve_secret(Actor.system(cast.workspace), "HuggingFace/work") == "work-secret-2222"
+    assert resolve_secret(Actor.system(cast.workspace), "huggingface/nope") is None
+    assert resolve_secret(Actor.system(cast.other_workspace), "huggingface") is None
     purposes = set(
         AuditEvent.objects.filter(action="provider.credential.read").values_list(
             "meta__purpose", flat=True
@@ -340,7 +349,9 @@ def test_a_wrong_key_raises_and_never_returns_ciphertext(cast, settings, tmp_pat
     with pytest.raises(
         SecretUnreadable, match="the huggingface/default credential cannot be decrypted"
     ):
-        provider_secret_read(workspace=cast.workspace, provider="huggingface", purpose="hf")
+        provider_secret_read(
+            actor=Actor.system(cast.workspace), provider="huggingface", purpose="hf"
+        )
     failed = AuditEvent.objects.filter(action="provider.credential.read").get()
     assert failed.status == "failure"
 

@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from accounts.models import ProviderCredential
+from accounts.principals import Actor
 from accounts.services.providers import provider_secret_read, provider_upsert
 from matrixcloud.lib import crypto
 from tests import factories
@@ -109,7 +110,9 @@ def test_retiring_the_old_key_leaves_only_the_new_one(stored, keyfile, cast):
     with pytest.raises(crypto.KeyUnavailable):
         crypto.decrypt(old_token)
     assert (
-        provider_secret_read(workspace=cast.other_workspace, provider="provider0", purpose="t")
+        provider_secret_read(
+            actor=Actor.system(cast.other_workspace), provider="provider0", purpose="t"
+        )
         == SECRETS["provider0"]
     )
 

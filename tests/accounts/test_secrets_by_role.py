@@ -17,6 +17,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent, Membership, ProviderCredential
+from accounts.principals import Actor
 from accounts.services.providers import CredentialForbidden, provider_upsert
 from jobs.models import Job
 from sandbox.models import SandboxSession
@@ -185,12 +186,16 @@ def test_the_start_check_uses_the_creators_role_at_start(
 ) -> None:
     """An Admin who created a session and was made a Member before it started gets no
     key: the host asks with the creator, and the role now decides (audited)."""
-    assert resolve_secret(cast.workspace.pk, "openai", user_id=cast.admin.pk) == OWNER_KEY
+
+    def creator(user: Any) -> Actor:  # as the host builds it when the session starts
+        return Actor.job_creator(cast.workspace.pk, user.pk)
+
+    assert resolve_secret(creator(cast.admin), "openai") == OWNER_KEY
     Membership.objects.filter(user=cast.admin, workspace=cast.workspace).update(role="Member")
     with pytest.raises(CredentialForbidden, match="not usable by members"):
-        resolve_secret(cast.workspace.pk, "openai", user_id=cast.admin.pk)
+        resolve_secret(creator(cast.admin), "openai")
     assert refusals() == [(cast.admin.pk, "openai", "default", "sandbox.env")]
     with pytest.raises(CredentialForbidden, match="not a member of the workspace"):
-        resolve_secret(cast.workspace.pk, "openai", user_id=cast.outsider.pk)
+        resolve_secret(creator(cast.outsider), "openai")
     reads = AuditEvent.objects.filter(action="provider.credential.read")
     assert [(r.actor, r.status) for r in reads] == [(cast.admin.pk, "success")]

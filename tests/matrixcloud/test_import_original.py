@@ -32,6 +32,7 @@ from accounts.models import (
     User,
     Workspace,
 )
+from accounts.principals import Actor
 from accounts.services.providers import provider_secret_read
 from matrixcloud.importer.mapping import TABLES
 from matrixcloud.importer.secretbox import key_from_value
@@ -202,7 +203,7 @@ def test_a_user_signs_in_with_the_original_password_and_sees_only_their_workspac
     }
     for (workspace, provider, label), secret in original.provider_secrets.items():
         read = provider_secret_read(
-            workspace=workspace, provider=provider, label=label, purpose="test"
+            actor=Actor.job_creator(workspace, None), provider=provider, label=label, purpose="test"
         )
         assert read == secret
     assert audit_verify().ok

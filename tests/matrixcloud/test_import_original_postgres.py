@@ -18,6 +18,7 @@ from django.db import connection
 
 from accounts.audit import audit_verify
 from accounts.models import AuditEvent, Membership, ProviderCredential, SessionToken, User
+from accounts.principals import Actor
 from accounts.services.providers import provider_secret_read
 from models_registry.models import ModelInstallation, ModelProfile
 from runtimes.models import JoinToken, Runtime
@@ -112,7 +113,9 @@ def test_import_from_a_postgres_schema_twice_then_sign_in(api: Any, source):
     providers = api.get("/v1/cloud/providers", **bearer(token)).json()["providers"]
     assert {p["provider"] for p in providers} == {"huggingface", "openai"}
     assert (
-        provider_secret_read(workspace=ACME, provider="openai", label="work", purpose="test")
+        provider_secret_read(
+            actor=Actor.job_creator(ACME, None), provider="openai", label="work", purpose="test"
+        )
         == original.provider_secrets[(ACME, "openai", "work")]
     )
     assert api.get("/v1/auth/me", **bearer(original.session_token)).status_code == 200
