@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from accounts.api.base import ActorAPIView
 from matrixcloud.api.authentication import bearer_token
 from matrixcloud.api.schema import PublicSchema, error_responses
+from matrixcloud.api.serializers import validated
 from matrixcloud.lib.addresses import client_ip
 from matrixcloud.lib.ratelimit import credential_proven
 from runtimes.api.serializers import (
@@ -162,9 +163,8 @@ class RuntimeRegisterView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        serializer = RuntimeRegisterSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        issued = runtime_register(**serializer.validated_data, ip=client_ip(request._request))
+        data = validated(RuntimeRegisterSerializer, request.data)
+        issued = runtime_register(**data, ip=client_ip(request._request))
         return Response(
             {"runtime": _runtime(issued.runtime), "runtime_token": issued.token}, status=201
         )
@@ -192,11 +192,8 @@ class RuntimeHeartbeatView(APIView):
         data = request.data
         runtime = runtime_authenticate(bearer_token(request._request))
         credential_proven(request._request)  # its next heartbeats are not rate limited
-        serializer = RuntimeHeartbeatSerializer(data=data)
-        serializer.is_valid(raise_exception=True)
-        runtime = runtime_heartbeat(
-            runtime=runtime, **serializer.validated_data, ip=client_ip(request._request)
-        )
+        fields = validated(RuntimeHeartbeatSerializer, data)
+        runtime = runtime_heartbeat(runtime=runtime, **fields, ip=client_ip(request._request))
         return Response({"runtime": _runtime(runtime)})
 
 
@@ -224,9 +221,7 @@ class JoinTokenCollectionView(ActorAPIView):
     def post(self, request: Request) -> Response:
         actor = self.actor
         actor.require_manager("mint join tokens")
-        serializer = JoinTokenCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        minted = join_token_issue(actor=actor, **serializer.validated_data)
+        minted = join_token_issue(actor=actor, **validated(JoinTokenCreateSerializer, request.data))
         return Response(
             {"join_token": JoinTokenSerializer(minted.token).data, "secret": minted.secret},
             status=201,
