@@ -18,6 +18,7 @@ from accounts.api.serializers import (
     ProviderCredentialCreateSerializer,
     ProviderCredentialListSerializer,
     ProviderCredentialResultSerializer,
+    ProviderCredentialSerializer,
     ProviderCredentialUpdateSerializer,
     UsageSerializer,
 )
@@ -51,7 +52,7 @@ class ProviderCredentialCollectionView(ActorAPIView):
     def get(self, request: Request) -> Response:
         actor = self.actor
         credentials = providers_of(workspace=actor.workspace)
-        return Response(ProviderCredentialListSerializer({"providers": credentials}).data)
+        return Response({"providers": ProviderCredentialSerializer(credentials, many=True).data})
 
     @extend_schema(
         operation_id="cloud_providers_create",
@@ -74,9 +75,7 @@ class ProviderCredentialCollectionView(ActorAPIView):
             usable_by_members=data.get("usable_by_members"),
             actor=actor,
         )
-        return Response(
-            ProviderCredentialResultSerializer({"provider": credential}).data, status=201
-        )
+        return Response({"provider": ProviderCredentialSerializer(credential).data}, status=201)
 
 
 class ProviderCredentialDetailView(ActorAPIView):
@@ -100,7 +99,7 @@ class ProviderCredentialDetailView(ActorAPIView):
             usable_by_members=data["usable_by_members"],
             actor=actor,
         )
-        return Response(ProviderCredentialResultSerializer({"provider": credential}).data)
+        return Response({"provider": ProviderCredentialSerializer(credential).data})
 
     @extend_schema(
         operation_id="cloud_providers_delete",

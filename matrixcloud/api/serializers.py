@@ -2,9 +2,10 @@
 writes them, bodies that leave out what an object lacks.
 
 The convention of every view: the request serializer its schema names reads the body
-(``validated(Serializer, request.data)``: a 400 in the error shape, or the clean data),
-and the response serializer its schema names renders the answer from the objects the
-service returned (``Serializer(obj).data``). Documents the service relays as it got
+(``validated(Serializer, request.data)``: a 400 in the error shape, or the clean data);
+the objects the service returned are rendered by their serializers
+(``JobSerializer(job).data``), inside the envelope the contract names, which the view
+writes (``{"runtime": ...}``, ``{"ok": true}``). Documents the service relays as it got
 them (an MCP server's tools and results, a job type's result) pass through unchanged.
 """
 

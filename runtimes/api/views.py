@@ -63,10 +63,6 @@ def _truthy(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _runtime(runtime: object) -> dict[str, object]:
-    return dict(RegisteredRuntimeSerializer(runtime).data)
-
-
 class RegisteredRuntimeListView(ActorAPIView):
     """The remote runtimes registered to the caller's workspace."""
 
@@ -93,7 +89,7 @@ class RegisteredRuntimeDetailView(ActorAPIView):
     def get(self, request: Request, runtime_id: str) -> Response:
         actor = self.actor
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
-        return Response({"runtime": _runtime(runtime)})
+        return Response({"runtime": RegisteredRuntimeSerializer(runtime).data})
 
     @extend_schema(
         operation_id="cloud_runtimes_destroy",
@@ -105,7 +101,7 @@ class RegisteredRuntimeDetailView(ActorAPIView):
         actor = self.actor
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
         actor.require_manager("remove runtimes")
-        body = _runtime(runtime)
+        body = RegisteredRuntimeSerializer(runtime).data
         runtime_remove(runtime=runtime, actor=actor)
         return Response({"runtime": body})
 
@@ -125,7 +121,12 @@ class RuntimeTokenRotateView(ActorAPIView):
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
         actor.require_manager("rotate runtime tokens")
         issued = runtime_token_rotate(runtime=runtime, actor=actor)
-        return Response({"runtime": _runtime(issued.runtime), "runtime_token": issued.token})
+        return Response(
+            {
+                "runtime": RegisteredRuntimeSerializer(issued.runtime).data,
+                "runtime_token": issued.token,
+            }
+        )
 
 
 class RuntimeTokenRevokeView(ActorAPIView):
@@ -143,7 +144,7 @@ class RuntimeTokenRevokeView(ActorAPIView):
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
         actor.require_manager("revoke runtime tokens")
         runtime = runtime_token_revoke(runtime=runtime, actor=actor)
-        return Response({"runtime": _runtime(runtime)})
+        return Response({"runtime": RegisteredRuntimeSerializer(runtime).data})
 
 
 class RuntimeRegisterView(APIView):
@@ -166,7 +167,11 @@ class RuntimeRegisterView(APIView):
         data = validated(RuntimeRegisterSerializer, request.data)
         issued = runtime_register(**data, ip=client_ip(request._request))
         return Response(
-            {"runtime": _runtime(issued.runtime), "runtime_token": issued.token}, status=201
+            {
+                "runtime": RegisteredRuntimeSerializer(issued.runtime).data,
+                "runtime_token": issued.token,
+            },
+            status=201,
         )
 
 
@@ -194,7 +199,7 @@ class RuntimeHeartbeatView(APIView):
         credential_proven(request._request)  # its next heartbeats are not rate limited
         fields = validated(RuntimeHeartbeatSerializer, data)
         runtime = runtime_heartbeat(runtime=runtime, **fields, ip=client_ip(request._request))
-        return Response({"runtime": _runtime(runtime)})
+        return Response({"runtime": RegisteredRuntimeSerializer(runtime).data})
 
 
 class JoinTokenCollectionView(ActorAPIView):
