@@ -2,7 +2,7 @@
 ``${secret:NAME}``, under a real host (bubblewrap), and is metered and audited; an
 unknown or unreadable secret fails the start clearly, naming the key and the secret.
 A Member's sandbox gets the Owner's key only once an Owner or Admin marked it usable by
-members, and the host checks the creator's role again when it starts (issue 17 §3)."""
+members, and the host checks the creator's role again when it starts."""
 
 from __future__ import annotations
 
@@ -139,8 +139,9 @@ def test_an_unreadable_secret_fails_the_start_without_leaking(api: Any) -> None:
 
 
 def test_a_members_sandbox_gets_the_owners_key_only_once_it_is_marked(api: Any) -> None:
-    """The attack of issue 17 §3 against a real host: refused (403, audited) and no
-    sandbox; once the Owner marks the key usable by members, the value arrives."""
+    """The attack (a Member's session naming the Owner's key) against a real host:
+    refused (403, audited) and no sandbox; once the Owner marks the key usable by members,
+    the value arrives."""
     owner, workspace, owner_token = signup("Olga Owner", "olga@secrets.test", "Secrets")
     member = join(workspace, owner, name="Max Member", email="max@secrets.test")
     member_token = issue(member)

@@ -1,5 +1,5 @@
 """Workspace secrets by role: a Member may use a provider credential only when an Owner
-or Admin marked it usable by members (issue 17 §3).
+or Admin marked it usable by members.
 
 The attack: a Member puts ``${secret:openai}`` in its own sandbox's env (or runs
 ``agent.run`` with the workspace's openai credential) and so reads, or spends, the

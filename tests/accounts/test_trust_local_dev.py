@@ -1,5 +1,5 @@
-"""Local-dev anonymous access is the Owner of the local workspace, nothing more
-(issue 17 §2), attacked for real: a local-dev daphne with no operator token, called
+"""Local-dev anonymous access is the Owner of the local workspace, nothing more,
+attacked for real: a local-dev daphne with no operator token, called
 from loopback with no token, and a second daphne with the operator token, both on the
 test database.
 

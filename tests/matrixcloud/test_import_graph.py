@@ -33,7 +33,7 @@ ROOF = (
     "matrixcloud.importer",
     "matrixcloud.platform",
 )
-# What each domain app may import of the others, where ARCHITECTURE.md narrows it.
+# What each domain app may import of the others, where the house plan narrows it.
 ALLOWED_DOMAIN = {"jobs": {"accounts"}}
 
 
@@ -100,7 +100,7 @@ def is_roof(module: str) -> bool:
 
 def layer_faults(edges: list[Edge]) -> list[str]:
     """Floor modules that import a domain app or the roof; domain modules that import
-    the roof; domain imports ARCHITECTURE.md rules out."""
+    the roof; domain imports the house plan rules out."""
     faults = []
     for edge in edges:
         source_app, target_app = app_of(edge.source), app_of(edge.target)

@@ -388,7 +388,7 @@ def test_ago_is_for_people():
 
 
 def test_storage_body(api, settings):
-    """Paths are the operator's (PRODUCT §9): the operator token sees them, the anonymous
+    """Paths are the operator's: the operator token sees them, the anonymous
     local-dev caller (the local workspace's Owner, not the operator) does not."""
     assert "data_dir" not in api.get("/v1/system/storage").json()
     settings.MATRIX_API_TOKEN = TOKEN

@@ -1,4 +1,4 @@
-"""The egress guard (issue #17 §1), attacked for real.
+"""The egress guard, attacked for real.
 
 Every fetch the server makes of a URL someone supplied goes through
 ``matrixcloud.lib.egress``. Here the attacks are real: real HTTP servers on loopback

@@ -1,5 +1,5 @@
 """One sandbox cannot take the host: aggregate cgroup limits, the disk quota, the
-per-workspace cap (issue #17 §4), each attacked for real from inside a bubblewrap
+per-workspace cap, each attacked for real from inside a bubblewrap
 sandbox started by ``isolation.spawn``, as an MCP server is.
 
 The per-process rlimits are set loose here (1 GiB address space and 1,000 processes
