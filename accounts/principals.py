@@ -31,6 +31,17 @@ OPERATOR_ACTOR = "operator"
 LOCAL_DEV_ACTOR = "local-dev"
 SYSTEM_ACTOR = "system"
 WORKSPACE_HEADER = "X-Matrix-Workspace"
+LOCAL_WORKSPACE_SLUG = "local"
+
+
+def local_workspace() -> Workspace:
+    """The local workspace (made on first use): anonymous local-dev callers on loopback
+    act as its Owner, and the operator acts in it when no ``X-Matrix-Workspace`` names
+    another."""
+    workspace, _ = Workspace.objects.get_or_create(
+        slug=LOCAL_WORKSPACE_SLUG, defaults={"name": "Local"}
+    )
+    return workspace
 
 
 @dataclass(frozen=True)
@@ -113,8 +124,6 @@ class Actor:
 
 
 def _operator_workspace(request: Request) -> Workspace:
-    from accounts.services import local_workspace
-
     wanted = request.headers.get(WORKSPACE_HEADER, "").strip()
     if not wanted:
         return local_workspace()
@@ -128,8 +137,6 @@ def _operator_workspace(request: Request) -> Workspace:
 
 def _local_dev_workspace(request: Request) -> Workspace:
     """The local workspace; a header naming any other is a 404 that says why."""
-    from accounts.services import local_workspace
-
     workspace = local_workspace()
     wanted = request.headers.get(WORKSPACE_HEADER, "").strip()
     if wanted and wanted not in (workspace.slug, workspace.pk):
