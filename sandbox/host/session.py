@@ -33,7 +33,8 @@ from jobs.choices import JobStatus
 from matrixcloud.errors import ApplicationError
 from sandbox.bubblewrap import sandbox_sees
 from sandbox.choices import CallFailure
-from sandbox.egress import EgressRefused, session_allow
+from sandbox.egress import EgressRefused
+from sandbox.egress.catalog import session_allow
 from sandbox.egress.runner import EgressStartError, SessionProxy
 from sandbox.handlers import McpServerParams, ToolRunParams
 from sandbox.host import records
