@@ -27,7 +27,7 @@ from sandbox.host.session import SessionFailed
 from sandbox.mcp import McpTool
 
 if TYPE_CHECKING:
-    from sandbox.agent.handlers import AgentRunParams
+    from sandbox.agent.params import AgentRunParams
     from sandbox.host.session import LiveSession
 
 STEP = "agent_run"  # the original's agent.run step (docs/COMPATIBILITY.md#c-09)
