@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,27 @@ from django.test.utils import override_settings
 from rest_framework.test import APIClient
 
 JOBS_END_SECONDS = 30.0
+
+
+def pytest_ignore_collect(collection_path: Path) -> bool | None:
+    """The quick lane (``MATRIX_TEST_QUICK``, ``./dev test --quick``) runs no slow test,
+    so it does not even import a module marked slow as a whole (their imports, the
+    browser's and Schemathesis', cost seconds per worker)."""
+    if not os.environ.get("MATRIX_TEST_QUICK") or not collection_path.name.startswith("test_"):
+        return None
+    return True if _marked_slow(collection_path) else None
+
+
+def _marked_slow(path: Path) -> bool:
+    """Whether the module's ``pytestmark`` names ``slow``."""
+    if path.suffix != ".py":
+        return False
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "pytestmark" for target in node.targets
+        ):
+            return "mark.slow" in ast.unparse(node.value)
+    return False
 
 
 @pytest.fixture(scope="session")
