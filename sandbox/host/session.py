@@ -151,6 +151,9 @@ class LiveSession:
             self._body.cancel()
             ending = self._ending(self._body)
             await self._teardown()
+            # Its calls are recorded before its end is: whoever sees the session ended
+            # finds all of them (the one database thread writes in order).
+            await self.recorder.flush()
             await self._finish(ending)
 
     def _ending(self, body: asyncio.Task[Ending]) -> Ending:

@@ -136,7 +136,7 @@ def test_server_everything_from_create_to_delete(api: Any) -> None:
     assert missing.json()["result"]["isError"] is True
     delete(api, created)
     assert steps(job_id)[-1] == ("cancel", "cancelled")
-    wait_for(lambda: ToolCall.objects.count() == 2, 5, "the call rows")
+    # recorded before the session's end was: no wait once the DELETE said cancelled
     calls = list(ToolCall.objects.order_by("started_at"))
     assert [(c.tool, c.outcome) for c in calls] == [("echo", "ok"), ("no_such_tool", "tool_error")]
     assert calls[0].arguments == {"message": "hi", "api_key": "[redacted]"}
