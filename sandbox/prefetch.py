@@ -36,6 +36,7 @@ from pathlib import Path
 from django.conf import settings
 
 from matrixcloud.errors import UnprocessableEntity
+from matrixcloud.lib.processes import signal_group
 from sandbox.bubblewrap import prefetch_cache_dir
 
 NPM, PYPI = "npm", "pypi"
@@ -360,8 +361,7 @@ def run_installer(
             elif time.monotonic() > deadline:
                 stopped.append(f"timed out after {INSTALL_TIMEOUT} s")
             if stopped:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 return
             time.sleep(LOCK_POLL)
 
