@@ -33,6 +33,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from jobs.selectors import active_job_count
+from matrixcloud.lib.backoff import Backoff
 from runtimes.detection import ENGINES, detect_runtimes, endpoint_answers
 from runtimes.selectors import local_runtime_describe
 
@@ -325,21 +326,23 @@ def heartbeat_loop(
     """Beat every ``interval`` s until ``stop`` is set; back off on failures; say
     ``offline`` once on the way out. Returns the number of accepted heartbeats."""
     interval = min(interval or settings.MATRIX_RUNTIME_CLOUD_HEARTBEAT_SECONDS, MAX_INTERVAL)
-    accepted, backoff, failing = 0, interval, False
+    accepted, failing = 0, False
+    retry = Backoff(min(interval, MAX_BACKOFF), MAX_BACKOFF)
     while not stop.is_set():
         try:
             heartbeat(credential)
         except ControlPlaneError as exc:
-            backoff = min(backoff * 2, MAX_BACKOFF) if failing else min(interval, MAX_BACKOFF)
+            delay = next(retry)
             refused = " (token revoked or runtime removed? rejoin)" if exc.status == 401 else ""
             say(f"heartbeat to {credential.control_plane} failed: {exc}{refused}; "
-                f"retrying in {backoff:.0f} s")  # fmt: skip
+                f"retrying in {delay:.0f} s")  # fmt: skip
             failing = True
-            stop.wait(backoff)
+            stop.wait(delay)
             continue
         if failing or accepted == 0:
             say(f"heart-beating to {credential.control_plane} as {credential.runtime_id}")
         accepted, failing = accepted + 1, False
+        retry.reset()
         stop.wait(interval)
     try:
         heartbeat(credential, status="offline", timeout=FINAL_BEAT_TIMEOUT)

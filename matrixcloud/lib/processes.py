@@ -4,6 +4,7 @@ killed and tied to its parent's life.
 The job runner, the sandbox host's clean-up of dead hosts' leftovers (cgroups, scratch
 disks), the supervisor behind ``serve``, job handlers' subprocesses, sandboxes and
 installers share these: one process-group kill for the whole project.
+Standard library only: the ``serve`` supervisor imports it (no Django there).
 """
 
 from __future__ import annotations

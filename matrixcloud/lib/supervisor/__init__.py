@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import BinaryIO
 
+from matrixcloud.lib.backoff import Backoff
 from matrixcloud.lib.processes import die_with_parent, signal_group
 
 KILL_WAIT = 5.0
@@ -70,7 +71,7 @@ class _Child:
     """The supervisor's state for one role: its process and its restart bookkeeping."""
 
     role: Role
-    delay: float
+    retry: Backoff
     proc: subprocess.Popen[bytes] | None = None
     pump: threading.Thread | None = None
     started_at: float = 0.0
@@ -132,7 +133,7 @@ class Supervisor:
     # --- starting ---------------------------------------------------------------------
     def start(self, role: Role) -> None:
         """Start ``role`` now; it is supervised from the next ``tick()``."""
-        child = _Child(role=role, delay=self.policy.first_delay)
+        child = _Child(role=role, retry=Backoff(self.policy.first_delay, self.policy.max_delay))
         self._children[role.name] = child
         self._spawn(child)
 
@@ -183,7 +184,7 @@ class Supervisor:
     def _schedule_restart(self, child: _Child, now: float, why: str) -> None:
         name, policy = child.role.name, self.policy
         if child.started_at and now - child.started_at >= policy.stable_after:
-            child.delay = policy.first_delay
+            child.retry.reset()
         child.exits.append(now)
         while child.exits and now - child.exits[0] > policy.window:
             child.exits.popleft()
@@ -191,9 +192,9 @@ class Supervisor:
             raise CrashLoop(
                 f"{name} {why}; it stopped {len(child.exits)} times within {policy.window:.0f} s"
             )
-        self.say(f"{name} {why}; restarting in {child.delay:.1f} s")
-        child.restart_at = now + child.delay
-        child.delay = min(child.delay * 2, policy.max_delay)
+        delay = next(child.retry)
+        self.say(f"{name} {why}; restarting in {delay:.1f} s")
+        child.restart_at = now + delay
 
     def _collect(self, child: _Child) -> int | None:
         """Kill what is left of the child's group, reap the child, close its output."""
