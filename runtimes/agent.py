@@ -13,7 +13,6 @@ On stop the loop sends one last heartbeat saying ``offline``.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -21,8 +20,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +30,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from jobs.selectors import active_job_count
+from matrixcloud.lib import http
 from matrixcloud.lib.backoff import Backoff
 from runtimes.detection import ENGINES, detect_runtimes, endpoint_answers
 from runtimes.selectors import local_runtime_describe
@@ -123,44 +121,29 @@ def normalise_url(url: str) -> str:
     return url.strip().rstrip("/")
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def post_json(
     url: str, body: dict[str, Any], *, token: str = "", timeout: float = HTTP_TIMEOUT
 ) -> dict[str, Any]:
     """POST ``body`` as JSON; the decoded answer, or ControlPlaneError with its message."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(  # noqa: S310  (the scheme is checked: http(s) only)
-        url, data=json.dumps(body).encode(), headers=headers, method="POST"
-    )
-    # A loopback control plane is never reached through a proxy; others honour the env.
-    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(url) else []
     try:
-        with urllib.request.build_opener(*handlers).open(request, timeout=timeout) as response:
-            return dict(json.loads(response.read() or b"{}"))
-    except urllib.error.HTTPError as exc:
-        raise ControlPlaneError(_error_message(exc), exc.code) from None
-    except (OSError, ValueError) as exc:
-        raise ControlPlaneError(f"{url}: {exc}") from None
+        reply = http.fetch("POST", url, json=body, headers=headers, timeout=timeout)
+    except http.Unreachable as exc:
+        raise ControlPlaneError(str(exc)) from None
+    if reply.status >= 400:
+        raise ControlPlaneError(_error_message(reply), reply.status)
+    if not reply.text.strip():
+        return {}
+    if not isinstance(reply.json, dict):
+        raise ControlPlaneError(f"{url}: the answer is not a JSON object")
+    return dict(reply.json)
 
 
-def _error_message(exc: urllib.error.HTTPError) -> str:
-    try:
-        payload = json.loads(exc.read() or b"{}")
-    except (OSError, ValueError):
-        payload = {}
-    message = payload.get("error") if isinstance(payload, dict) else None
-    return str(message or f"HTTP {exc.code}")
+def _error_message(reply: http.Reply) -> str:
+    message = reply.json.get("error") if isinstance(reply.json, dict) else None
+    return str(message or f"HTTP {reply.status}")
 
 
 # --- what this installation reports -------------------------------------------------
@@ -193,12 +176,12 @@ def gpu_inventory() -> list[dict[str, Any]]:
 
 
 def _get_json(url: str) -> Any:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    """A local engine's JSON answer, never through a proxy; None when it fails."""
     try:
-        with opener.open(url, timeout=ENGINE_TIMEOUT) as response:
-            return json.loads(response.read() or b"null")
-    except (OSError, ValueError):
+        reply = http.fetch("GET", url, timeout=ENGINE_TIMEOUT, proxy=False)
+    except http.Unreachable:
         return None
+    return reply.json if reply.ok else None
 
 
 def loaded_models() -> list[str]:

@@ -19,8 +19,6 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from matrixcloud.lib.http import fetch
 
 pytestmark = pytest.mark.slow
 
@@ -68,17 +68,9 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
 def http(
     method: str, url: str, body: dict[str, Any] | None = None, token: str = ""
 ) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    reply = fetch(method, url, json=body, headers=headers, timeout=10, proxy=False)
+    return reply.status, reply.json
 
 
 @dataclass
