@@ -32,7 +32,7 @@ from django.utils import timezone
 from jobs.selectors import active_job_count
 from matrixcloud.lib import http
 from matrixcloud.lib.backoff import Backoff
-from runtimes.detection import ENGINES, detect_runtimes, endpoint_answers
+from runtimes.detection import ENGINES, detect_runtimes, endpoint_answers, engine_urls
 from runtimes.selectors import local_runtime_describe
 
 logger = logging.getLogger(__name__)
@@ -188,15 +188,14 @@ def loaded_models() -> list[str]:
     """Models the local serving engines have loaded (Ollama ``/api/ps``, OpenAI-style
     ``/v1/models`` of vLLM and SGLang); engines that do not answer add nothing."""
     models: list[str] = []
-    for engine in ENGINES:
-        base = os.environ.get(engine.url_variable, "").strip() or engine.default_url
-        if not base or not endpoint_answers(base, engine.probe_path, timeout=ENGINE_TIMEOUT):
+    for engine, base in engine_urls().items():
+        if not endpoint_answers(base, engine.probe_path, timeout=ENGINE_TIMEOUT):
             continue
         if engine.name == "ollama":
-            payload = _get_json(base.rstrip("/") + "/api/ps") or {}
+            payload = _get_json(base + "/api/ps") or {}
             models += [str(m.get("name")) for m in payload.get("models", []) if m.get("name")]
         else:
-            payload = _get_json(base.rstrip("/") + "/v1/models") or {}
+            payload = _get_json(base + "/v1/models") or {}
             models += [str(m.get("id")) for m in payload.get("data", []) if m.get("id")]
     return sorted(set(models))
 
