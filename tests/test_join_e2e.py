@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from matrixcloud.lib.http import fetch
+from matrixcloud.lib.http import Unreachable, fetch
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,7 @@ class Installation:
 
     def healthy(self, proc: subprocess.Popen[bytes]) -> bool:
         assert proc.poll() is None, f"{self.name} exited:\n{output(proc)}"
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(Unreachable):
             return http("GET", self.url + "/v1/health")[0] == 200
         return False
 
