@@ -31,6 +31,17 @@ OPERATOR_ACTOR = "operator"
 LOCAL_DEV_ACTOR = "local-dev"
 SYSTEM_ACTOR = "system"
 WORKSPACE_HEADER = "X-Matrix-Workspace"
+LOCAL_WORKSPACE_SLUG = "local"
+
+
+def local_workspace() -> Workspace:
+    """The local workspace (made on first use): anonymous local-dev callers on loopback
+    act as its Owner, and the operator acts in it when no ``X-Matrix-Workspace`` names
+    another."""
+    workspace, _ = Workspace.objects.get_or_create(
+        slug=LOCAL_WORKSPACE_SLUG, defaults={"name": "Local"}
+    )
+    return workspace
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,23 @@ class Actor:
         """MatrixCloud itself acting in ``workspace`` (no caller, no address), with the
         operator's reach."""
         return cls(workspace=workspace, role=OPERATOR_ROLE, audit_name=name)
+
+    @classmethod
+    def job_creator(cls, workspace_id: str, user_id: str | None) -> Actor:
+        """A job acting for the user who created it, outside any request, with their
+        role in the workspace now ("" when they are no longer a member); a job with no
+        creator (the operator's, the local-dev Owner's) acts as the system."""
+        workspace = Workspace.objects.get(pk=workspace_id)
+        if user_id is None:
+            return cls.system(workspace)
+        member = (
+            Membership.objects.filter(user_id=user_id, workspace=workspace)
+            .select_related("user")
+            .first()
+        )
+        user = member.user if member is not None else User.objects.get(pk=user_id)
+        role = member.role if member is not None else ""
+        return cls(workspace=workspace, role=role, user=user, member=member)
 
     @property
     def is_operator(self) -> bool:
@@ -96,8 +124,6 @@ class Actor:
 
 
 def _operator_workspace(request: Request) -> Workspace:
-    from accounts.services import local_workspace
-
     wanted = request.headers.get(WORKSPACE_HEADER, "").strip()
     if not wanted:
         return local_workspace()
@@ -111,8 +137,6 @@ def _operator_workspace(request: Request) -> Workspace:
 
 def _local_dev_workspace(request: Request) -> Workspace:
     """The local workspace; a header naming any other is a 404 that says why."""
-    from accounts.services import local_workspace
-
     workspace = local_workspace()
     wanted = request.headers.get(WORKSPACE_HEADER, "").strip()
     if wanted and wanted not in (workspace.slug, workspace.pk):

@@ -4,34 +4,14 @@ and the audit log."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import AuditEvent, Invitation, Membership, ProviderCredential, Workspace
 from matrixcloud.errors import BadRequest
-from matrixcloud.lib.times import rfc3339
 
 AUDIT_PAGE = 200
-
-
-def user_payload(membership: Membership) -> dict[str, Any]:
-    """The original's user JSON (signup, login, me), plus ``email_verified``.
-
-    Kept as the original answered it: docs/COMPATIBILITY.md#c-07.
-    """
-    user, workspace = membership.user, membership.workspace
-    return {
-        "id": user.pk,
-        "name": user.name,
-        "email": user.email,
-        "role": membership.role,
-        "workspace": workspace.name,
-        "workspace_slug": workspace.slug,
-        "workspace_id": workspace.pk,
-        "email_verified": user.email_verified_at is not None,
-    }
 
 
 def members_of(*, workspace: Workspace) -> QuerySet[Membership]:
@@ -83,20 +63,3 @@ def providers_of(*, workspace: Workspace) -> QuerySet[ProviderCredential]:
         .defer("secret")
         .order_by("provider", "label")
     )
-
-
-def provider_payload(credential: ProviderCredential) -> dict[str, Any]:
-    """The original's provider JSON (never the secret), plus ``updated_at``.
-
-    Kept as the original answered it: docs/COMPATIBILITY.md#c-07.
-    """
-    return {
-        "id": credential.pk,
-        "provider": credential.provider,
-        "label": credential.label,
-        "hint": credential.hint,
-        "meta": credential.meta,
-        "usable_by_members": credential.usable_by_members,
-        "created_at": rfc3339(credential.created_at),
-        "updated_at": rfc3339(credential.updated_at),
-    }

@@ -14,7 +14,7 @@ end (exit status 1). Before each step it waits (at most ``--quiet-wait`` seconds
 machine's cores are doing, and the doc records the load of each step.
 
 The doc's hand-written text stays; only what lies between the ``bench:results``
-markers is replaced: the targets of PRODUCT.md §11 against the measured values, then each
+markers is replaced: the product targets against the measured values, then each
 benchmark's table.
 """
 
@@ -264,7 +264,7 @@ def targets() -> list[str]:
         [("model.pull / snapshot_download", hf["ratio"])] if hf else [],
         lambda v: v >= 0.9,
     )
-    lines = ["| target (PRODUCT.md §11 and the issues) | measured | verdict |", "|---|---|---|"]
+    lines = ["| target (the product brief and the issues) | measured | verdict |", "|---|---|---|"]
     lines += [f"| {target} | {values} | {outcome} |" for target, values, outcome in rows]
     return lines
 

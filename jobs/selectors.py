@@ -8,7 +8,6 @@ import binascii
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from django.db import DatabaseError
 from django.db.models import Q, QuerySet
@@ -17,7 +16,6 @@ from accounts.models import Workspace
 from jobs.choices import JobStatus
 from jobs.models import Job
 from matrixcloud.errors import BadRequest, NotFound
-from matrixcloud.lib.times import rfc3339
 
 MAX_PAGE = 200
 
@@ -40,32 +38,6 @@ SNAPSHOT_FIELDS = (
     "deadline_at",
     "attempts",
 )
-
-
-def job_snapshot(job: Job) -> dict[str, Any]:
-    snapshot: dict[str, Any] = {
-        "job_id": job.pk,
-        "type": job.type,
-        "status": job.status,
-        "created_at": rfc3339(job.created_at),
-        "expires_at": rfc3339(job.expires_at),
-        "result": job.result,
-        "workspace_id": job.workspace_id,
-        "events_url": f"/v1/jobs/{job.pk}/events",
-    }
-    if job.started_at:
-        snapshot["started_at"] = rfc3339(job.started_at)
-    if job.finished_at:
-        snapshot["finished_at"] = rfc3339(job.finished_at)
-    if job.error:
-        snapshot["error"] = job.error
-    if job.deadline_at is not None:  # timed by progress: both clocks
-        snapshot["stall_seconds"] = job.ttl_seconds
-        snapshot["progress_at"] = rfc3339(job.progress_at)
-        snapshot["deadline_at"] = rfc3339(job.deadline_at)
-    if job.attempts > 1:
-        snapshot["attempts"] = job.attempts
-    return snapshot
 
 
 def job_get(*, job_id: str, workspace: Workspace | None) -> Job:

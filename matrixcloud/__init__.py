@@ -17,6 +17,6 @@ The roof composes the apps; no domain app imports it:
 - ``platform/``: the platform endpoints (health, ready, capabilities, runtimes,
   catalog, policies, storage) and the readiness and storage reports behind them.
 
-``tests/test_import_graph.py`` checks both rules, and that the apps import each other
-without a cycle.
+``tests/matrixcloud/test_import_graph.py`` checks both rules, and that the apps import
+each other without a cycle.
 """

@@ -440,7 +440,7 @@ LOGGING = {
     "loggers": {"django_q": {"level": "WARNING"}},
 }
 
-# --- Trust boundaries: audit keys, model roots, content security (issue 17 §5) ------
+# --- Trust boundaries: audit keys, model roots, content security --------------------
 # Audit-chain MAC keys derived from retired ring keys, kept so the records they signed
 # still verify (matrixcloud/lib/crypto.py, accounts/audit.py).
 MATRIX_DERIVED_KEYFILE = MATRIX_DATA_DIR / "derived.keys"

@@ -30,6 +30,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import get_session, hf_raise_for_status
 
 from accounts.models import Workspace
+from accounts.principals import Actor
 from accounts.services.providers import provider_secret_read
 from matrixcloud.errors import UpstreamError
 from models_registry import hub_guard
@@ -70,7 +71,7 @@ def hf_token(workspace: Workspace | None, *, purpose: str) -> str | None:
     """The workspace's Hugging Face credential, else ``HF_TOKEN``, else None."""
     if workspace is not None:
         secret = provider_secret_read(
-            workspace=workspace, provider="huggingface", label="default", purpose=purpose
+            actor=Actor.system(workspace), provider="huggingface", label="default", purpose=purpose
         )
         if secret:
             return secret

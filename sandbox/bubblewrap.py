@@ -32,7 +32,7 @@ from sandbox.egress.paths import BRIDGE, BRIDGE_IN_SANDBOX, SOCKET_IN_SANDBOX
 from sandbox.errors import SandboxStartError
 
 if TYPE_CHECKING:
-    from sandbox.isolation import SandboxLimits, SandboxSpec
+    from sandbox.spec import SandboxLimits, SandboxSpec
 
 # The uid sandboxes run as when this host is root ("nobody" on Debian and Red Hat).
 SANDBOX_UID = 65534

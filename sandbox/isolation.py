@@ -38,8 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +62,7 @@ from sandbox.egress import PROXY_PORT
 from sandbox.egress.paths import BRIDGE_IN_SANDBOX, SOCKET_IN_SANDBOX
 from sandbox.errors import IsolationUnavailable, SandboxStartError
 from sandbox.quota import quota_support
+from sandbox.spec import MB, SandboxLimits, SandboxSpec
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,6 @@ TIER_NONE = "none"
 STREAM_LIMIT = 16 * 1024 * 1024
 TRIAL_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 10.0
-MB = 1024 * 1024
 # Variables that change what a program loads, or where it is looked up: refused in
 # sandbox env (see sandbox.policy.env_sanity_check for why).
 RESERVED_ENV_NAMES = frozenset(
@@ -87,48 +86,6 @@ RESERVED_ENV_PREFIXES = ("LD_",)
 def env_name_reserved(name: str) -> bool:
     """Whether ``name`` is a loader or interpreter variable sandbox env may not set."""
     return name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES)
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """The rlimits a sandboxed process tree runs under (each process, except processes)."""
-
-    memory_bytes: int
-    max_processes: int
-    open_files: int
-    file_size_bytes: int
-    cpu_seconds: int
-
-    @classmethod
-    def from_settings(cls) -> SandboxLimits:
-        """The configured defaults (``MATRIX_RUNTIME_SANDBOX_*``)."""
-        return cls(
-            memory_bytes=settings.MATRIX_SANDBOX_MEMORY_MB * MB,
-            max_processes=settings.MATRIX_SANDBOX_MAX_PROCESSES,
-            open_files=settings.MATRIX_SANDBOX_OPEN_FILES,
-            file_size_bytes=settings.MATRIX_SANDBOX_FILE_SIZE_MB * MB,
-            cpu_seconds=settings.MATRIX_SANDBOX_CPU_SECONDS,
-        )
-
-
-@dataclass(frozen=True)
-class SandboxSpec:
-    """What to run and how: the validated argv, its scratch dir, env, network, limits.
-
-    ``env`` is added to the clean environment (secrets already resolved);
-    ``ro_binds`` are extra paths shown read-only at the same place, on top of the
-    system, the toolchains and the prefetch cache. ``egress_socket`` is the session's
-    egress proxy (sandbox/egress): under bubblewrap its only route out, bound into the
-    sandbox and relayed to ``127.0.0.1:3128`` there, where ``HTTP(S)_PROXY`` point.
-    """
-
-    argv: Sequence[str]
-    scratch_dir: Path
-    env: Mapping[str, str] = field(default_factory=dict)
-    allow_network: bool = False
-    limits: SandboxLimits = field(default_factory=SandboxLimits.from_settings)
-    ro_binds: Sequence[Path] = ()
-    egress_socket: Path | None = None
 
 
 # --- Which tier --------------------------------------------------------------------------

@@ -1,15 +1,15 @@
 """The sandbox RPC on the bus: a tool call from a web process to the host of its session.
 
-Calls are latency-critical (PRODUCT.md §11: under 5 ms over a direct stdio call), so
-they do not go through the channel layer's send/receive (about four Redis round trips
-each, plus the hop from a sync view to the event loop): each host has a *mailbox*, a
-Redis list on the bus named after its channel (``Job.runner``), and each call a reply
-list of its own. The web process pushes the request and waits on the reply
-(``BLPOP``, bounded), on an event loop: the web lane's when the request is served by
-one (:func:`host_call_async`, matrixcloud/lib/lanes.py), else the process's bus loop,
+Calls are latency-critical (the target: under 5 ms over a direct stdio call; measured in
+docs/PERFORMANCE.md), so they do not go through the channel layer's send/receive (about
+four Redis round trips each, plus the hop from a sync view to the event loop): each host
+has a *mailbox*, a Redis list on the bus named after its channel (``Job.runner``), and
+each call a reply list of its own. The web process pushes the request and waits on the
+reply (``BLPOP``, bounded), on an event loop: the web lane's when the request is served
+by one (:func:`host_call_async`, matrixcloud/lib/lanes.py), else the process's bus loop,
 with the calling thread blocked on it (:func:`host_call`): one round trip, one code
-path. The host pops requests and pushes replies
-(sandbox/host/mailbox.py). Start and stop messages stay on the channel layer.
+path. The host pops requests and pushes replies (sandbox/host/mailbox.py). Start and
+stop messages stay on the channel layer.
 
 Request: ``{"type": "sandbox.call", "request_id", "job_id", "name", "arguments",
 "caller", "reply_key"}``; reply: ``{"type": "sandbox.reply", "request_id", "ok": true,

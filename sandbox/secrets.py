@@ -35,31 +35,15 @@ def secrets_admit(*, actor: Actor, env: Mapping[str, str]) -> None:
     """Refuse at creation, audited, an env whose secret references name a credential
     the actor's user may not use (``CredentialForbidden``, 403 naming it); no user is
     the operator or the local-dev Owner."""
-    user_id = str(actor.user.pk) if actor.user is not None else None
     for name in sorted(set(secret_references(env).values())):
         provider, label = secret_name_parse(name)
-        provider_use_check(
-            workspace=actor.workspace,
-            provider=provider,
-            label=label,
-            user_id=user_id,
-            purpose=PURPOSE,
-            actor=actor.id,
-            ip=actor.ip,
-        )
+        provider_use_check(actor=actor, provider=provider, label=label, purpose=PURPOSE)
 
 
-def resolve_secret(workspace_id: str, name: str, *, user_id: str | None) -> str | None:
-    """The value of the workspace's secret ``name`` for the session of ``user_id`` (its
-    creator; None for the operator's or the local-dev Owner's), or None when it has none
-    (the session then fails to start with an error naming the env key and the secret).
-    A credential the creator may not use now raises ``CredentialForbidden``."""
+def resolve_secret(actor: Actor, name: str) -> str | None:
+    """The value of the workspace's secret ``name`` for a session's creator
+    (``Actor.job_creator``), or None when it has none (the session then fails to start
+    with an error naming the env key and the secret). A credential the creator may not
+    use now raises ``CredentialForbidden``."""
     provider, label = secret_name_parse(name)
-    return provider_secret_read(
-        workspace=workspace_id,
-        provider=provider,
-        label=label,
-        purpose=PURPOSE,
-        actor=user_id,
-        user_id=user_id,
-    )
+    return provider_secret_read(actor=actor, provider=provider, label=label, purpose=PURPOSE)

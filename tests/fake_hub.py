@@ -1,6 +1,6 @@
 """A real Hugging Face Hub stand-in: an HTTP server on 127.0.0.1 in a thread.
 
-It serves the routes ``huggingface_hub`` 2.4 calls (NOTES.md): search
+It serves the routes ``huggingface_hub`` 2.4 calls: search
 (``GET /api/models``), model info (``GET /api/models/<repo>[/revision/<rev>]``, with
 ``?blobs=true`` sizes and LFS checksums), the tree (``GET /api/models/<repo>/tree/<rev>``),
 paths-info (``POST /api/models/<repo>/paths-info/<rev>``) and files

@@ -1,4 +1,4 @@
-"""A probe run inside a sandbox by tests/test_sandbox_limits.py (stdlib only).
+"""A probe run inside a sandbox by tests/sandbox/test_sandbox_limits.py (stdlib only).
 
 ``python3 limits_probe.py <marker> <what> <n>`` prints one JSON line:
 ``memory``: n children each touch 150 MiB and hold it; the survivors after 3 s;

@@ -1,4 +1,4 @@
-"""A probe run inside a sandbox by tests/test_isolation.py (stdlib only, no Django).
+"""A probe run inside a sandbox by tests/sandbox/test_isolation.py (stdlib only, no Django).
 
 ``python3 sandbox_probe.py <marker> <json config>``: runs the checks the config names
 and prints one JSON line. The marker is only there so the test can find every process

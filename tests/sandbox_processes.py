@@ -28,7 +28,7 @@ from jobs.choices import JobStatus
 from jobs.models import Job, JobEvent
 from jobs.services import job_cancel
 from tests.factories import actor_of
-from tests.test_jobs_worker import alive, wait_for, worker_env
+from tests.jobs.test_jobs_worker import alive, wait_for, worker_env
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"

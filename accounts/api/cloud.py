@@ -18,13 +18,15 @@ from accounts.api.serializers import (
     ProviderCredentialCreateSerializer,
     ProviderCredentialListSerializer,
     ProviderCredentialResultSerializer,
+    ProviderCredentialSerializer,
     ProviderCredentialUpdateSerializer,
     UsageSerializer,
 )
-from accounts.selectors import AUDIT_PAGE, audit_page, provider_payload, providers_of
+from accounts.selectors import AUDIT_PAGE, audit_page, providers_of
 from accounts.services.providers import provider_delete, provider_update, provider_upsert
 from accounts.services.usage import DEFAULT_DAYS, MAX_DAYS, usage_since, usage_sums
 from matrixcloud.api.schema import error_responses
+from matrixcloud.api.serializers import validated
 from matrixcloud.errors import BadRequest
 
 DAYS_MESSAGE = f"days must be an integer between 1 and {MAX_DAYS}"
@@ -50,7 +52,7 @@ class ProviderCredentialCollectionView(ActorAPIView):
     def get(self, request: Request) -> Response:
         actor = self.actor
         credentials = providers_of(workspace=actor.workspace)
-        return Response({"providers": [provider_payload(c) for c in credentials]})
+        return Response({"providers": ProviderCredentialSerializer(credentials, many=True).data})
 
     @extend_schema(
         operation_id="cloud_providers_create",
@@ -64,9 +66,7 @@ class ProviderCredentialCollectionView(ActorAPIView):
     def post(self, request: Request) -> Response:
         actor = self.actor
         actor.require_manager("store provider credentials")
-        serializer = ProviderCredentialCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(ProviderCredentialCreateSerializer, request.data)
         credential = provider_upsert(
             provider=data["provider"],
             label=data.get("label"),
@@ -75,7 +75,7 @@ class ProviderCredentialCollectionView(ActorAPIView):
             usable_by_members=data.get("usable_by_members"),
             actor=actor,
         )
-        return Response({"provider": provider_payload(credential)}, status=201)
+        return Response({"provider": ProviderCredentialSerializer(credential).data}, status=201)
 
 
 class ProviderCredentialDetailView(ActorAPIView):
@@ -93,14 +93,13 @@ class ProviderCredentialDetailView(ActorAPIView):
     def patch(self, request: Request, credential_id: str) -> Response:
         actor = self.actor
         actor.require_manager("change provider credentials")
-        serializer = ProviderCredentialUpdateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = validated(ProviderCredentialUpdateSerializer, request.data)
         credential = provider_update(
             credential_id=credential_id,
-            usable_by_members=serializer.validated_data["usable_by_members"],
+            usable_by_members=data["usable_by_members"],
             actor=actor,
         )
-        return Response({"provider": provider_payload(credential)})
+        return Response({"provider": ProviderCredentialSerializer(credential).data})
 
     @extend_schema(
         operation_id="cloud_providers_delete",
@@ -137,7 +136,7 @@ class UsageView(ActorAPIView):
             raise BadRequest(DAYS_MESSAGE)
         since = usage_since(days).replace(microsecond=0)
         usage = usage_sums(workspace=actor.workspace, since=since)
-        return Response({"since": since.strftime("%Y-%m-%dT%H:%M:%SZ"), "usage": usage})
+        return Response(UsageSerializer({"since": since, "usage": usage}).data)
 
 
 class AuditLogView(ActorAPIView):

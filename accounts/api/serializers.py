@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from accounts.models import Membership
+from matrixcloud.api.serializers import TimeField
+
 
 def _password(min_length: int) -> serializers.CharField:
     return serializers.CharField(
@@ -31,28 +34,33 @@ class LoginSerializer(serializers.Serializer):
 
 
 class AuthUserSerializer(serializers.Serializer):
-    """The signed-in user and their workspace."""
+    """The signed-in user and their workspace (renders a ``Membership``): the original's
+    user JSON plus ``email_verified``. Kept on purpose: docs/COMPATIBILITY.md#c-07."""
 
-    id = serializers.CharField()
-    name = serializers.CharField()
-    email = serializers.CharField()
+    id = serializers.CharField(source="user.pk")
+    name = serializers.CharField(source="user.name")
+    email = serializers.CharField(source="user.email")
     role = serializers.CharField(help_text="Owner, Admin or Member.")
-    workspace = serializers.CharField(help_text="The workspace's name.")
-    workspace_slug = serializers.CharField()
+    workspace = serializers.CharField(source="workspace.name", help_text="The workspace's name.")
+    workspace_slug = serializers.CharField(source="workspace.slug")
     workspace_id = serializers.CharField()
+    email_verified = serializers.SerializerMethodField()
+
+    def get_email_verified(self, membership: Membership) -> bool:
+        return membership.user.email_verified_at is not None
 
 
 class AuthResultSerializer(serializers.Serializer):
-    """A new session: its bearer token and the user."""
+    """A new session: its bearer token and the user (renders an ``IssuedSession``)."""
 
     token = serializers.CharField(help_text="Session bearer token")
-    user = AuthUserSerializer()
+    user = AuthUserSerializer(source="membership")
 
 
 class CurrentUserSerializer(serializers.Serializer):
-    """The user behind the session."""
+    """The user behind the session (renders their ``Membership``)."""
 
-    user = AuthUserSerializer()
+    user = AuthUserSerializer(source="*")
 
 
 class OkSerializer(serializers.Serializer):
@@ -88,7 +96,8 @@ class VerifyEmailSerializer(serializers.Serializer):
 
 
 class ProviderCredentialSerializer(serializers.Serializer):
-    """A stored provider credential; only a hint of the secret is ever shown."""
+    """A stored provider credential; only a hint of the secret is ever shown (the
+    original's provider JSON plus ``updated_at``: docs/COMPATIBILITY.md#c-07)."""
 
     id = serializers.CharField()
     provider = serializers.CharField()
@@ -100,8 +109,8 @@ class ProviderCredentialSerializer(serializers.Serializer):
     usable_by_members = serializers.BooleanField(
         help_text="Members' sandboxes and agent runs may use it (Owners and Admins always may)."
     )
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField(help_text="When the credential was last changed.")
+    created_at = TimeField()
+    updated_at = TimeField(help_text="When the credential was last changed.")
 
 
 class ProviderCredentialListSerializer(serializers.Serializer):
@@ -146,7 +155,7 @@ class ProviderCredentialResultSerializer(serializers.Serializer):
 class UsageSerializer(serializers.Serializer):
     """Metered usage of the last 30 days, summed per kind."""
 
-    since = serializers.DateTimeField()
+    since = TimeField()
     usage = serializers.DictField(
         child=serializers.IntegerField(), help_text="kind (e.g. sandbox.start) → quantity"
     )

@@ -7,7 +7,6 @@ from typing import Any
 from django.contrib.auth import logout as django_logout
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -39,7 +38,6 @@ from accounts.principals import user_actor
 from accounts.selectors import (
     invitations_pending,
     members_of,
-    user_payload,
 )
 from accounts.services import (
     IssuedSession,
@@ -60,6 +58,7 @@ from matrixcloud.api.schema import (
     SessionSchema,
     error_responses,
 )
+from matrixcloud.api.serializers import validated
 from matrixcloud.lib.addresses import client_ip
 
 # /v1/auth/* is outside the gate, as in the original (docs/COMPATIBILITY.md#c-05): each
@@ -78,14 +77,8 @@ def _meta(request: Request) -> dict[str, str]:
     }
 
 
-def _valid(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
 def _auth_result(issued: IssuedSession) -> dict[str, Any]:
-    return {"token": issued.token, "user": user_payload(issued.membership)}
+    return dict(AuthResultSerializer(issued).data)
 
 
 class SignupView(APIView):
@@ -105,7 +98,7 @@ class SignupView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        data = _valid(SignupSerializer, request)
+        data = validated(SignupSerializer, request.data)
         issued = user_signup(
             name=data["name"],
             email=data["email"],
@@ -133,7 +126,7 @@ class LoginView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        data = _valid(LoginSerializer, request)
+        data = validated(LoginSerializer, request.data)
         issued = user_login(email=data["email"], password=data["password"], **_meta(request))
         return Response(_auth_result(issued))
 
@@ -152,7 +145,7 @@ class MeView(APIView):
     )
     def get(self, request: Request) -> Response:
         actor = user_actor(request)
-        return Response({"user": user_payload(actor.membership())})
+        return Response(CurrentUserSerializer(actor.membership()).data)
 
 
 class LogoutView(APIView):
@@ -203,7 +196,7 @@ class ForgotPasswordView(APIView):
         responses={200: OkMessageSerializer, **error_responses(400, 429)},
     )
     def post(self, request: Request) -> Response:
-        data = _valid(ForgotPasswordSerializer, request)
+        data = validated(ForgotPasswordSerializer, request.data)
         password_reset_request(email=data["email"], ip=client_ip(request._request))
         return Response({"ok": True, "message": FORGOT_MESSAGE})
 
@@ -225,7 +218,7 @@ class ResetPasswordView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        data = _valid(ResetPasswordSerializer, request)
+        data = validated(ResetPasswordSerializer, request.data)
         password_reset_complete(
             token=data["token"], password=data["password"], ip=client_ip(request._request)
         )
@@ -249,7 +242,7 @@ class VerifyEmailView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        data = _valid(VerifyEmailSerializer, request)
+        data = validated(VerifyEmailSerializer, request.data)
         email_verify(token=data["token"], ip=client_ip(request._request))
         return Response({"ok": True, "message": "Email verified."})
 
@@ -303,7 +296,7 @@ class InvitationCollectionView(ActorAPIView):
     def post(self, request: Request) -> Response:
         actor = self.actor
         actor.require_manager("invite members")
-        data = _valid(InvitationCreateSerializer, request)
+        data = validated(InvitationCreateSerializer, request.data)
         invitation, _secret = invitation_create(
             actor=actor,
             email=data["email"],
@@ -329,7 +322,7 @@ class InvitationAcceptView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        data = _valid(InvitationAcceptSerializer, request)
+        data = validated(InvitationAcceptSerializer, request.data)
         issued = invitation_accept(
             token=data["token"],
             password=data["password"],

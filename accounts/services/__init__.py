@@ -4,13 +4,8 @@ Each function makes one complete change (rows, audit record, post-commit email) 
 transaction. They raise `matrixcloud.errors` and know nothing of HTTP.
 """
 
-from accounts.services.identity import (
-    LOCAL_WORKSPACE_SLUG,
-    IssuedSession,
-    local_workspace,
-    normalise_email,
-    workspace_slug_base,
-)
+from accounts.principals import LOCAL_WORKSPACE_SLUG, local_workspace
+from accounts.services.identity import IssuedSession, normalise_email, workspace_slug_base
 from accounts.services.invitations import invitation_accept, invitation_create
 from accounts.services.passwords import (
     RESET_TTL,

@@ -15,10 +15,10 @@ from accounts.models import (
     User,
     Workspace,
 )
+from accounts.principals import LOCAL_WORKSPACE_SLUG
 from matrixcloud.errors import BadRequest
 
 EMAIL_RE = re.compile(r"^[^\s@]+@[^\s@]+\.[^\s@]+$")
-LOCAL_WORKSPACE_SLUG = "local"
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,3 @@ def primary_membership(user: User) -> Membership | None:
         .order_by("created_at", "pk")
         .first()
     )
-
-
-def local_workspace() -> Workspace:
-    """The local workspace: anonymous local-dev callers on loopback act as its Owner,
-    and the operator acts in it when no ``X-Matrix-Workspace`` names another."""
-    workspace, _ = Workspace.objects.get_or_create(
-        slug=LOCAL_WORKSPACE_SLUG, defaults={"name": "Local"}
-    )
-    return workspace

@@ -10,8 +10,8 @@ Who may use a credential: an Owner or Admin always; a Member only when an Owner 
 marked it ``usable_by_members`` (off by default), since a Member's sandbox env or agent
 run that names it puts the key where the Member can read or spend it. The check runs at
 creation (:func:`provider_use_check`, 403 naming the credential) and again when the
-secret is read for the job (``provider_secret_read(user_id=...)``, the creator's role
-at that moment); each refusal is audited (``provider.credential.refused``).
+secret is read for the job (``provider_secret_read`` for ``Actor.job_creator``, the
+creator's role at that moment); each refusal is audited (``provider.credential.refused``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from django.utils import timezone
 from accounts.audit import audit_record
 from accounts.choices import AuditStatus, Role
 from accounts.models import Membership, ProviderCredential, User, Workspace
-from accounts.principals import SYSTEM_ACTOR, Actor
+from accounts.principals import Actor
 from matrixcloud.errors import ApplicationError, BadRequest, Forbidden, NotFound
 from matrixcloud.lib.crypto import InvalidToken
 
@@ -205,13 +205,13 @@ def provider_update(
     return credential
 
 
-def _use_refusal(credential: ProviderCredential, user_id: str | None) -> str:
-    """Why the user ``user_id`` may not use ``credential`` ("" when they may). None is
-    the operator or the local-dev Owner, who act without a membership and may."""
-    if user_id is None:
+def _use_refusal(credential: ProviderCredential, actor: Actor) -> str:
+    """Why the actor's user may not use ``credential`` now ("" when they may). An actor
+    without a user (the operator, the local-dev Owner, the system) may."""
+    if actor.user is None:
         return ""
     role = (
-        Membership.objects.filter(user_id=user_id, workspace_id=credential.workspace_id)
+        Membership.objects.filter(user=actor.user, workspace_id=credential.workspace_id)
         .values_list("role", flat=True)
         .first()
     )
@@ -226,16 +226,14 @@ def _use_refusal(credential: ProviderCredential, user_id: str | None) -> str:
     )
 
 
-def _audit_refusal(
-    credential: ProviderCredential, purpose: str, actor: str | None, reason: str, ip: str
-) -> None:
+def _audit_refusal(credential: ProviderCredential, purpose: str, actor: Actor, reason: str) -> None:
     with transaction.atomic():
         audit_record(
             action="provider.credential.refused",
-            actor=actor or SYSTEM_ACTOR,
+            actor=actor.id,
             workspace=credential.workspace_id,
             target=credential.provider,
-            ip=ip,
+            ip=actor.ip,
             status=AuditStatus.FAILURE,
             meta={
                 "label": credential.label,
@@ -247,70 +245,53 @@ def _audit_refusal(
 
 
 def provider_use_check(
-    *,
-    workspace: Workspace | str,
-    provider: str,
-    label: str = DEFAULT_LABEL,
-    user_id: str | None,
-    purpose: str,
-    actor: str | None = None,
-    ip: str = "",
+    *, actor: Actor, provider: str, label: str = DEFAULT_LABEL, purpose: str
 ) -> None:
-    """Refuse, audited, a use of the workspace's credential that ``user_id`` may not
-    make (:class:`CredentialForbidden`, 403 naming it). A credential the workspace does
-    not have passes: reading it later fails as unknown. Call it outside any transaction
-    that the refusal rolls back, or the audit record goes with it."""
-    credential = _credential_row(workspace, provider, label)
+    """Refuse, audited, a use of the actor's workspace's credential that the actor's
+    user may not make (:class:`CredentialForbidden`, 403 naming it). A credential the
+    workspace does not have passes: reading it later fails as unknown. Call it outside
+    any transaction that the refusal rolls back, or the audit record goes with it."""
+    credential = _credential_row(actor.workspace, provider, label)
     if credential is None:
         return
-    reason = _use_refusal(credential, user_id)
+    reason = _use_refusal(credential, actor)
     if reason:
-        _audit_refusal(credential, purpose, actor, reason, ip)
+        _audit_refusal(credential, purpose, actor, reason)
         raise CredentialForbidden(reason)
 
 
-def _credential_row(
-    workspace: Workspace | str, provider: str, label: str
-) -> ProviderCredential | None:
-    workspace_id = workspace.pk if isinstance(workspace, Workspace) else workspace
+def _credential_row(workspace: Workspace, provider: str, label: str) -> ProviderCredential | None:
     try:
         name, label_value = provider_name(provider), provider_label(label)
     except BadRequest:
         return None  # a name that cannot be stored is a name the workspace has not stored
     return (
         ProviderCredential.objects.defer("secret")
-        .filter(workspace_id=workspace_id, provider=name, label=label_value)
+        .filter(workspace=workspace, provider=name, label=label_value)
         .first()
     )
 
 
 def provider_secret_read(
-    *,
-    workspace: Workspace | str,
-    provider: str,
-    label: str = DEFAULT_LABEL,
-    purpose: str,
-    actor: str | None = None,
-    user_id: str | None = None,
+    *, actor: Actor, provider: str, label: str = DEFAULT_LABEL, purpose: str
 ) -> str | None:
-    """The plaintext of a workspace's credential, or None when it has none.
+    """The plaintext of the actor's workspace's credential, or None when it has none.
 
     The one way code reads a stored secret. Each read is audited
     (``provider.credential.read``: provider, label, purpose; never the value). A value
     no key of the ring opens raises :class:`SecretUnreadable` (and is audited as a
-    failed read); it is never returned as ciphertext. ``user_id``: the user the value
-    is read for (a job's creator), whose role now decides whether they may
-    (:class:`CredentialForbidden`, audited); None for reads on the workspace's own
-    behalf whose value reaches no user (Hugging Face calls) and for jobs of the
-    operator or the local-dev Owner.
+    failed read); it is never returned as ciphertext. ``actor`` is whom the value is
+    read for: a job's creator (:meth:`Actor.job_creator`), whose role now decides
+    whether they may (:class:`CredentialForbidden`, audited); :meth:`Actor.system` for
+    reads on the workspace's own behalf whose value reaches no user (Hugging Face
+    calls) and for jobs of the operator or the local-dev Owner.
     """
-    workspace_id = workspace.pk if isinstance(workspace, Workspace) else workspace
-    credential = _credential_row(workspace_id, provider, label)
+    credential = _credential_row(actor.workspace, provider, label)
     if credential is None:
         return None
-    refusal = _use_refusal(credential, user_id)
+    refusal = _use_refusal(credential, actor)
     if refusal:  # audited in its own transaction, then refused
-        _audit_refusal(credential, purpose, actor, refusal, "")
+        _audit_refusal(credential, purpose, actor, refusal)
         raise CredentialForbidden(refusal)
     failure: InvalidToken | None = None
     with transaction.atomic():
@@ -319,7 +300,7 @@ def provider_secret_read(
         except InvalidToken as exc:
             secret, failure = None, exc
         status = AuditStatus.FAILURE if failure else AuditStatus.SUCCESS
-        _audit_read(workspace_id, credential, purpose, actor, status)
+        _audit_read(credential, purpose, actor, status)
     if failure is not None:  # raised after the commit, so the failed read stays audited
         raise SecretUnreadable(
             f"the {credential.provider}/{credential.label} credential cannot be decrypted "
@@ -334,13 +315,11 @@ def _decrypted_secret(credential: ProviderCredential) -> str:
     return str(credential.secret)
 
 
-def _audit_read(
-    workspace_id: str, credential: ProviderCredential, purpose: str, actor: str | None, status: str
-) -> None:
+def _audit_read(credential: ProviderCredential, purpose: str, actor: Actor, status: str) -> None:
     audit_record(
         action="provider.credential.read",
-        actor=actor or SYSTEM_ACTOR,
-        workspace=workspace_id,
+        actor=actor.id,
+        workspace=credential.workspace_id,
         target=credential.provider,
         status=status,
         meta={"label": credential.label, "purpose": purpose[:64], "id": credential.pk},

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
+
+from matrixcloud.api.serializers import SparseSerializer, TimeField
 
 # Documented, not enforced here: the job engine decides which types exist (400 otherwise).
 # The contract's enum plus the two internal types the original also accepts
@@ -41,41 +47,70 @@ class CreateJobSerializer(serializers.Serializer):
     )
 
 
+def job_events_url(job: Any) -> str:
+    return f"/v1/jobs/{job.pk}/events"
+
+
 class CreateJobResponseSerializer(serializers.Serializer):
-    """Answer to a job creation (202): where to follow it."""
+    """Answer to a job creation (202): where to follow it (renders the new ``Job``)."""
 
-    job_id = serializers.CharField()
+    job_id = serializers.CharField(source="pk")
     status = serializers.CharField()
-    events_url = serializers.CharField(help_text="/v1/jobs/<job_id>/events")
+    events_url = serializers.SerializerMethodField(help_text="/v1/jobs/<job_id>/events")
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_events_url(self, job: Any) -> str:
+        return job_events_url(job)
 
 
-class JobSerializer(serializers.Serializer):
-    """A job snapshot: type, status, lifetime, result or error."""
+class JobSerializer(SparseSerializer):
+    """A job snapshot: type, status, lifetime, result or error (renders a ``Job``; a
+    listed one loads only ``jobs.selectors.SNAPSHOT_FIELDS``)."""
 
-    job_id = serializers.CharField()
+    job_id = serializers.CharField(source="pk")
     type = serializers.CharField()
     status = serializers.ChoiceField(choices=JOB_STATUSES)
-    created_at = serializers.DateTimeField()
-    expires_at = serializers.DateTimeField()
+    created_at = TimeField()
+    expires_at = TimeField()
     result = serializers.JSONField(allow_null=True, help_text="The type's result; null until done.")
+    workspace_id = serializers.CharField()
+    events_url = serializers.SerializerMethodField(help_text="/v1/jobs/<job_id>/events")
+    started_at = TimeField(required=False, help_text="Present once a runner started it.")
+    finished_at = TimeField(required=False, help_text="Present once it ended.")
     error = serializers.CharField(required=False, help_text="Present only when the job failed.")
     stall_seconds = serializers.IntegerField(
+        source="ttl_seconds",
         required=False,
         help_text=(
             "Model downloads only: they expire after this long without progress "
             "(expires_at moves with each progress), never past deadline_at."
         ),
     )
-    progress_at = serializers.DateTimeField(
+    progress_at = TimeField(
         required=False, allow_null=True, help_text="Model downloads only: the last progress."
     )
-    deadline_at = serializers.DateTimeField(
+    deadline_at = TimeField(
         required=False, help_text="Model downloads only: the hard cap on the job's life."
     )
     attempts = serializers.IntegerField(
         required=False,
         help_text="Present from a second run: a resumable job whose runner died runs again.",
     )
+
+    omit_unless: ClassVar[dict[str, Callable[[Any], object]]] = {
+        "started_at": lambda job: job.started_at,
+        "finished_at": lambda job: job.finished_at,
+        "error": lambda job: job.error,
+        # timed by progress (model downloads): both clocks
+        "stall_seconds": lambda job: job.deadline_at is not None,
+        "progress_at": lambda job: job.deadline_at is not None,
+        "deadline_at": lambda job: job.deadline_at is not None,
+        "attempts": lambda job: job.attempts > 1,
+    }
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_events_url(self, job: Any) -> str:
+        return job_events_url(job)
 
 
 class JobListSerializer(serializers.Serializer):

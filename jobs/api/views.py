@@ -17,11 +17,12 @@ from jobs.api.serializers import (
     JobListSerializer,
     JobSerializer,
 )
-from jobs.selectors import job_get, job_list, job_snapshot
+from jobs.selectors import job_get, job_list
 from jobs.services import job_await_terminal, job_cancel, job_enqueue
 from jobs.streams import job_stream_response
 from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
+from matrixcloud.api.serializers import validated
 from matrixcloud.errors import BadRequest
 from matrixcloud.lib import sse
 
@@ -80,9 +81,8 @@ class JobCollectionView(ActorAPIView):
             job_type=request.query_params.get("type", ""),
             status=request.query_params.get("status", ""),
         )
-        return Response(
-            {"jobs": [job_snapshot(job) for job in page.jobs], "next_cursor": page.next_cursor}
-        )
+        jobs = JobSerializer(page.jobs, many=True).data
+        return Response({"jobs": jobs, "next_cursor": page.next_cursor})
 
     @extend_schema(
         operation_id="jobs_create",
@@ -91,9 +91,7 @@ class JobCollectionView(ActorAPIView):
         responses={202: CreateJobResponseSerializer, **error_responses(400, 401, 422, 429)},
     )
     def post(self, request: Request) -> Response:
-        serializer = CreateJobSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(CreateJobSerializer, request.data)
         actor = self.actor
         job = job_enqueue(
             job_type=data["type"],
@@ -101,10 +99,7 @@ class JobCollectionView(ActorAPIView):
             ttl_seconds=data.get("ttl_seconds"),
             actor=actor,
         )
-        return Response(
-            {"job_id": job.pk, "status": job.status, "events_url": f"/v1/jobs/{job.pk}/events"},
-            status=202,
-        )
+        return Response(CreateJobResponseSerializer(job).data, status=202)
 
 
 class JobDetailView(ActorAPIView):
@@ -118,7 +113,8 @@ class JobDetailView(ActorAPIView):
     )
     def get(self, request: Request, job_id: str) -> Response:
         actor = self.actor
-        return Response(job_snapshot(job_get(job_id=job_id, workspace=actor.visible_workspace)))
+        job = job_get(job_id=job_id, workspace=actor.visible_workspace)
+        return Response(JobSerializer(job).data)
 
     @extend_schema(
         operation_id="jobs_cancel",

@@ -1,7 +1,8 @@
 """OpenAPI documentation: ``/openapi.yaml``, ``/docs``, and what views use to describe themselves.
 
-The schema is generated from the code by drf-spectacular; ``tests/test_contract_schema.py``
-checks it against the contract (``docs/contract/openapi.yaml``).
+The schema is generated from the code by drf-spectacular;
+``tests/matrixcloud/test_contract_schema.py`` checks it against the contract
+(``docs/contract/openapi.yaml``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The web console: server-rendered pages for workspace users (PRODUCT.md §10).
+"""The web console: server-rendered pages for workspace users.
 
 Views are thin: a form, the actor (``accounts.principals.actor_for``, exactly as the
 API scopes requests), one service or selector of the domain apps, a template. Live

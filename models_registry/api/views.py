@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from accounts.api.base import ActorAPIView
 from matrixcloud.api.schema import PublicSchema, error_responses
+from matrixcloud.api.serializers import validated
 from models_registry.api.serializers import (
     HuggingFaceSearchQuerySerializer,
     HuggingFaceSearchSerializer,
@@ -79,10 +80,9 @@ class ResolveSourceView(ActorAPIView):
         responses={200: ProfilePreviewSerializer, **error_responses(400, 401, 502)},
     )
     def post(self, request: Request) -> Response:
-        serializer = ResolveSourceSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = validated(ResolveSourceSerializer, request.data)
         actor = self.actor
-        return Response(source_resolve(workspace=actor.workspace, data=serializer.validated_data))
+        return Response(source_resolve(workspace=actor.workspace, data=data))
 
 
 class ModelProfileCollectionView(ActorAPIView):
@@ -105,10 +105,9 @@ class ModelProfileCollectionView(ActorAPIView):
         responses={201: ModelProfileResultSerializer, **error_responses(400, 401)},
     )
     def post(self, request: Request) -> Response:
-        serializer = ModelProfileImportSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = validated(ModelProfileImportSerializer, request.data)
         actor = self.actor
-        profile = profile_import(actor=actor, data=serializer.validated_data)
+        profile = profile_import(actor=actor, data=data)
         body = ModelProfileResultSerializer({"profile": profile_json(profile)}).data
         return Response(body, status=201)
 
@@ -124,9 +123,7 @@ class ModelProfileAttachView(ActorAPIView):
         responses={202: ModelAttachAcceptedSerializer, **error_responses(400, 401, 404, 422)},
     )
     def post(self, request: Request, id: str) -> Response:
-        serializer = ModelAttachSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(ModelAttachSerializer, request.data)
         actor = self.actor
         profile = profile_get(workspace=actor.workspace, profile_id=id)
         installation, job = profile_attach(

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from accounts.api.base import ActorAPIView
 from matrixcloud.api.authentication import bearer_token
 from matrixcloud.api.schema import PublicSchema, error_responses
+from matrixcloud.api.serializers import validated
 from matrixcloud.lib.addresses import client_ip
 from matrixcloud.lib.ratelimit import credential_proven
 from runtimes.api.serializers import (
@@ -62,10 +63,6 @@ def _truthy(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _runtime(runtime: object) -> dict[str, object]:
-    return dict(RegisteredRuntimeSerializer(runtime).data)
-
-
 class RegisteredRuntimeListView(ActorAPIView):
     """The remote runtimes registered to the caller's workspace."""
 
@@ -92,7 +89,7 @@ class RegisteredRuntimeDetailView(ActorAPIView):
     def get(self, request: Request, runtime_id: str) -> Response:
         actor = self.actor
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
-        return Response({"runtime": _runtime(runtime)})
+        return Response({"runtime": RegisteredRuntimeSerializer(runtime).data})
 
     @extend_schema(
         operation_id="cloud_runtimes_destroy",
@@ -104,7 +101,7 @@ class RegisteredRuntimeDetailView(ActorAPIView):
         actor = self.actor
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
         actor.require_manager("remove runtimes")
-        body = _runtime(runtime)
+        body = RegisteredRuntimeSerializer(runtime).data
         runtime_remove(runtime=runtime, actor=actor)
         return Response({"runtime": body})
 
@@ -124,7 +121,12 @@ class RuntimeTokenRotateView(ActorAPIView):
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
         actor.require_manager("rotate runtime tokens")
         issued = runtime_token_rotate(runtime=runtime, actor=actor)
-        return Response({"runtime": _runtime(issued.runtime), "runtime_token": issued.token})
+        return Response(
+            {
+                "runtime": RegisteredRuntimeSerializer(issued.runtime).data,
+                "runtime_token": issued.token,
+            }
+        )
 
 
 class RuntimeTokenRevokeView(ActorAPIView):
@@ -142,7 +144,7 @@ class RuntimeTokenRevokeView(ActorAPIView):
         runtime = runtime_get(workspace=actor.visible_workspace, runtime_id=runtime_id)
         actor.require_manager("revoke runtime tokens")
         runtime = runtime_token_revoke(runtime=runtime, actor=actor)
-        return Response({"runtime": _runtime(runtime)})
+        return Response({"runtime": RegisteredRuntimeSerializer(runtime).data})
 
 
 class RuntimeRegisterView(APIView):
@@ -162,11 +164,14 @@ class RuntimeRegisterView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        serializer = RuntimeRegisterSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        issued = runtime_register(**serializer.validated_data, ip=client_ip(request._request))
+        data = validated(RuntimeRegisterSerializer, request.data)
+        issued = runtime_register(**data, ip=client_ip(request._request))
         return Response(
-            {"runtime": _runtime(issued.runtime), "runtime_token": issued.token}, status=201
+            {
+                "runtime": RegisteredRuntimeSerializer(issued.runtime).data,
+                "runtime_token": issued.token,
+            },
+            status=201,
         )
 
 
@@ -192,12 +197,9 @@ class RuntimeHeartbeatView(APIView):
         data = request.data
         runtime = runtime_authenticate(bearer_token(request._request))
         credential_proven(request._request)  # its next heartbeats are not rate limited
-        serializer = RuntimeHeartbeatSerializer(data=data)
-        serializer.is_valid(raise_exception=True)
-        runtime = runtime_heartbeat(
-            runtime=runtime, **serializer.validated_data, ip=client_ip(request._request)
-        )
-        return Response({"runtime": _runtime(runtime)})
+        fields = validated(RuntimeHeartbeatSerializer, data)
+        runtime = runtime_heartbeat(runtime=runtime, **fields, ip=client_ip(request._request))
+        return Response({"runtime": RegisteredRuntimeSerializer(runtime).data})
 
 
 class JoinTokenCollectionView(ActorAPIView):
@@ -224,9 +226,7 @@ class JoinTokenCollectionView(ActorAPIView):
     def post(self, request: Request) -> Response:
         actor = self.actor
         actor.require_manager("mint join tokens")
-        serializer = JoinTokenCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        minted = join_token_issue(actor=actor, **serializer.validated_data)
+        minted = join_token_issue(actor=actor, **validated(JoinTokenCreateSerializer, request.data))
         return Response(
             {"join_token": JoinTokenSerializer(minted.token).data, "secret": minted.secret},
             status=201,

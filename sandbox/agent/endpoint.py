@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from accounts.models import ProviderCredential
+from accounts.principals import Actor
 from accounts.services.providers import provider_secret_read
 from matrixcloud.lib import egress
 from runtimes.detection import configured_engine_urls
@@ -52,17 +53,17 @@ def url_check(url: str) -> str:
 
 def endpoint_resolve(
     *,
-    workspace_id: str,
-    actor: str,
+    actor: Actor,
     model: str,
     base_url: str = "",
     installation_id: str = "",
     provider: str = "openai",
     credential: str = "default",
-    user_id: str | None = None,
 ) -> ChatEndpoint:
-    """The endpoint of one run (database reads; call it off the event loop). ``user_id``
-    is the run's creator, whose role decides whether the credential may be used."""
+    """The endpoint of one run (database reads; call it off the event loop). ``actor``
+    is the run's creator (``Actor.job_creator``), whose role now decides whether the
+    credential may be used."""
+    workspace_id = actor.workspace.pk
     if installation_id:
         return _installation_endpoint(workspace_id, installation_id, model)
     if base_url:
@@ -75,12 +76,7 @@ def endpoint_resolve(
         .first()
     )
     secret = provider_secret_read(
-        workspace=workspace_id,
-        provider=provider,
-        label=credential,
-        purpose="agent.run",
-        actor=actor,
-        user_id=user_id,
+        actor=actor, provider=provider, label=credential, purpose="agent.run"
     )
     if secret is None:
         raise EndpointUnavailable(

@@ -1,63 +1,22 @@
-"""The ``agent.run`` job type: its payload and the handler a sandbox host drives.
+"""The ``agent.run`` job type: the handler a sandbox host drives.
 
-The payload is an MCP server (as for ``tool.run``: command policy, env rules,
-network) plus the prompt, the endpoint (``installation_id``, ``base_url`` or a
-provider credential: sandbox/agent/endpoint.py), the model and the limits, all
-checked at creation (a 422 naming the field; ``base_url`` by the egress guard too).
+Its payload (sandbox/agent/params.py) is checked at creation; so is the provider
+credential it would send the prompt with (a Member's, like a ``${secret:...}``), here.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, field_validator
-from pydantic_core import PydanticCustomError
-
 from accounts.principals import Actor
 from accounts.services.providers import provider_use_check
 from jobs.handlers import JobParams
 from jobs.registry import register
-from sandbox.agent.endpoint import url_check
+from sandbox.agent.params import AgentRunParams
 from sandbox.handlers import McpServerParams, SessionHandler
 
 if TYPE_CHECKING:
     from sandbox.host.session import LiveSession
-
-MAX_STEPS = 50
-MAX_TOKENS = 2_000_000
-MAX_SECONDS = 3600.0
-
-
-class AgentRunParams(McpServerParams):
-    """An MCP server, a prompt, the model and its endpoint, and the run's limits."""
-
-    prompt: str = Field(min_length=1, max_length=100_000)
-    system: str = Field("", max_length=100_000)
-    model: str = Field("", max_length=200)
-    base_url: str = Field("", max_length=1000)
-    installation_id: str = Field("", max_length=64)
-    provider: str = Field("openai", min_length=1, max_length=64)
-    credential: str = Field("default", min_length=1, max_length=64)
-    tools: list[str] | None = None
-    max_steps: int = Field(8, ge=1, le=MAX_STEPS)
-    max_tokens: int = Field(100_000, ge=1, le=MAX_TOKENS)
-    max_seconds: float = Field(120.0, gt=0, le=MAX_SECONDS)
-
-    @field_validator("base_url")
-    @classmethod
-    def _base_url(cls, value: str) -> str:
-        """Shape and, for an address or ``localhost``, the egress guard's rules: a URL
-        naming this server's API, bus, database or a metadata address is a 422 now."""
-        try:
-            return url_check(value) if value else value
-        except ValueError as exc:
-            raise PydanticCustomError("url_refused", str(exc)) from None
-
-    @field_validator("provider", "credential", "system", "model", "base_url", mode="before")
-    @classmethod
-    def _absent(cls, value: Any, info: Any) -> Any:
-        defaults = {"provider": "openai", "credential": "default"}
-        return defaults.get(info.field_name, "") if value is None else value
 
 
 @register("agent.run")
@@ -76,13 +35,10 @@ class AgentRunHandler(SessionHandler):
         if payload.get("base_url") or payload.get("installation_id"):
             return
         provider_use_check(
-            workspace=actor.workspace,
+            actor=actor,
             provider=payload.get("provider") or "openai",
             label=payload.get("credential") or "default",
-            user_id=str(actor.user.pk) if actor.user is not None else None,
             purpose="agent.run",
-            actor=actor.id,
-            ip=actor.ip,
         )
 
     @staticmethod

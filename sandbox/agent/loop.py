@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from accounts.principals import Actor
 from accounts.services.usage import Usage, usage_record_many
 from matrixcloud.errors import ApplicationError
 from sandbox.agent.endpoint import EndpointUnavailable, endpoint_resolve
@@ -26,7 +27,7 @@ from sandbox.host.session import SessionFailed
 from sandbox.mcp import McpTool
 
 if TYPE_CHECKING:
-    from sandbox.agent.handlers import AgentRunParams
+    from sandbox.agent.params import AgentRunParams
     from sandbox.host.session import LiveSession
 
 STEP = "agent_run"  # the original's agent.run step (docs/COMPATIBILITY.md#c-09)
@@ -163,15 +164,14 @@ class AgentLoop:
         params = self.params
         try:
             return await records.run(
-                endpoint_resolve,
-                workspace_id=job.workspace_id,
-                actor=job.created_by_id or "operator",
-                model=params.model,
-                base_url=params.base_url,
-                installation_id=params.installation_id,
-                provider=params.provider,
-                credential=params.credential,
-                user_id=job.created_by_id,
+                lambda: endpoint_resolve(
+                    actor=Actor.job_creator(job.workspace_id, job.created_by_id),
+                    model=params.model,
+                    base_url=params.base_url,
+                    installation_id=params.installation_id,
+                    provider=params.provider,
+                    credential=params.credential,
+                )
             )
         except EndpointUnavailable as exc:
             raise SessionFailed(STEP, f"agent.run has no model endpoint: {exc}") from None

@@ -20,6 +20,7 @@ from rest_framework.response import Response
 
 from accounts.api.base import ActorAPIView
 from matrixcloud.api.schema import error_responses
+from matrixcloud.api.serializers import validated
 from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, client_gone, run_in_lane
 from sandbox.api.serializers import (
     MatrixShellExecResultSerializer,
@@ -103,14 +104,9 @@ class MatrixShellExecView(ActorAPIView):
         },
     )
     def post(self, request: Request) -> HttpResponseBase:
-        serializer = MatrixShellExecSerializer(data=request.data)  # a bad body: 400 first
-        serializer.is_valid(raise_exception=True)
+        data = validated(MatrixShellExecSerializer, request.data)  # a bad body: 400 first
         matrixshell_gate()
-        actor = self.actor
-        prepared = matrixshell_exec_prepare(
-            command=serializer.validated_data["command"],
-            actor=actor,
-        )
+        prepared = matrixshell_exec_prepare(command=data["command"], actor=self.actor)
         # A client that disconnects mid-command stops it (its whole process tree).
         gone = client_gone(request._request)
         if request._request.META.get(DEFERRABLE):

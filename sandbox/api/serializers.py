@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+
+from matrixcloud.api.serializers import SparseSerializer, TimeField
+from sandbox.models import SandboxSession
+from sandbox.selectors import events_url, session_result
 
 
 class SandboxCreateSerializer(serializers.Serializer):
@@ -40,34 +49,83 @@ class SandboxCreateSerializer(serializers.Serializer):
 
 
 class SandboxResponseSerializer(serializers.Serializer):
-    """Answer to a sandbox creation (202): the session and its backing job."""
+    """Answer to a sandbox creation (202): the session and its backing job (renders the
+    new ``SandboxSession``)."""
 
-    session_id = serializers.CharField()
+    session_id = serializers.CharField(source="pk")
     job_id = serializers.CharField()
-    status = serializers.CharField(help_text="starting")
-    expires_at = serializers.DateTimeField()
-    events_url = serializers.CharField(help_text="/v1/sandbox/sessions/<session_id>/events")
-
-
-class SandboxSessionSerializer(serializers.Serializer):
-    """A sandbox session snapshot: the backing job's status and result."""
-
-    session_id = serializers.CharField()
-    job_id = serializers.CharField()
-    status = serializers.CharField(help_text="The backing job's status.")
-    expires_at = serializers.DateTimeField()
-    result = serializers.JSONField(allow_null=True)
-    type = serializers.CharField(required=False, help_text="The backing job's type.")
-    ready = serializers.BooleanField(required=False, help_text="Whether the tools are listed.")
-    tools_count = serializers.IntegerField(required=False)
-    created_at = serializers.DateTimeField(required=False)
-    ready_at = serializers.DateTimeField(required=False, allow_null=True)
-    stopped_at = serializers.DateTimeField(required=False, allow_null=True)
-    events_url = serializers.CharField(required=False)
-    server = serializers.DictField(
-        required=False, help_text="The server's protocol version, name and version."
+    status = serializers.SerializerMethodField(help_text="starting")
+    expires_at = TimeField(source="job.expires_at")
+    events_url = serializers.SerializerMethodField(
+        help_text="/v1/sandbox/sessions/<session_id>/events"
     )
-    error = serializers.CharField(required=False, help_text="Present only when it failed.")
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_status(self, session: SandboxSession) -> str:
+        return "starting"
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_events_url(self, session: SandboxSession) -> str:
+        return events_url(session)
+
+
+class EgressSerializer(serializers.Serializer):
+    """How the session's server reaches the network (renders the ``SandboxSession``)."""
+
+    mode = serializers.SerializerMethodField()
+    allow = serializers.ListField(child=serializers.CharField(), source="egress_allow")
+    denied = serializers.IntegerField(
+        source="egress_denied", help_text="Connections the egress proxy refused."
+    )
+
+    @extend_schema_field({"type": "string", "enum": ["open", "allowlist"]})
+    def get_mode(self, session: SandboxSession) -> str:
+        return "open" if session.allow_network else "allowlist"
+
+
+class SandboxSessionSerializer(SparseSerializer):
+    """A sandbox session snapshot: the backing job's status and result (renders a
+    ``SandboxSession`` with its job). Kept on purpose: docs/COMPATIBILITY.md#c-09."""
+
+    session_id = serializers.CharField(source="pk")
+    job_id = serializers.CharField()
+    status = serializers.CharField(source="job.status", help_text="The backing job's status.")
+    expires_at = TimeField(source="job.expires_at")
+    result = serializers.SerializerMethodField()
+    type = serializers.CharField(source="job.type", help_text="The backing job's type.")
+    ready = serializers.BooleanField(help_text="Whether the tools are listed.")
+    tools_count = serializers.SerializerMethodField()
+    created_at = TimeField()
+    ready_at = TimeField(allow_null=True)
+    stopped_at = TimeField(allow_null=True)
+    events_url = serializers.SerializerMethodField()
+    server = serializers.DictField(
+        source="server_info",
+        required=False,
+        help_text="The server's protocol version, name and version.",
+    )
+    egress = EgressSerializer(source="*", required=False)
+    error = serializers.CharField(
+        source="job.error", required=False, help_text="Present only when it failed."
+    )
+
+    omit_unless: ClassVar[dict[str, Callable[[Any], object]]] = {
+        "server": lambda session: session.server_info,
+        "egress": lambda session: session.allow_network or session.egress_allow,
+        "error": lambda session: session.job.error,
+    }
+
+    @extend_schema_field({"nullable": True})
+    def get_result(self, session: SandboxSession) -> Any:
+        return session_result(session)
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_tools_count(self, session: SandboxSession) -> int:
+        return len(session.tools)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_events_url(self, session: SandboxSession) -> str:
+        return events_url(session)
 
 
 class ToolSerializer(serializers.Serializer):

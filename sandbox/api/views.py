@@ -23,10 +23,10 @@ from jobs.services import job_await_terminal
 from jobs.streams import job_stream_response
 from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
+from matrixcloud.api.serializers import validated
 from matrixcloud.errors import BadRequest, error_payload
 from matrixcloud.lib import sse
 from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, run_in_lane
-from matrixcloud.lib.times import rfc3339
 from sandbox.api import fastcall
 from sandbox.api.serializers import (
     SandboxCreateSerializer,
@@ -36,7 +36,7 @@ from sandbox.api.serializers import (
     ToolCallSerializer,
     ToolListSerializer,
 )
-from sandbox.selectors import events_url, session_get, session_snapshot, session_tools
+from sandbox.selectors import session_get, session_tools
 from sandbox.services import (
     PreparedCall,
     sandbox_create,
@@ -67,9 +67,7 @@ class SandboxCollectionView(ActorAPIView):
         responses={202: SandboxResponseSerializer, **error_responses(400, 401, 422)},
     )
     def post(self, request: Request) -> Response:
-        serializer = SandboxCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(SandboxCreateSerializer, request.data)
         actor = self.actor
         session = sandbox_create(
             start_command=data["start_command"],
@@ -80,14 +78,7 @@ class SandboxCollectionView(ActorAPIView):
             network_allow=data.get("network_allow") or [],
             actor=actor,
         )
-        body = {
-            "session_id": session.pk,
-            "job_id": session.job.pk,
-            "status": "starting",
-            "expires_at": rfc3339(session.job.expires_at),
-            "events_url": events_url(session),
-        }
-        return Response(body, status=202)
+        return Response(SandboxResponseSerializer(session).data, status=202)
 
 
 class SandboxDetailView(ActorAPIView):
@@ -102,7 +93,7 @@ class SandboxDetailView(ActorAPIView):
     def get(self, request: Request, session_id: str) -> Response:
         actor = self.actor
         session = session_get(session_id=session_id, workspace=actor.visible_workspace)
-        return Response(session_snapshot(session))
+        return Response(SandboxSessionSerializer(session).data)
 
     @extend_schema(
         operation_id="sandbox_sessions_destroy",
@@ -174,9 +165,8 @@ class SandboxToolCallView(ActorAPIView):
         },
     )
     def post(self, request: Request, session_id: str) -> HttpResponseBase:
-        serializer = ToolCallSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        name = serializer.validated_data["name"].strip()
+        data = validated(ToolCallSerializer, request.data)
+        name = data["name"].strip()
         if not name:
             raise BadRequest("tool name is required")
         actor = self.actor
@@ -184,7 +174,7 @@ class SandboxToolCallView(ActorAPIView):
         call = tool_call_prepare(
             session=session,
             name=name,
-            arguments=serializer.validated_data.get("arguments"),
+            arguments=data.get("arguments"),
             actor=actor,
         )
         if call.refusal is None:

@@ -23,12 +23,9 @@ ceiling admits any host.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 
 from django.conf import settings
 
@@ -152,37 +149,3 @@ def requested_check(values: Iterable[str]) -> list[str]:
             + (f": {', '.join(map(str, limits))})" if limits else " is empty)")
         )
     return [str(entry) for entry in entries]
-
-
-@cache
-def _catalog_egress() -> dict[tuple[str, str], tuple[str, ...]]:
-    """``(program, package) → egress`` of the catalog's sandboxed servers."""
-    from sandbox.policy import command_validate
-    from sandbox.prefetch import wanted_package
-
-    entries = json.loads(Path(settings.MATRIX_CATALOG_FILE).read_text())
-    items = entries.get("items", entries) if isinstance(entries, dict) else entries
-    found: dict[tuple[str, str], tuple[str, ...]] = {}
-    for item in items if isinstance(items, list) else []:
-        command, egress = item.get("start_command"), item.get("egress")
-        if not command or not egress:
-            continue
-        wanted = wanted_package(command_validate(command))
-        if wanted is not None:
-            found[(wanted.spec.ecosystem, wanted.spec.name)] = tuple(egress)
-    return found
-
-
-def catalog_allow(argv: list[str]) -> list[str]:
-    """The egress the catalog gives the server ``argv`` runs (matched by its package)."""
-    from sandbox.prefetch import wanted_package
-
-    wanted = wanted_package(argv)
-    if wanted is None:
-        return []
-    return list(_catalog_egress().get((wanted.spec.ecosystem, wanted.spec.name), ()))
-
-
-def session_allow(argv: list[str], requested: Iterable[str]) -> list[str]:
-    """A session's allowlist: its catalog entry's and its request's, in order, once each."""
-    return list(dict.fromkeys([*catalog_allow(argv), *requested_check(requested)]))

@@ -28,11 +28,13 @@ from django.conf import settings
 from django.utils import timezone
 from pydantic import ValidationError
 
+from accounts.principals import Actor
 from jobs.choices import JobStatus
 from matrixcloud.errors import ApplicationError
 from sandbox.bubblewrap import sandbox_sees
 from sandbox.choices import CallFailure
-from sandbox.egress import EgressRefused, session_allow
+from sandbox.egress import EgressRefused
+from sandbox.egress.catalog import session_allow
 from sandbox.egress.runner import EgressStartError, SessionProxy
 from sandbox.handlers import McpServerParams, ToolRunParams
 from sandbox.host import records
@@ -249,9 +251,8 @@ class LiveSession:
         workspace_id, creator = self.job.workspace_id, self.job.created_by_id
 
         def resolve() -> dict[str, str]:
-            return resolve_env(
-                params.env, lambda name: resolve_secret(workspace_id, name, user_id=creator)
-            )
+            actor = Actor.job_creator(workspace_id, creator)
+            return resolve_env(params.env, lambda name: resolve_secret(actor, name))
 
         try:
             return await records.run(resolve)

@@ -1,6 +1,6 @@
 """Server-sent event streams over a durable, sequenced event log.
 
-The database is the truth and the bus only makes delivery fast (ARCHITECTURE.md). A
+The database is the truth and the bus only makes delivery fast. A
 stream replays the stored events after the client's ``Last-Event-ID``, then follows
 live pushes, de-duplicated and ordered by sequence number; a gap, an overflowing
 subscriber or a quiet keepalive tick sends it back to the rows, so nothing is lost,

@@ -1,6 +1,6 @@
 """One client's durable stream: stored events, then live ones, nothing lost or repeated.
 
-The database is the truth and the bus only makes delivery fast (ARCHITECTURE.md): a
+The database is the truth and the bus only makes delivery fast: a
 stream replays the stored events after the client's ``Last-Event-ID``, then follows
 live pushes ordered and de-duplicated by sequence number; a gap, an overflowing
 subscriber or a quiet keepalive tick sends it back to the rows.
