@@ -7,9 +7,6 @@ loopback where anonymous callers act as the local workspace's Owner.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from django.conf import settings
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.request import Request
@@ -17,8 +14,6 @@ from rest_framework.request import Request
 from accounts.models import SessionToken, User
 from matrixcloud.api.authentication import bearer_token
 from matrixcloud.lib.tokens import secret_hash
-
-TOUCH_EVERY = timedelta(seconds=60)
 
 
 def session_for_token(token: str) -> SessionToken | None:
@@ -34,12 +29,7 @@ def session_for_token(token: str) -> SessionToken | None:
     )
     if session is None:
         return None
-    if now - session.last_used_at > TOUCH_EVERY:
-        idle_until = now + timedelta(hours=settings.SESSION_TOKEN_IDLE_HOURS)
-        SessionToken.objects.filter(pk=session.pk).update(
-            last_used_at=now, idle_expires_at=idle_until
-        )
-        session.last_used_at, session.idle_expires_at = now, idle_until
+    session.touch(now)
     return session
 
 

@@ -3,9 +3,10 @@ provider credentials and usage events."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models
@@ -106,6 +107,10 @@ class Membership(models.Model):
         return self.role in Role.managers()
 
 
+# How stale a session's last use may be before a use is written again.
+SESSION_TOUCH_EVERY = timedelta(seconds=60)
+
+
 class SessionTokenQuerySet(models.QuerySet["SessionToken"]):
     def usable(self, now: datetime) -> SessionTokenQuerySet:
         return self.filter(revoked_at__isnull=True, expires_at__gt=now, idle_expires_at__gt=now)
@@ -137,6 +142,17 @@ class SessionToken(models.Model):
 
     def __str__(self) -> str:
         return f"session {self.id} of {self.user_id}"
+
+    def touch(self, now: datetime) -> None:
+        """Record a use at ``now``: the idle expiry moves to ``SESSION_TOKEN_IDLE_HOURS``
+        from it. Written at most once every :data:`SESSION_TOUCH_EVERY`, so a busy
+        session costs no write a request; the bearer token and the console's cookie
+        session both keep alive by it."""
+        if now - self.last_used_at <= SESSION_TOUCH_EVERY:
+            return
+        idle_until = now + timedelta(hours=settings.SESSION_TOKEN_IDLE_HOURS)
+        SessionToken.objects.filter(pk=self.pk).update(last_used_at=now, idle_expires_at=idle_until)
+        self.last_used_at, self.idle_expires_at = now, idle_until
 
 
 class OneTimeToken(models.Model):

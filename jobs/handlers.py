@@ -9,9 +9,6 @@ unexpected to an ``error`` with the traceback in the job's events.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import signal
 import subprocess
 import threading
@@ -26,22 +23,7 @@ from accounts.principals import Actor
 from jobs.choices import JobKind, JobStatus
 from jobs.events import job_event_emit
 from jobs.models import Job
-
-KILL_GRACE_SECONDS = 2.0
-PR_SET_PDEATHSIG = 1
-
-
-def _libc_with_prctl() -> ctypes.CDLL | None:
-    # prctl is Linux's; elsewhere a handler's subprocess may outlive a killed worker
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl  # noqa: B018
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_LIBC = _libc_with_prctl()
+from matrixcloud.lib.processes import die_with_parent, kill_process_group
 
 
 class JobFailed(Exception):
@@ -126,8 +108,9 @@ class JobContext:
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start a subprocess in its own process group, killed with the job."""
         self.check()
-        if _LIBC is not None:
-            kwargs.setdefault("preexec_fn", _killed_with_worker(os.getpid()))
+        # Killed with the worker too: a SIGKILLed worker (its own group killed, this
+        # child is in another) leaves no orphan.
+        kwargs.setdefault("preexec_fn", die_with_parent(signal.SIGKILL))
         proc: subprocess.Popen[Any] = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
         with self._lock:
             self._procs.add(proc)
@@ -146,37 +129,6 @@ class JobContext:
             self._procs.clear()
         for proc in procs:
             kill_process_group(proc)
-
-
-def _killed_with_worker(worker_pid: int) -> Any:
-    """A ``preexec_fn``: the child gets SIGKILL when the worker that started it dies, so a
-    SIGKILLed worker (its own group killed, this child is in another) leaves no orphan."""
-
-    def arm() -> None:
-        assert _LIBC is not None
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != worker_pid:  # the worker died before the prctl took effect
-            os._exit(1)
-
-    return arm
-
-
-def kill_process_group(proc: subprocess.Popen[Any], grace: float = KILL_GRACE_SECONDS) -> None:
-    """TERM the whole group, wait ``grace``, then KILL it; leaves no survivors."""
-    if proc.poll() is not None:
-        _kill_group(proc.pid, signal.SIGKILL)  # children may outlive the leader
-        return
-    _kill_group(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    _kill_group(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-
-
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 class BaseHandler:

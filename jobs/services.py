@@ -26,6 +26,7 @@ from jobs.events import job_event_emit, storable
 from jobs.handlers import BaseHandler
 from jobs.models import Job, JobSlots
 from matrixcloud.errors import BadRequest, UnprocessableEntity
+from matrixcloud.lib.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 # A queued job dispatched this long ago and still not claimed may have been lost by the
@@ -378,10 +379,8 @@ def job_await_terminal(job_id: str, status: str, *, timeout: float) -> str:
     DELETE uses it so the answer says how the job ended, as the original's did
     (docs/COMPATIBILITY.md#c-08).
     """
-    deadline = time.monotonic() + timeout
-    pause = AWAIT_FIRST_PAUSE
-    while status not in JobStatus.terminal() and time.monotonic() < deadline:
-        time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
-        pause = min(pause * 2, AWAIT_MAX_PAUSE)
+    pauses = Backoff(AWAIT_FIRST_PAUSE, AWAIT_MAX_PAUSE, total=timeout)
+    while status not in JobStatus.terminal() and (pause := next(pauses, None)) is not None:
+        time.sleep(pause)
         status = Job.objects.values_list("status", flat=True).get(pk=job_id)
     return status

@@ -7,6 +7,14 @@ Services raise these and never build HTTP responses; the one DRF exception handl
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def error_payload(message: str, status: int) -> dict[str, Any]:
+    """The contract's error body, ``{"error": message, "status": status}``: the one
+    place it is built (the DRF handler, the JSON fallbacks, the ASGI lanes)."""
+    return {"error": message, "status": status}
+
 
 class ApplicationError(Exception):
     """A failure the caller can understand and act on."""

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from matrixcloud.errors import UpstreamError
 from matrixcloud.lib import egress
-from runtimes.detection import ENGINES, configured_engine_urls, engine_url
+from runtimes.detection import configured_engine_urls, engine_urls
 
 PROBE_TIMEOUT_SECONDS = 5.0
 LOAD_TIMEOUT_SECONDS = 120.0
@@ -159,7 +159,7 @@ def ollama_load(url: str, model: str, *, timeout: float = LOAD_TIMEOUT_SECONDS) 
 
 def configured_engines() -> list[EngineEndpoint]:
     """The engines this installation is told about (``MATRIX_RUNTIME_*_URL``)."""
-    return [EngineEndpoint(e.name, engine_url(e)) for e in ENGINES if engine_url(e)]
+    return [EngineEndpoint(engine.name, url) for engine, url in engine_urls().items()]
 
 
 def engine_answers(endpoint: EngineEndpoint) -> bool:

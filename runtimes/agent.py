@@ -13,7 +13,6 @@ On stop the loop sends one last heartbeat saying ``offline``.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -21,8 +20,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +30,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from jobs.selectors import active_job_count
-from runtimes.detection import ENGINES, detect_runtimes, endpoint_answers
+from matrixcloud.lib import http
+from matrixcloud.lib.backoff import Backoff
+from runtimes.detection import ENGINES, detect_runtimes, endpoint_answers, engine_urls
 from runtimes.selectors import local_runtime_describe
 
 logger = logging.getLogger(__name__)
@@ -122,44 +121,29 @@ def normalise_url(url: str) -> str:
     return url.strip().rstrip("/")
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def post_json(
     url: str, body: dict[str, Any], *, token: str = "", timeout: float = HTTP_TIMEOUT
 ) -> dict[str, Any]:
     """POST ``body`` as JSON; the decoded answer, or ControlPlaneError with its message."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(  # noqa: S310  (the scheme is checked: http(s) only)
-        url, data=json.dumps(body).encode(), headers=headers, method="POST"
-    )
-    # A loopback control plane is never reached through a proxy; others honour the env.
-    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(url) else []
     try:
-        with urllib.request.build_opener(*handlers).open(request, timeout=timeout) as response:
-            return dict(json.loads(response.read() or b"{}"))
-    except urllib.error.HTTPError as exc:
-        raise ControlPlaneError(_error_message(exc), exc.code) from None
-    except (OSError, ValueError) as exc:
-        raise ControlPlaneError(f"{url}: {exc}") from None
+        reply = http.fetch("POST", url, json=body, headers=headers, timeout=timeout)
+    except http.Unreachable as exc:
+        raise ControlPlaneError(str(exc)) from None
+    if reply.status >= 400:
+        raise ControlPlaneError(_error_message(reply), reply.status)
+    if not reply.text.strip():
+        return {}
+    if not isinstance(reply.json, dict):
+        raise ControlPlaneError(f"{url}: the answer is not a JSON object")
+    return dict(reply.json)
 
 
-def _error_message(exc: urllib.error.HTTPError) -> str:
-    try:
-        payload = json.loads(exc.read() or b"{}")
-    except (OSError, ValueError):
-        payload = {}
-    message = payload.get("error") if isinstance(payload, dict) else None
-    return str(message or f"HTTP {exc.code}")
+def _error_message(reply: http.Reply) -> str:
+    message = reply.json.get("error") if isinstance(reply.json, dict) else None
+    return str(message or f"HTTP {reply.status}")
 
 
 # --- what this installation reports -------------------------------------------------
@@ -192,27 +176,26 @@ def gpu_inventory() -> list[dict[str, Any]]:
 
 
 def _get_json(url: str) -> Any:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    """A local engine's JSON answer, never through a proxy; None when it fails."""
     try:
-        with opener.open(url, timeout=ENGINE_TIMEOUT) as response:
-            return json.loads(response.read() or b"null")
-    except (OSError, ValueError):
+        reply = http.fetch("GET", url, timeout=ENGINE_TIMEOUT, proxy=False)
+    except http.Unreachable:
         return None
+    return reply.json if reply.ok else None
 
 
 def loaded_models() -> list[str]:
     """Models the local serving engines have loaded (Ollama ``/api/ps``, OpenAI-style
     ``/v1/models`` of vLLM and SGLang); engines that do not answer add nothing."""
     models: list[str] = []
-    for engine in ENGINES:
-        base = os.environ.get(engine.url_variable, "").strip() or engine.default_url
-        if not base or not endpoint_answers(base, engine.probe_path, timeout=ENGINE_TIMEOUT):
+    for engine, base in engine_urls().items():
+        if not endpoint_answers(base, engine.probe_path, timeout=ENGINE_TIMEOUT):
             continue
         if engine.name == "ollama":
-            payload = _get_json(base.rstrip("/") + "/api/ps") or {}
+            payload = _get_json(base + "/api/ps") or {}
             models += [str(m.get("name")) for m in payload.get("models", []) if m.get("name")]
         else:
-            payload = _get_json(base.rstrip("/") + "/v1/models") or {}
+            payload = _get_json(base + "/v1/models") or {}
             models += [str(m.get("id")) for m in payload.get("data", []) if m.get("id")]
     return sorted(set(models))
 
@@ -325,21 +308,23 @@ def heartbeat_loop(
     """Beat every ``interval`` s until ``stop`` is set; back off on failures; say
     ``offline`` once on the way out. Returns the number of accepted heartbeats."""
     interval = min(interval or settings.MATRIX_RUNTIME_CLOUD_HEARTBEAT_SECONDS, MAX_INTERVAL)
-    accepted, backoff, failing = 0, interval, False
+    accepted, failing = 0, False
+    retry = Backoff(min(interval, MAX_BACKOFF), MAX_BACKOFF)
     while not stop.is_set():
         try:
             heartbeat(credential)
         except ControlPlaneError as exc:
-            backoff = min(backoff * 2, MAX_BACKOFF) if failing else min(interval, MAX_BACKOFF)
+            delay = next(retry)
             refused = " (token revoked or runtime removed? rejoin)" if exc.status == 401 else ""
             say(f"heartbeat to {credential.control_plane} failed: {exc}{refused}; "
-                f"retrying in {backoff:.0f} s")  # fmt: skip
+                f"retrying in {delay:.0f} s")  # fmt: skip
             failing = True
-            stop.wait(backoff)
+            stop.wait(delay)
             continue
         if failing or accepted == 0:
             say(f"heart-beating to {credential.control_plane} as {credential.runtime_id}")
         accepted, failing = accepted + 1, False
+        retry.reset()
         stop.wait(interval)
     try:
         heartbeat(credential, status="offline", timeout=FINAL_BEAT_TIMEOUT)

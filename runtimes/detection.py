@@ -59,10 +59,16 @@ def engine_url(engine: Engine) -> str:
     return env_str(engine.url_variable, engine.default_url).rstrip("/")
 
 
+def engine_urls() -> dict[Engine, str]:
+    """The engines the operator gave a URL (``MATRIX_RUNTIME_*_URL``, or Ollama's
+    default), each with it: the one reading of those variables."""
+    return {engine: url for engine in ENGINES if (url := engine_url(engine))}
+
+
 def configured_engine_urls() -> tuple[str, ...]:
     """Every engine URL the operator configured: the egress guard treats a URL of the
     same origin as the operator's (reachable on loopback or the LAN in production)."""
-    return tuple(url for url in map(engine_url, ENGINES) if url)
+    return tuple(engine_urls().values())
 
 
 def endpoint_answers(base_url: str, path: str, *, timeout: float = PROBE_TIMEOUT_SECONDS) -> bool:

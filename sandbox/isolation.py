@@ -45,6 +45,7 @@ from typing import Any
 from django.conf import settings
 
 from matrixcloud.errors import ApplicationError
+from matrixcloud.lib.processes import signal_group
 from sandbox import cgroups, quota
 from sandbox.bubblewrap import (
     SANDBOX_UID,
@@ -394,11 +395,6 @@ async def _handshake_finish(proc: asyncio.subprocess.Process, handshake: UsernsH
         handshake.close()
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 async def terminate_tree(proc: asyncio.subprocess.Process, grace: float = 2.0) -> int:
     """TERM the process group, wait ``grace`` seconds, KILL the group, reap; the exit code.
 
@@ -407,11 +403,11 @@ async def terminate_tree(proc: asyncio.subprocess.Process, grace: float = 2.0) -
     session or group it moved to. Without isolation a process that left the group
     (``setsid``) escapes this.
     """
-    _signal_group(proc.pid, signal.SIGTERM)
+    signal_group(proc.pid, signal.SIGTERM)
     if proc.returncode is None and grace > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), grace)
-    _signal_group(proc.pid, signal.SIGKILL)
+    signal_group(proc.pid, signal.SIGKILL)
     code = await proc.wait()
     group = _CGROUPS.pop(proc.pid, None)
     if group is not None:

@@ -27,8 +27,6 @@ import sys
 import tarfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,8 @@ from pathlib import Path
 from django.conf import settings
 
 from matrixcloud.errors import UnprocessableEntity
+from matrixcloud.lib import http
+from matrixcloud.lib.processes import signal_group
 from sandbox.bubblewrap import prefetch_cache_dir
 
 NPM, PYPI = "npm", "pypi"
@@ -360,8 +360,7 @@ def run_installer(
             elif time.monotonic() > deadline:
                 stopped.append(f"timed out after {INSTALL_TIMEOUT} s")
             if stopped:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 return
             time.sleep(LOCK_POLL)
 
@@ -493,17 +492,13 @@ def registry_check(spec: PackageSpec, *, timeout: float = REGISTRY_TIMEOUT) -> s
     if not url.startswith(("http://", "https://")):
         raise PrefetchFailed(f"registry address {url!r} is not http(s)", unreachable=True)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 (http(s))
-            answer.read(1)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise PrefetchFailed(
-                f"{url} has no package {spec.name!r} (404)", unreachable=True
-            ) from exc
-        raise PrefetchFailed(f"{url} answered {exc.code}", unreachable=True) from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise PrefetchFailed(f"cannot reach {url}: {reason}", unreachable=True) from exc
+        reply = http.fetch("GET", url, timeout=timeout, max_bytes=1)
+    except http.Unreachable as exc:
+        raise PrefetchFailed(f"cannot reach {url}: {exc.reason}", unreachable=True) from exc
+    if reply.status == 404:
+        raise PrefetchFailed(f"{url} has no package {spec.name!r} (404)", unreachable=True)
+    if reply.status >= 400:
+        raise PrefetchFailed(f"{url} answered {reply.status}", unreachable=True)
     return url
 
 

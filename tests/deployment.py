@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from matrixcloud.lib.bus import free_port
+from matrixcloud.lib.processes import signal_group
 from tests.rr_proxy import RoundRobinProxy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -182,11 +183,6 @@ class RoleProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
         return self.proc.returncode
-
-
-def signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def tagged_pids(tag: str) -> list[int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import logout as django_logout
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.permissions import AllowAny
@@ -49,10 +48,10 @@ from accounts.services import (
     password_reset_complete,
     password_reset_request,
     session_revoke,
+    session_revoke_all,
     user_login,
     user_signup,
 )
-from accounts.signals import credentials_changed
 from matrixcloud.api.schema import (
     OptionalSessionSchema,
     PublicSchema,
@@ -178,8 +177,7 @@ class LogoutView(APIView):
             )
         elif isinstance(request.user, User) and hasattr(request._request, "session"):
             if everywhere:
-                SessionToken.objects.filter(user=request.user).update(revoked_at=timezone.now())
-                credentials_changed()
+                session_revoke_all(user=request.user, ip=client_ip(request._request))
             django_logout(request._request)
         return Response({"ok": True})
 

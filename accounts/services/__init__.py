@@ -15,7 +15,13 @@ from accounts.services.passwords import (
     password_reset_complete,
     password_reset_request,
 )
-from accounts.services.sessions import session_issue, session_revoke, user_login, user_signup
+from accounts.services.sessions import (
+    session_issue,
+    session_revoke,
+    session_revoke_all,
+    user_login,
+    user_signup,
+)
 
 __all__ = [
     "LOCAL_WORKSPACE_SLUG",
@@ -32,6 +38,7 @@ __all__ = [
     "password_reset_request",
     "session_issue",
     "session_revoke",
+    "session_revoke_all",
     "user_login",
     "user_signup",
     "workspace_slug_base",

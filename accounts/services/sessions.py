@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts import throttle
@@ -140,21 +141,44 @@ def _login_failed(*, email: str, typed: str, user: User | None, ip: str) -> None
 
 def session_revoke(*, session: SessionToken, everywhere: bool = False, ip: str = "") -> int:
     """End this session, or every session of its user; returns how many ended."""
-    now = timezone.now()
+    if everywhere:
+        return session_revoke_all(user=session.user, workspace=session.workspace_id, ip=ip)
+    ended = SessionToken.objects.filter(pk=session.pk)
+    return _sessions_end(
+        ended, user_id=session.user_id, workspace=session.workspace_id, ip=ip, everywhere=False
+    )
+
+
+def session_revoke_all(
+    *, user: User, workspace: Workspace | str | None = None, ip: str = ""
+) -> int:
+    """Log ``user`` out everywhere: end every session of theirs; returns how many ended.
+
+    The one way to do it, whether asked with a bearer session or with the console's
+    cookie (``/v1/auth/logout?all=true``): audited as ``user.logout`` in ``workspace``
+    (the user's first workspace when not given)."""
+    if workspace is None:
+        membership = primary_membership(user)
+        workspace = membership.workspace_id if membership else None
+    ended = SessionToken.objects.filter(user=user)
+    return _sessions_end(ended, user_id=user.pk, workspace=workspace, ip=ip, everywhere=True)
+
+
+def _sessions_end(
+    sessions: QuerySet[SessionToken],
+    *,
+    user_id: str,
+    workspace: Workspace | str | None,
+    ip: str,
+    everywhere: bool,
+) -> int:
     with transaction.atomic():
-        if everywhere:
-            ended = SessionToken.objects.filter(
-                user_id=session.user_id, revoked_at__isnull=True
-            ).update(revoked_at=now)
-        else:
-            ended = SessionToken.objects.filter(pk=session.pk, revoked_at__isnull=True).update(
-                revoked_at=now
-            )
+        ended = sessions.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         credentials_changed()
         audit_record(
             action="user.logout",
-            actor=session.user_id,
-            workspace=session.workspace_id,
+            actor=user_id,
+            workspace=workspace,
             ip=ip,
             meta={"all": everywhere, "sessions": ended},
         )

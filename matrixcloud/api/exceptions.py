@@ -11,15 +11,11 @@ from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from matrixcloud.errors import ApplicationError, RateLimited
+from matrixcloud.errors import ApplicationError, RateLimited, error_payload
 
 logger = logging.getLogger(__name__)
 
 DATABASE_UNAVAILABLE = "database unavailable"
-
-
-def error_payload(message: str, status: int) -> dict[str, Any]:
-    return {"error": message, "status": status}
 
 
 def _flatten(detail: Any, prefix: str = "") -> list[str]:

@@ -11,10 +11,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
+from matrixcloud.errors import error_payload
+
 
 def json_error(message: str, status: int) -> JsonResponse:
     return JsonResponse(
-        {"error": message, "status": status},
+        error_payload(message, status),
         status=status,
         json_dumps_params={"separators": (",", ":")},
     )

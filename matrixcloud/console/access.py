@@ -9,11 +9,9 @@ become pages: another workspace's object is a 404 (never a 403, never a leak).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from django.conf import settings
 from django.contrib.auth import logout as django_logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
@@ -23,7 +21,6 @@ from django.shortcuts import render
 from django.utils import timezone
 from rest_framework.request import ForcedAuthentication, Request
 
-from accounts.authentication import TOUCH_EVERY
 from accounts.models import SessionToken
 from accounts.principals import Actor, actor_for
 from matrixcloud.errors import Forbidden, NotFound, Unauthorized
@@ -56,11 +53,7 @@ def console_session_live(request: HttpRequest) -> bool:
     token = SessionToken.objects.usable(now).filter(pk=token_id, user_id=request.user.pk).first()
     if token is None:
         return False
-    if now - token.last_used_at > TOUCH_EVERY:
-        idle_until = now + timedelta(hours=settings.SESSION_TOKEN_IDLE_HOURS)
-        SessionToken.objects.filter(pk=token.pk).update(
-            last_used_at=now, idle_expires_at=idle_until
-        )
+    token.touch(now)
     return True
 
 

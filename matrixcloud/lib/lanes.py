@@ -44,6 +44,8 @@ from django.db.backends.signals import connection_created
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import Resolver404, get_resolver, set_script_prefix
 
+from matrixcloud.errors import error_payload
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -156,7 +158,7 @@ async def _complete(response: DeferredResponse) -> None:
     except Exception:
         logger.exception("a deferred response failed to complete")
         response.status_code = 500
-        response.content = json.dumps({"error": "internal server error", "status": 500})
+        response.content = json.dumps(error_payload("internal server error", 500))
     if response.has_header("Content-Length"):  # set by middleware on the empty body
         response["Content-Length"] = str(len(response.content))
 

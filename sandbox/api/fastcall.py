@@ -42,8 +42,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import JSONRenderer
 
 from accounts.principals import Actor
-from matrixcloud.api.exceptions import DATABASE_UNAVAILABLE, error_payload
+from matrixcloud.api.exceptions import DATABASE_UNAVAILABLE
 from matrixcloud.api.parsers import LenientJSONParser
+from matrixcloud.errors import error_payload
 from matrixcloud.lib import ratelimit
 from matrixcloud.lib.fastroutes import Declined, Incoming, Send, send_response, without_length
 from matrixcloud.lib.generations import CREDENTIALS, generation_key, generation_read_async
@@ -57,7 +58,7 @@ from sandbox.services import PreparedCall, call_refusal, tool_call_failure, tool
 
 logger = logging.getLogger(__name__)
 
-CALLER_TTL = 30.0  # under accounts.authentication.TOUCH_EVERY (60 s)
+CALLER_TTL = 30.0  # under accounts.models.SESSION_TOUCH_EVERY (60 s)
 SESSION_TTL = 1.0
 MAX_ENTRIES = 10_000
 ANSWERED = "answered by the fast route"

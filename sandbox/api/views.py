@@ -21,11 +21,10 @@ from jobs.api.serializers import EVENT_STREAM_RESPONSE, CancelResultSerializer
 from jobs.api.views import CANCEL_WAIT_SECONDS, STREAM_PARAMETERS
 from jobs.services import job_await_terminal
 from jobs.streams import job_stream_response
-from matrixcloud.api.exceptions import error_payload
 from matrixcloud.api.negotiation import EventStreamNegotiation
 from matrixcloud.api.schema import error_responses
 from matrixcloud.api.serializers import validated
-from matrixcloud.errors import BadRequest
+from matrixcloud.errors import BadRequest, error_payload
 from matrixcloud.lib import sse
 from matrixcloud.lib.lanes import DEFERRABLE, DeferredResponse, run_in_lane
 from sandbox.api import fastcall

@@ -30,6 +30,7 @@ from django.conf import settings
 from jobs.choices import JobStatus, ProcessRole
 from jobs.dispatchers import SESSION_START_CHANNEL
 from jobs.heartbeats import new_instance_id, process_heartbeat_beat, process_heartbeat_stop
+from matrixcloud.lib.backoff import Backoff
 from sandbox.choices import CallFailure, ToolCallOutcome
 from sandbox.host import records
 from sandbox.host.calls import failure
@@ -160,16 +161,15 @@ class SandboxHost:
         mailbox = self.mailbox
         if mailbox is None:
             return
-        delay = BUS_RETRY
+        retry = Backoff(BUS_RETRY, BUS_RETRY_MAX)
         while not stop.is_set():
             try:
                 message = await mailbox.take()
             except Exception as exc:  # the bus may be restarting: say so, wait, try again
                 logger.warning("bus error on the call mailbox (%r); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BUS_RETRY_MAX)
+                await asyncio.sleep(next(retry))
                 continue
-            delay = BUS_RETRY
+            retry.reset()
             if message is not None:
                 self._call_later(message, partial(mailbox.reply, message))
 
@@ -230,7 +230,7 @@ class SandboxHost:
     # -- loops ---------------------------------------------------------------------------
 
     async def _listen(self, channel: str, stop: asyncio.Event, *, starts: bool = False) -> None:
-        delay = BUS_RETRY
+        retry = Backoff(BUS_RETRY, BUS_RETRY_MAX)
         while not stop.is_set():
             if starts and self.full:  # leave start messages to hosts with room
                 await asyncio.sleep(FULL_PAUSE)
@@ -241,11 +241,11 @@ class SandboxHost:
             except TimeoutError:
                 pass
             except Exception as exc:  # the bus may be restarting: say so, wait, try again
+                delay = next(retry)
                 logger.warning("bus error on %s (%r); retrying in %.0f s", channel, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, BUS_RETRY_MAX)
                 continue
-            delay = BUS_RETRY
+            retry.reset()
 
     async def _every(self, seconds: float, action: Any, stop: asyncio.Event) -> None:
         """``action`` every ``seconds`` until ``stop``; a round that fails is logged and

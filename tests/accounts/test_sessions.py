@@ -204,6 +204,23 @@ def test_use_within_the_idle_window_extends_it(api, cast, clock, short_sessions)
     assert me(api, token) == 401
 
 
+def test_touch_writes_a_use_at_most_once_a_minute(cast, clock, short_sessions):
+    token = issue(cast.member)
+    row = SessionToken.objects.get(token_hash=hashlib.sha256(token.encode()).hexdigest())
+    start = row.last_used_at
+    clock.advance(seconds=60)
+    row.touch(clock.now)  # a minute, not more: nothing written
+    stored = SessionToken.objects.get(pk=row.pk)
+    assert (row.last_used_at, stored.last_used_at) == (start, start)
+
+    clock.advance(seconds=1)
+    row.touch(clock.now)
+    stored = SessionToken.objects.get(pk=row.pk)
+    extended = (clock.now, clock.now + timedelta(hours=2))
+    assert (stored.last_used_at, stored.idle_expires_at) == extended
+    assert (row.last_used_at, row.idle_expires_at) == extended
+
+
 def test_a_session_ends_at_its_absolute_age_however_busy(api, cast, clock, short_sessions):
     start = clock.now
     token = issue(cast.member)

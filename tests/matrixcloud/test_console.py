@@ -685,6 +685,27 @@ def test_ending_the_session_elsewhere_ends_the_console_session(cast: factories.C
     assert client.get("/console/").status_code == 302  # the cookie session is gone too
 
 
+def test_logging_out_everywhere_with_the_cookie_is_the_service_and_audited(
+    cast: factories.Cast,
+) -> None:
+    client = signed_in(cast.admin)  # a cookie, and the bearer session behind it
+    for user in (cast.admin, cast.admin, cast.member):
+        factories.issue(user)
+    live = SessionToken.objects.filter(revoked_at__isnull=True)
+    admins = live.filter(user=cast.admin).count()
+    assert admins >= 3
+    response = client.post("/v1/auth/logout?all=true", content_type="application/json")
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}
+    assert not live.filter(user=cast.admin).exists()
+    assert live.filter(user=cast.member).exists()  # only the user's own
+    event = AuditEvent.objects.get(action="user.logout", actor=cast.admin.pk)
+    assert event.meta == {"all": True, "sessions": admins}
+    assert event.workspace_id == cast.workspace.pk
+    assert event.ip == "127.0.0.1"
+    assert client.get("/console/jobs")["Location"] == "/login?next=/console/jobs"
+
+
 def test_switching_between_the_users_workspaces(cast: factories.Cast) -> None:
     from accounts.services import invitation_accept, invitation_create
 

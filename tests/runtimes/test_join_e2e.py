@@ -19,8 +19,6 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +28,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from matrixcloud.lib.http import Unreachable, fetch
 from tests import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -70,17 +69,9 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
 def http(
     method: str, url: str, body: dict[str, Any] | None = None, token: str = ""
 ) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    reply = fetch(method, url, json=body, headers=headers, timeout=10, proxy=False)
+    return reply.status, reply.json
 
 
 @dataclass
@@ -121,7 +112,7 @@ class Installation:
 
     def healthy(self, proc: subprocess.Popen[bytes]) -> bool:
         assert proc.poll() is None, f"{self.name} exited:\n{output(proc)}"
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(Unreachable):
             return http("GET", self.url + "/v1/health")[0] == 200
         return False
 

@@ -10,7 +10,6 @@ is passed through line by line, prefixed with the role's name. Every wait is bou
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -22,24 +21,13 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import BinaryIO
 
+from matrixcloud.lib.backoff import Backoff
+from matrixcloud.lib.processes import die_with_parent, signal_group
+
 KILL_WAIT = 5.0
 PUMP_JOIN = 1.0
 POLL = 0.05
 MAX_LINE = 64 * 1024
-PR_SET_PDEATHSIG = 1
-
-
-def _libc_with_prctl() -> ctypes.CDLL | None:
-    # Linux: a role learns of the supervisor's death (see _orphan_signal)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl  # noqa: B018
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_LIBC = _libc_with_prctl()
 
 
 class CrashLoop(RuntimeError):
@@ -83,32 +71,12 @@ class _Child:
     """The supervisor's state for one role: its process and its restart bookkeeping."""
 
     role: Role
-    delay: float
+    retry: Backoff
     proc: subprocess.Popen[bytes] | None = None
     pump: threading.Thread | None = None
     started_at: float = 0.0
     restart_at: float | None = None
     exits: deque[float] = field(default_factory=deque)
-
-
-def signal_group(pid: int, sig: int) -> None:
-    """Send ``sig`` to the process group led by ``pid``; a group that is gone is fine."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _orphan_signal(supervisor_pid: int, sig: signal.Signals) -> Callable[[], None]:
-    """A ``preexec_fn``: the role gets its stop signal when the supervisor dies, even by
-    SIGKILL (each role is in a session of its own, out of reach of a group kill), and
-    stops as on an orderly stop instead of running on unsupervised."""
-
-    def arm() -> None:
-        assert _LIBC is not None
-        _LIBC.prctl(PR_SET_PDEATHSIG, sig)
-        if os.getppid() != supervisor_pid:  # the supervisor died before the prctl
-            os.kill(os.getpid(), sig)
-
-    return arm
 
 
 def has_exited(proc: subprocess.Popen[bytes]) -> bool:
@@ -165,7 +133,7 @@ class Supervisor:
     # --- starting ---------------------------------------------------------------------
     def start(self, role: Role) -> None:
         """Start ``role`` now; it is supervised from the next ``tick()``."""
-        child = _Child(role=role, delay=self.policy.first_delay)
+        child = _Child(role=role, retry=Backoff(self.policy.first_delay, self.policy.max_delay))
         self._children[role.name] = child
         self._spawn(child)
 
@@ -178,7 +146,10 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_orphan_signal(os.getpid(), role.stop_signal) if _LIBC else None,
+            # The role gets its stop signal when the supervisor dies, even by SIGKILL
+            # (its own session is out of reach of a group kill), and stops as on an
+            # orderly stop instead of running on unsupervised.
+            preexec_fn=die_with_parent(role.stop_signal),
         )
         assert proc.stdout is not None
         child.proc, child.started_at, child.restart_at = proc, time.monotonic(), None
@@ -213,7 +184,7 @@ class Supervisor:
     def _schedule_restart(self, child: _Child, now: float, why: str) -> None:
         name, policy = child.role.name, self.policy
         if child.started_at and now - child.started_at >= policy.stable_after:
-            child.delay = policy.first_delay
+            child.retry.reset()
         child.exits.append(now)
         while child.exits and now - child.exits[0] > policy.window:
             child.exits.popleft()
@@ -221,9 +192,9 @@ class Supervisor:
             raise CrashLoop(
                 f"{name} {why}; it stopped {len(child.exits)} times within {policy.window:.0f} s"
             )
-        self.say(f"{name} {why}; restarting in {child.delay:.1f} s")
-        child.restart_at = now + child.delay
-        child.delay = min(child.delay * 2, policy.max_delay)
+        delay = next(child.retry)
+        self.say(f"{name} {why}; restarting in {delay:.1f} s")
+        child.restart_at = now + delay
 
     def _collect(self, child: _Child) -> int | None:
         """Kill what is left of the child's group, reap the child, close its output."""

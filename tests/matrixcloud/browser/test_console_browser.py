@@ -16,14 +16,11 @@ Screenshots of the main pages are saved (``conftest.SCREENSHOTS``).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +31,7 @@ from accounts.models import User
 from jobs.choices import JobStatus
 from jobs.models import Job
 from jobs.services import job_enqueue
+from matrixcloud.lib.http import fetch
 from sandbox.models import SandboxSession, ToolCall
 from tests import job_handlers  # noqa: F401  (registers test.sleep in this process too)
 from tests.factories import PASSWORD, actor_of
@@ -348,16 +346,9 @@ PUSH_MS = 5_000  # a list moves this soon after a change: well before the stream
 
 def http(console: Console, method: str, path: str, body: Any = None, token: str = "") -> Any:
     """One API request over loopback: (status, JSON body)."""
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(console.url + path, data, headers, method=method)  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    reply = fetch(method, console.url + path, json=body, headers=headers, timeout=30)
+    return reply.status, reply.json
 
 
 def heartbeat(console: Console, token: str) -> int:
