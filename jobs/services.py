@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,15 +90,21 @@ def job_enqueue(
     job_type: str,
     payload: dict[str, Any] | None,
     ttl_seconds: int | None,
+    checked: bool = False,
+    within: Callable[[Job], None] | None = None,
 ) -> Job:
     """Validate, write the job of the actor's workspace and its ``queue`` event, and
-    dispatch it after commit."""
+    dispatch it after commit. ``checked``: the caller has read ``payload`` with the
+    type's Params model already (with its own messages), so it is not read again;
+    ``within``: more rows to write in the job's transaction (a session's row)."""
     workspace = actor.workspace
     handler = registry.handler_for(job_type)
     if handler is None:
         raise BadRequest(f'unknown job type: "{job_type}"')
     ttl = ttl_resolve(ttl_seconds)
-    payload = payload_validate(job_type, payload or {})
+    payload = payload or {}
+    if not checked:
+        payload_validate(job_type, payload)
     handler.admit(actor=actor, payload=payload)
     now = timezone.now()
     lifetime = job_lifetime(handler, ttl if ttl_seconds else 0, now)
@@ -133,6 +140,8 @@ def job_enqueue(
             ip=actor.ip,
             meta={"type": job_type, "ttl_seconds": ttl},
         )
+        if within is not None:
+            within(job)
     return job
 
 

@@ -15,16 +15,17 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db.models import F
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from accounts.models import Workspace
 from accounts.principals import Actor
+from jobs import registry
 from jobs.choices import JobKind, JobStatus
 from jobs.handlers import BaseHandler, JobFailed, JobParams
 from jobs.models import Job
 from jobs.registry import register
-from matrixcloud.errors import RateLimited
+from matrixcloud.errors import ApplicationError, BadRequest, RateLimited, UnprocessableEntity
 from sandbox import policy
 from sandbox.egress import EgressRefused, requested_check
 from sandbox.errors import SessionRefused
@@ -48,8 +49,9 @@ def network_check(allow_network: bool) -> None:
 
 
 def _refusal(exc: Exception) -> PydanticCustomError:
-    # The message goes in as context: a template would treat "{...}" in it as fields.
-    return PydanticCustomError("sandbox_policy", "{reason}", {"reason": str(exc)})
+    # The message goes in as context: a template would treat "{...}" in it as fields. The
+    # refusal itself rides along, so a caller can raise it as the rule worded it.
+    return PydanticCustomError("sandbox_policy", "{reason}", {"reason": str(exc), "refusal": exc})
 
 
 class McpServerParams(JobParams):
@@ -184,3 +186,24 @@ class ToolRunHandler(SessionHandler):
 
     Params = ToolRunParams
     one_shot = True
+
+
+def session_params(job_type: str, payload: dict[str, Any]) -> McpServerParams:
+    """A session's payload read by its type's Params model: the one check at creation of
+    the command policy, env rules, transport, network and egress list. A rule's refusal
+    is raised as itself (its 422, worded as the original worded it); anything else as
+    the job engine words a bad payload."""
+    handler = registry.handler_for(job_type)
+    if handler is None or not issubclass(handler.Params, McpServerParams):
+        raise BadRequest(f'unknown sandbox job type: "{job_type}"')
+    try:
+        params = handler.Params.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        refusal = (first.get("ctx") or {}).get("refusal")
+        if isinstance(refusal, ApplicationError):
+            raise refusal from exc
+        where = ".".join(["payload", *(str(part) for part in first["loc"])])
+        raise UnprocessableEntity(f"{where}: {first['msg']}") from exc
+    assert isinstance(params, McpServerParams)
+    return params

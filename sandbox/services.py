@@ -27,14 +27,12 @@ from accounts.principals import Actor
 from accounts.services.usage import Usage, usage_record_many
 from jobs.choices import JobStatus
 from jobs.models import Job
-from jobs.services import job_await_terminal, job_cancel, job_enqueue, ttl_resolve
+from jobs.services import job_await_terminal, job_cancel, job_enqueue
 from matrixcloud.errors import ApplicationError, Conflict, ServiceUnavailable
 from sandbox import policy, rpc
 from sandbox.choices import CallFailure, ToolCallOutcome
-from sandbox.egress import requested_check
-from sandbox.handlers import network_check, transport_check
+from sandbox.handlers import session_params
 from sandbox.models import SandboxSession, ToolCall
-from sandbox.secrets import secrets_admit
 
 DEFAULT_SESSION_TYPE = "mcp.test"
 REDACTED = "[redacted]"
@@ -67,26 +65,30 @@ def sandbox_create(
     network_allow: Sequence[str] = (),
     job_type: str = DEFAULT_SESSION_TYPE,
 ) -> SandboxSession:
-    """Check the command, env and TTL (422 each), then write the job, its session and
-    the audit record; the job engine dispatches the job to a host after commit."""
-    transport_check(transport)
-    policy.command_validate(start_command)
-    env = dict(env or {})
-    policy.env_validate(env)
-    # Before the transaction below, so a refusal's audit record is not rolled back with it.
-    secrets_admit(actor=actor, env=env)
-    ttl_resolve(ttl_seconds)
-    network_check(allow_network)
-    payload = {
+    """Check the payload once (command, env, transport, network, egress list: 422 each,
+    as the rule words it), then write the job, its session and the audit record in one
+    transaction; the job engine checks the TTL and the env's secret references (403,
+    audited outside that transaction) and dispatches the job to a host after commit. The
+    host checks the policy once more just before it starts the server."""
+    requested = {
         "start_command": start_command,
-        "env": env,
-        "transport": transport or "stdio",
+        "env": dict(env or {}),
+        "transport": transport,
         "allow_network": allow_network,
+        "network_allow": list(network_allow),
     }
-    if network_allow:
-        payload["network_allow"] = requested_check(network_allow)
-    with transaction.atomic():
-        job = job_enqueue(actor=actor, job_type=job_type, payload=payload, ttl_seconds=ttl_seconds)
+    params = session_params(job_type, requested)
+    payload: dict[str, Any] = {
+        "start_command": params.start_command,
+        "env": params.env,
+        "transport": params.transport or "stdio",
+        "allow_network": params.allow_network,
+    }
+    if params.network_allow:
+        payload["network_allow"] = params.network_allow
+    sessions: list[SandboxSession] = []
+
+    def with_session(job: Job) -> None:
         session = session_ensure(job)
         audit_record(
             action="sandbox.created",
@@ -96,7 +98,17 @@ def sandbox_create(
             ip=actor.ip,
             meta={"job_id": job.pk, "type": job_type, "program": session.argv[0]},
         )
-    return session
+        sessions.append(session)
+
+    job_enqueue(
+        actor=actor,
+        job_type=job_type,
+        payload=payload,
+        ttl_seconds=ttl_seconds,
+        checked=True,
+        within=with_session,
+    )
+    return sessions[0]
 
 
 def session_ensure(job: Job) -> SandboxSession:
@@ -110,7 +122,7 @@ def session_ensure(job: Job) -> SandboxSession:
             "workspace_id": job.workspace_id,
             "created_by_id": job.created_by_id,
             "start_command": command,
-            "argv": policy.command_validate(command),
+            "argv": policy.command_split(command),  # checked when the job was created
             "env": dict(payload.get("env") or {}),
             "allow_network": bool(payload.get("allow_network")),
             "created_at": job.created_at,
