@@ -25,8 +25,8 @@ from django.utils import timezone
 
 from accounts.models import Workspace
 from jobs.models import Job, JobEvent
+from jobs.runner import run_job
 from jobs.services import job_cancel, job_enqueue, job_runner_lost
-from jobs.tasks import run_job
 from tests import factories
 from tests.factories import actor_of, bearer
 from tests.fake_hub import FakeHub, standard_hub
