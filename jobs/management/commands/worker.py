@@ -241,7 +241,7 @@ class WakeListener:
             self._loop.close()
 
     async def _listen(self) -> None:
-        channel = await self.layer.new_channel("worker.")
+        channel = await self.layer.new_channel("worker.")  # a name only: no bus round trip
         delay = BUS_RETRY
         try:
             while True:
