@@ -26,3 +26,9 @@ class AccountsConfig(AppConfig):
         from accounts.pruning import accounts_prune
 
         return accounts_prune(retention)
+
+    def sweep(self) -> None:
+        """The worker's periodic sweep for this app: send the email outbox."""
+        from accounts.outbox import outbox_deliver
+
+        outbox_deliver()

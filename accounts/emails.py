@@ -1,23 +1,26 @@
-"""Account emails: composed here, sent by a background task after the change commits.
-
-The secret link is encrypted before it enters the task queue, so the queue table never
-holds a usable token.
-"""
+"""Account emails: composed here, queued in the outbox in the transaction of the change
+that asks for them, sent by the worker's sweep (``accounts.outbox``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.core.mail import send_mail
 from django.db import transaction
+from django.utils import timezone
 
-from matrixcloud.lib.crypto import decrypt, encrypt
+from accounts.models import OutboxEmail
+from matrixcloud.lib.wake import wake_workers
 
 SUBJECTS = {
     "verify": "Welcome to MatrixCloud: verify your email",
     "password_reset": "Reset your MatrixCloud password",
     "invite": "You are invited to a MatrixCloud workspace",
 }
+# An outbox row of this kind asks for a reset link; the worker makes it (if the account
+# exists) when it delivers the row, so no reset secret is ever stored.
+RESET_REQUEST = "password_reset_request"
 
 
 def compose(kind: str, *, secret: str, name: str = "", workspace_name: str = "") -> str:
@@ -38,29 +41,35 @@ def compose(kind: str, *, secret: str, name: str = "", workspace_name: str = "")
     raise ValueError(f"unknown email kind {kind!r}")
 
 
-def send_account_email_on_commit(
-    kind: str, *, secret: str, user: Any = None, email: str = "", workspace_name: str = ""
+def email_queue(
+    kind: str,
+    *,
+    secret: str = "",
+    user: Any = None,
+    email: str = "",
+    workspace_name: str = "",
+    ip: str = "",
+) -> OutboxEmail:
+    """Queue an account email in the outbox, in the caller's transaction (it is sent
+    only if that commits); the workers are woken once it does."""
+    now = timezone.now()
+    row = OutboxEmail.objects.create(
+        kind=kind,
+        created_at=now,
+        due_at=now,
+        to=user.email if user is not None else email,
+        name=getattr(user, "name", "") if user is not None else "",
+        workspace_name=workspace_name,
+        secret=secret,
+        ip=ip,
+    )
+    transaction.on_commit(lambda: wake_workers(sweep="accounts"))
+    return row
+
+
+def email_send(
+    kind: str, *, to: str, secret: str, name: str = "", workspace_name: str = ""
 ) -> None:
-    """Queue an account email once the surrounding transaction commits."""
-    to = user.email if user is not None else email
-    name = getattr(user, "name", "") if user is not None else ""
-    sealed = encrypt(secret)
-
-    def enqueue() -> None:
-        from django_q.tasks import async_task
-
-        async_task(
-            "accounts.tasks.send_account_email",
-            kind,
-            to,
-            name,
-            sealed,
-            workspace_name,
-            task_name=f"email:{kind}",
-        )
-
-    transaction.on_commit(enqueue)
-
-
-def unseal(sealed: str) -> str:
-    return decrypt(sealed)
+    """Send one account email now, through Django's configured email backend."""
+    body = compose(kind, secret=secret, name=name, workspace_name=workspace_name)
+    send_mail(SUBJECTS[kind], body, settings.DEFAULT_FROM_EMAIL, [to], fail_silently=False)

@@ -209,6 +209,33 @@ class Invitation(models.Model):
         return f"invitation of {self.email} to {self.workspace_id}"
 
 
+class OutboxEmail(models.Model):
+    """An account email waiting to be sent (``accounts.outbox``): written in the
+    transaction of the change that asks for it, so it survives a crash or a worker
+    restart; sent by the worker's sweep and deleted once sent.
+
+    A ``password_reset_request`` holds no secret: its link is made when it is delivered,
+    and only for an existing account. The others carry their link's secret encrypted
+    (``secret``, as provider keys are), gone with the row once sent.
+    """
+
+    kind = models.CharField(max_length=32)
+    to = models.CharField(max_length=254)
+    name = models.CharField(max_length=150, blank=True)
+    workspace_name = models.CharField(max_length=255, blank=True)
+    secret = EncryptedTextField(blank=True)
+    ip = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    due_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["due_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} email to {self.to}"
+
+
 class AppendOnlyQuerySet(models.QuerySet["AuditEvent"]):
     """Audit rows are never changed or removed through the ORM."""
 

@@ -1,6 +1,6 @@
 """Enqueue → running: how long a created job waits before a real worker starts it.
 
-For each configuration (database, queue broker, ORM poll interval) this script makes a
+For each configuration (database; the bus is Redis, or the embedded valkey) this script makes a
 fresh installation (data dir, database, bus), migrates it, starts a real
 ``manage.py worker`` and then, in a child process configured like the web process,
 creates ``--jobs`` trivial jobs (``test.echo``) one at a time through the HTTP API
@@ -11,15 +11,15 @@ job it records
 * the wall clock from sending the POST to seeing the row ``running`` (polled every 2 ms),
 
 then a burst: ``--jobs`` POSTs back to back, the wait of each and the jobs per second
-from the first POST to the last finish (the default two pool processes; one process
-POSTing, so the POST rate bounds it too). It also measures the idle worker's CPU use
-(its own processes, not the database server's), which is what a short ORM poll
-interval costs.
+from the first POST to the last finish (16 runner threads; one process POSTing, so the
+POST rate bounds it too). It also measures the idle worker's CPU use (its own
+processes, not the database server's) over ``--idle-seconds``: what its claim loop's
+idle poll costs.
 
 Run from the repository root (PostgreSQL and Redis as in ``./dev test``)::
 
     .venv/bin/python bench/enqueue_latency.py                 # every configuration
-    .venv/bin/python bench/enqueue_latency.py --only sqlite-orm-0.1 --jobs 50
+    .venv/bin/python bench/enqueue_latency.py --only sqlite-redis --jobs 50 --idle-seconds 30
 
 Results are printed as a Markdown table for bench/README.md.
 """
@@ -54,21 +54,13 @@ class Config:
     """One measured configuration."""
 
     database: str  # sqlite | postgres
-    broker: str  # orm | redis
-    poll: float  # the ORM broker's poll interval (the Redis broker blocks instead)
 
     @property
     def name(self) -> str:
-        return f"{self.database}-{self.broker}" + (
-            f"-{self.poll:g}" if self.broker == "orm" else ""
-        )
+        return f"{self.database}-redis"  # the bus: Redis, or the embedded valkey
 
 
-CONFIGS = [
-    Config(database, broker, poll)
-    for database in ("sqlite", "postgres")
-    for broker, poll in (("orm", 0.1), ("orm", 0.05), ("orm", 0.01), ("redis", 0.1))
-]
+CONFIGS = [Config(database) for database in ("sqlite", "postgres")]
 
 
 # --- the driver: fresh installation, worker, child ---------------------------------------
@@ -82,9 +74,7 @@ def installation(config: Config, data_dir: Path) -> Iterator[dict[str, str]]:
         MATRIX_RUNTIME_DATA_DIR=str(data_dir),
         MATRIX_RUNTIME_MODE="local-dev",
         MATRIX_RUNTIME_EXTRA_JOB_MODULES="tests.job_handlers",
-        MATRIX_RUNTIME_QUEUE_BROKER=config.broker,
-        MATRIX_RUNTIME_QUEUE_POLL=str(config.poll),
-        # 16 pool processes: a burst never waits for a free slot, and the worker's
+        # 16 runner threads: a burst never waits for a free slot, and the worker's
         # connections (2 per slot + 4, docs/DEPLOY.md) fit PostgreSQL's default 100.
         MATRIX_RUNTIME_MAX_CONCURRENT_JOBS="16",
         MATRIX_RUNTIME_BUS_PREFIX=f"bench{os.getpid()}",
@@ -144,15 +134,15 @@ def idle_cpu_percent(proc: subprocess.Popen[bytes], seconds: float = 5.0) -> flo
     return 100 * (group_cpu_seconds(proc.pid) - before) / seconds
 
 
-def measure(config: Config, jobs: int) -> dict[str, Any]:
+def measure(config: Config, jobs: int, idle_seconds: float = 5.0) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{config.name}-"))
     try:
         with installation(config, data_dir) as env:
             manage = [sys.executable, "manage.py"]
             subprocess.run([*manage, "migrate", "-v0"], cwd=REPO, env=env, check=True)
             with worker(env, data_dir / "worker.log") as proc:
-                time.sleep(2)  # let the cluster settle (pool processes importing)
-                idle = idle_cpu_percent(proc)
+                time.sleep(2)  # let the worker settle (its first sweep)
+                idle = idle_cpu_percent(proc, idle_seconds)
                 child = subprocess.run(
                     [sys.executable, __file__, "--child", "--jobs", str(jobs)],
                     cwd=REPO,
@@ -285,6 +275,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--only", action="append", help="configuration name(s) to run")
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="the idle CPU window")
     parser.add_argument("--json", type=Path, help="also write the results here (run_all)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -295,7 +286,7 @@ def main() -> None:
     print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, load average {os.getloadavg()}", flush=True)
     results = []
     for config in configs:
-        results.append(measure(config, args.jobs))
+        results.append(measure(config, args.jobs, args.idle_seconds))
         print(json.dumps(results[-1]), flush=True)
     print(f"# load average after: {os.getloadavg()}")
     print(table(results))

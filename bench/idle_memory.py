@@ -69,10 +69,6 @@ def role_of(command: str, depth: int) -> str:
         return "supervisor"
     for marker, role in ROLES:
         if marker in command:
-            # django-q2 forks its sentinel from the worker, and from the sentinel its pool,
-            # monitor and pusher
-            if role == "worker" and depth > 1:
-                return "worker sentinel" if depth == 2 else "worker fork"
             return role
     return "other"
 
@@ -100,10 +96,9 @@ def snapshot(root: int) -> list[dict[str, Any]]:
     return rows
 
 
-def cluster_complete(root: int, workers: int) -> bool:
-    """The worker's cluster holds its sentinel, pool, monitor and pusher."""
-    forked = [pid for pid, depth in tree(root) if depth > 1 and " worker" in cmdline(pid)]
-    return len(forked) >= workers + 3
+def worker_started(root: int) -> bool:
+    """The worker (one process: its runner threads are threads) is running."""
+    return any(" worker" in cmdline(pid) for pid, _ in tree(root))
 
 
 def serve_env(data_dir: Path) -> dict[str, str]:
@@ -132,7 +127,7 @@ def measure(rest: float, workers: int) -> dict[str, Any]:
             began = time.monotonic()
             wait_until(lambda: http_ok(port), START_BOUND, "serve to answer")
             up_s = round(time.monotonic() - began, 1)
-            wait_until(lambda: cluster_complete(proc.pid, workers), 60, "the worker's cluster")
+            wait_until(lambda: worker_started(proc.pid), 60, "the worker")
             time.sleep(rest)
             rows = snapshot(proc.pid)
             proc.send_signal(signal.SIGINT)
@@ -155,7 +150,7 @@ def measure(rest: float, workers: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rest", type=float, default=10.0, help="seconds at rest (10)")
-    parser.add_argument("--workers", type=int, default=2, help="pool processes to wait for (2)")
+    parser.add_argument("--workers", type=int, default=2, help="the worker's runner threads (2)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     result = measure(args.rest, args.workers)

@@ -32,3 +32,9 @@ class JobsConfig(AppConfig):
         from jobs.pruning import jobs_prune
 
         return jobs_prune(retention)
+
+    def sweep(self) -> None:
+        """The worker's periodic sweep for this app: the janitor (``jobs.janitor``)."""
+        from jobs.janitor import janitor_sweep
+
+        janitor_sweep()

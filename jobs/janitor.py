@@ -1,8 +1,9 @@
 """The janitor: ends what crashed or ran out of time, prunes what is old.
 
-Runs in every worker every few seconds (``manage.py worker``) and as a django-q2
-schedule. Every action is a conditional transition, so several janitors running at once
-do no harm, and a worker that was SIGKILLed has its jobs ended by any peer.
+The jobs app's sweep (``JobsConfig.sweep``): every worker runs it every few seconds
+(``manage.py worker``). Every action is a conditional transition, so several janitors
+running at once do no harm, and a worker that was SIGKILLed has its jobs ended by any
+peer (never run again: only a resumable job is queued again, to resume).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from jobs.choices import JobStatus
 from jobs.models import Job
 from jobs.pruning import job_files_remove
 from jobs.runner import runner_gone
-from jobs.services import job_dispatch_pending, job_finish, job_runner_lost
+from jobs.services import job_finish, job_runner_lost
 
 logger = logging.getLogger(__name__)
 # A runner heart-beats its job every runner.HEARTBEAT_SECONDS (2 s).
@@ -26,7 +27,6 @@ STALE_AFTER = timedelta(seconds=20)
 # A runner on this host whose process is gone needs only this much silence.
 DEAD_RUNNER_AFTER = timedelta(seconds=6)
 EXPIRY_GRACE = timedelta(seconds=5)
-SCHEDULE_NAME = "jobs.janitor"
 
 
 @dataclass(frozen=True)
@@ -36,35 +36,17 @@ class SweepReport:
     orphaned: int
     expired: int
     pruned: int
-    dispatched: int
 
 
 def janitor_sweep() -> SweepReport:
-    """End orphaned and overdue jobs, prune old ones, dispatch waiting ones."""
+    """End orphaned and overdue jobs, prune old ones."""
     now = timezone.now()
     orphaned = _end_orphans(now)
     expired = _end_expired(now)
     pruned = _prune(now)
-    dispatched = job_dispatch_pending()
     if orphaned or expired or pruned:
         logger.info("janitor: %s orphaned, %s expired, %s pruned", orphaned, expired, pruned)
-    return SweepReport(orphaned, expired, pruned, dispatched)
-
-
-def janitor_schedule() -> None:
-    """Register the django-q2 schedule of the sweep (every minute), once: running it
-    again changes nothing, so every worker may call it when it starts."""
-    from django_q.models import Schedule
-
-    Schedule.objects.update_or_create(
-        name=SCHEDULE_NAME,
-        defaults={
-            "func": "jobs.tasks.janitor",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-        },
-    )
+    return SweepReport(orphaned, expired, pruned)
 
 
 def _end_orphans(now: datetime) -> int:

@@ -29,12 +29,12 @@ class JobQuerySet(models.QuerySet["Job"]):
 class Job(models.Model):
     """One typed job: its payload, lifetime, state, result, and who runs it.
 
-    The row, not the queue, is the truth: claims and terminal transitions are
-    conditional updates on ``status``, so exactly one process starts a job and exactly
-    one terminal status wins. ``runner`` and ``heartbeat_at`` let the janitor find
-    work whose process died; ``dispatched_at`` lets it re-dispatch queued work the queue
-    lost without flooding the queue with duplicates. ``attempts`` counts claims: a
-    resumable job whose runner died is queued again until it reaches the maximum.
+    The row is the queue and the truth: a queued row waits for a worker's claim, and
+    claims and terminal transitions are conditional updates on ``status``, so exactly
+    one process starts a job and exactly one terminal status wins. ``runner`` and
+    ``heartbeat_at`` let the janitor find work whose process died. ``attempts`` counts
+    claims: a resumable job whose runner died is queued again until it reaches the
+    maximum.
     """
 
     id = models.CharField(primary_key=True, max_length=32, default=new_job_id, editable=False)
@@ -59,8 +59,6 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     runner = models.CharField(max_length=128, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    # When the job was last handed to the queue; None while it waits for a free slot.
-    dispatched_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     # Jobs timed by progress (model downloads): ``expires_at`` moves with each progress,

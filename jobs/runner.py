@@ -1,4 +1,5 @@
-"""Runs one batch job in a worker: claim, run the handler under a watchdog, finish.
+"""Runs one claimed batch job in a worker's runner thread: the handler under a
+watchdog, then its finish.
 
 The watchdog thread polls the job row (every ``POLL_SECONDS``) for a cancel request,
 enforces the TTL (for a job timed by progress, the time since its last progress), and
@@ -124,16 +125,22 @@ class Watchdog(threading.Thread):
         return last_beat
 
 
-class JobRunner:
-    """Claims ``job_id`` and runs its handler to exactly one terminal status."""
+def run_job(job_id: str) -> None:
+    """Claim ``job_id`` and run it here (a no-op if another runner has it, it has ended,
+    or no slot is free): what a worker does with a job it claimed, in this process."""
+    job = job_claim(job_id, runner=runner_id())
+    if job is not None:
+        JobRunner(job).run()
 
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
+
+class JobRunner:
+    """Runs a job claimed for this process to exactly one terminal status."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
 
     def run(self) -> None:
-        job = job_claim(self.job_id, runner=runner_id())
-        if job is None:
-            return
+        job = self.job
         handler_class = registry.handler_for(job.type)
         if handler_class is None:
             job_finish(job.pk, JobStatus.ERROR, error=f'unknown job type: "{job.type}"')

@@ -1,7 +1,9 @@
 """Writes for jobs: create, claim, finish, cancel, dispatch.
 
 Every transition is a conditional update on ``status`` (rows != 1 means another
-process won), and every terminal transition emits exactly one terminal event.
+process won), and every terminal transition emits exactly one terminal event. The job
+row is the queue: a queued batch job waits in its row until a worker's claim loop
+claims it (``jobs_claim_waiting``); dispatching it only wakes the workers.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Min, Q
+from django.db.models import Count, F, Min
 from django.utils import timezone
 from pydantic import ValidationError
 
@@ -30,9 +32,6 @@ from matrixcloud.errors import BadRequest, UnprocessableEntity
 from matrixcloud.lib.backoff import Backoff
 
 logger = logging.getLogger(__name__)
-# A queued job dispatched this long ago and still not claimed may have been lost by the
-# queue (the Redis broker drops what a dying worker held): dispatch it again.
-REDISPATCH_AFTER = timedelta(seconds=30)
 
 
 def ttl_resolve(ttl_seconds: int | None) -> int:
@@ -120,7 +119,6 @@ def job_enqueue(
             created_at=now,
             expires_at=lifetime.expires_at,
             deadline_at=lifetime.deadline_at,
-            dispatched_at=now,
         )
         # Registered before the queue event's publish, so the worker hears of the job
         # first (streams read rows, so the order of live pushes does not matter).
@@ -146,15 +144,17 @@ def job_enqueue(
 
 
 def job_dispatch(job_id: str, kind: str) -> None:
-    """Hand a queued job to whoever runs its kind (a worker, or a sandbox host)."""
+    """Tell whoever runs its kind that a job is queued (the workers, or the sandbox hosts)."""
     from jobs import dispatchers
 
     dispatchers.dispatch(job_id, kind)
 
 
 def _lock_slots() -> None:
-    """Serialise claims and finishes, so a slot freed by a finish is never missed by a
-    claim that fails at the same moment (the finish then dispatches the waiting job)."""
+    """Serialise claims of batch jobs, so two workers never both take the last free slot
+    (each counts the running jobs, then claims). Held only by a claim's own short
+    transaction, and only once there is a job to claim; finishes never take it (a slot
+    a finish frees is found by the wake that follows its commit)."""
     JobSlots.objects.select_for_update().get_or_create(pk=1)
 
 
@@ -177,42 +177,74 @@ def _slot_free(job: Job) -> bool:
 
 
 def job_claim(job_id: str, *, runner: str) -> Job | None:
-    """Move a queued job to running for ``runner`` if a slot is free; else None.
-
-    A job that finds no free slot stays queued with ``dispatched_at`` cleared: the next
-    finish (or janitor sweep) dispatches it again. Claiming a job that is not queued is
-    a no-op, so a task the queue delivers twice runs its job once.
-    """
+    """Move the queued job ``job_id`` to running for ``runner`` if a slot is free; else
+    None (it stays queued, and a claim loop takes it when a slot frees). Claiming a job
+    that is not queued is a no-op, so a job is started once however often it is asked."""
     now = timezone.now()
     with transaction.atomic():
-        _lock_slots()
         job = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).first()
         if job is None:
             return None
         if job.expires_at <= now:
             _finish(job, JobStatus.EXPIRED, now=now)
             return None
-        if job.kind == JobKind.BATCH and not _slot_free(job):
-            Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(dispatched_at=None)
-            return None
-        timing: dict[str, Any] = {}
-        if job.deadline_at is not None:  # timed by progress: the clock starts now
-            window = timedelta(seconds=job.ttl_seconds)
-            timing = {"progress_at": now, "expires_at": min(now + window, job.deadline_at)}
-        claimed = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-            status=JobStatus.RUNNING,
-            started_at=job.started_at or now,
-            runner=runner,
-            heartbeat_at=now,
-            attempts=F("attempts") + 1,
-            **timing,
-        )
-        if claimed != 1:
-            return None
-        attempt = job.attempts + 1
-        message = "Job started" if attempt == 1 else f"Job started again (attempt {attempt})"
-        data = {"attempt": attempt} if attempt > 1 else None
-        job_event_emit(job_id, step="start", status=JobStatus.RUNNING, message=message, data=data)
+        if job.kind == JobKind.BATCH:
+            _lock_slots()
+            if not _slot_free(job):
+                return None
+        started = _start(job, runner=runner, now=now)
+    return started
+
+
+def jobs_claim_waiting(*, runner: str, room: int) -> list[Job]:
+    """Claim up to ``room`` of the oldest waiting batch jobs that fit in the free slots,
+    for ``runner``: a worker's claim loop, with ``room`` idle runner threads.
+
+    Per-workspace limits are respected, so a workspace at its limit never holds up
+    another workspace's jobs. One short transaction, and none at all when nothing waits
+    (the idle poll is one indexed read).
+    """
+    waiting = Job.objects.filter(status=JobStatus.QUEUED, kind=JobKind.BATCH)
+    if room <= 0 or not waiting.exists():
+        return []
+    now = timezone.now()
+    claimed: list[Job] = []
+    with transaction.atomic():
+        _lock_slots()
+        running = _running_per_workspace()
+        free = min(room, settings.MATRIX_MAX_CONCURRENT_JOBS - sum(running.values()))
+        if free <= 0:
+            return []
+        for job in Job.objects.filter(pk__in=_pick_waiting(running, free)).order_by("created_at"):
+            if job.expires_at <= now:
+                _finish(job, JobStatus.EXPIRED, now=now)
+                continue
+            started = _start(job, runner=runner, now=now)
+            if started is not None:
+                claimed.append(started)
+    return claimed
+
+
+def _start(job: Job, *, runner: str, now: datetime) -> Job | None:
+    """The claim itself: one conditional update, queued to running, and its event."""
+    timing: dict[str, Any] = {}
+    if job.deadline_at is not None:  # timed by progress: the clock starts now
+        window = timedelta(seconds=job.ttl_seconds)
+        timing = {"progress_at": now, "expires_at": min(now + window, job.deadline_at)}
+    claimed = Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING,
+        started_at=job.started_at or now,
+        runner=runner,
+        heartbeat_at=now,
+        attempts=F("attempts") + 1,
+        **timing,
+    )
+    if claimed != 1:
+        return None
+    attempt = job.attempts + 1
+    message = "Job started" if attempt == 1 else f"Job started again (attempt {attempt})"
+    data = {"attempt": attempt} if attempt > 1 else None
+    job_event_emit(job.pk, step="start", status=JobStatus.RUNNING, message=message, data=data)
     job.refresh_from_db()
     return job
 
@@ -220,7 +252,6 @@ def job_claim(job_id: str, *, runner: str) -> Job | None:
 def job_finish(job_id: str, status: str, *, result: Any = None, error: str = "") -> bool:
     """End an active job with ``status``; False if it had already ended."""
     with transaction.atomic():
-        _lock_slots()
         job = Job.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.is_terminal:
             return False
@@ -252,8 +283,16 @@ def _finish(
     handler = registry.handler_for(job.type)
     if handler is not None:
         handler.ended(job.pk, status, error)  # in this transaction: it ends with the job
-    transaction.on_commit(lambda: job_dispatch_pending())
+    if job.kind == JobKind.BATCH and job.status == JobStatus.RUNNING:
+        transaction.on_commit(_slot_freed)
     return True
+
+
+def _slot_freed() -> None:
+    """A running batch job ended: its slot is free for the job waiting longest."""
+    from jobs import dispatchers
+
+    dispatchers.slot_freed()
 
 
 def _expired_by_progress(job: Job, now: datetime) -> str:
@@ -274,7 +313,6 @@ def job_runner_lost(job_id: str, *, reason: str) -> str:
     the job is in afterwards, or "" if it was no longer running (nothing done)."""
     now = timezone.now()
     with transaction.atomic():
-        _lock_slots()
         job = Job.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.status != JobStatus.RUNNING:
             return ""
@@ -290,7 +328,7 @@ def job_runner_lost(job_id: str, *, reason: str) -> str:
             _finish(job, JobStatus.EXPIRED, now=now)
             return JobStatus.EXPIRED
         Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
-            status=JobStatus.QUEUED, runner="", heartbeat_at=None, dispatched_at=now
+            status=JobStatus.QUEUED, runner="", heartbeat_at=None
         )
         job_event_emit(
             job_id,
@@ -336,32 +374,10 @@ def job_cancel(*, job: Job, actor: Actor) -> str:
     return Job.objects.values_list("status", flat=True).get(pk=job.pk)
 
 
-def job_dispatch_pending() -> int:
-    """Dispatch the oldest waiting batch jobs that fit in the free slots.
-
-    Waiting means queued and not dispatched since ``REDISPATCH_AFTER`` (or sent back by
-    a claim that found no slot). Per-workspace limits are respected here, so a workspace
-    at its limit never holds up another workspace's jobs.
-    """
-    running = _running_per_workspace()
-    free = settings.MATRIX_MAX_CONCURRENT_JOBS - sum(running.values())
-    if free <= 0:
-        return 0
-    now = timezone.now()
-    chosen = _pick_waiting(running, free, now - REDISPATCH_AFTER)
-    if chosen:
-        Job.objects.filter(pk__in=chosen, status=JobStatus.QUEUED).update(dispatched_at=now)
-    for job_id in chosen:
-        job_dispatch(job_id, JobKind.BATCH)
-    return len(chosen)
-
-
-def _pick_waiting(running: dict[str, int], free: int, due: datetime) -> list[str]:
+def _pick_waiting(running: dict[str, int], free: int) -> list[str]:
     """Up to ``free`` waiting job ids, oldest workspace first, within each limit."""
     per_workspace = settings.MATRIX_MAX_CONCURRENT_JOBS_PER_WORKSPACE
-    waiting = Job.objects.filter(status=JobStatus.QUEUED, kind=JobKind.BATCH).filter(
-        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=due)
-    )
+    waiting = Job.objects.filter(status=JobStatus.QUEUED, kind=JobKind.BATCH)
     workspaces = (
         waiting.values("workspace_id").annotate(oldest=Min("created_at")).order_by("oldest")
     )

@@ -251,38 +251,11 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# --- Queue (django-q2) -------------------------------------------------------------
-Q_CLUSTER = {
-    "name": "matrixcloud",
-    "orm": "default",
-    # One pool process per job that may run at once (at least two, so a slow job never
-    # delays the janitor's schedule).
-    "workers": env_int("MATRIX_RUNTIME_WORKERS", max(MATRIX_MAX_CONCURRENT_JOBS, 2), minimum=1),
-    # A backstop: the runner ends its job on time itself (a model download may run up to
-    # its hard cap while it makes progress).
-    "timeout": max(MATRIX_MAX_TTL_SECONDS, MATRIX_MODEL_MAX_SECONDS) + 60,
-    "retry": max(MATRIX_MAX_TTL_SECONDS, MATRIX_MODEL_MAX_SECONDS) + 120,
-    "max_attempts": 2,
-    "poll": env_float("MATRIX_RUNTIME_QUEUE_POLL", 0.1, minimum=0.01),
-    "catch_up": False,
-    "ack_failures": True,
-    "save_limit": -1,  # job rows are the record; task args may hold secrets
-    "sync": env_bool("MATRIX_RUNTIME_QUEUE_SYNC", False),
-}
-# Redis (the bus) is the broker wherever there is one: enqueue → running in 12 to 24 ms
-# against 59 to 109 ms for the polling database broker (bench/README.md, "Enqueue →
-# running"). The database broker re-delivers a task whose worker died and Redis loses
-# it, but the job row and the janitor (re-dispatch after 30 s) say what happened either
-# way. The queue key is namespaced by the bus prefix so installations sharing a Redis
-# never take each other's tasks.
-MATRIX_QUEUE_BROKER = env_choice(
-    "MATRIX_RUNTIME_QUEUE_BROKER", ("orm", "redis"), default="redis" if REDIS_URL else "orm"
-)
-if MATRIX_QUEUE_BROKER == "redis":
-    if not REDIS_URL:
-        raise ImproperlyConfigured("MATRIX_RUNTIME_QUEUE_BROKER=redis needs REDIS_URL")
-    del Q_CLUSTER["orm"]
-    Q_CLUSTER.update(redis=REDIS_URL, name=f"{MATRIX_BUS_PREFIX}-matrixcloud")
+# --- Worker -------------------------------------------------------------------------
+# The job row is the queue (jobs/services.py): each `manage.py worker` runs this many
+# runner threads, one per job that may run at once in it (at least two, so one slow job
+# never holds up the next while the installation has slots free).
+MATRIX_WORKERS = env_int("MATRIX_RUNTIME_WORKERS", max(MATRIX_MAX_CONCURRENT_JOBS, 2), minimum=1)
 
 # --- Django -----------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -294,7 +267,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
-    "django_q",
     "channels",
     "matrixcloud",
     "accounts",
@@ -437,7 +409,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": env_str("MATRIX_RUNTIME_LOG_LEVEL", "INFO")},
-    "loggers": {"django_q": {"level": "WARNING"}},
 }
 
 # --- Trust boundaries: audit keys, model roots, content security --------------------

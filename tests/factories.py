@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.choices import Role
 from accounts.models import Membership, User, Workspace
+from accounts.outbox import outbox_deliver
 from accounts.principals import Actor
 from accounts.services import (
     invitation_accept,
@@ -82,6 +83,7 @@ def build_cast() -> Cast:
     admin = join(workspace, owner, name="Adam Admin", email="admin@northwind.test", role="Admin")
     member = join(workspace, owner, name="Mina Member", email="member@northwind.test")
     outsider, other, _ = signup("Oscar Outsider", "outsider@globex.test", "Globex")
+    outbox_deliver()  # the cast's own emails go now (into locmem, emptied for each test)
     return Cast(
         workspace=workspace,
         owner=owner,
@@ -159,11 +161,17 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
 
 
 @pytest.fixture
-def outbox(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[Any]:
-    """Emails the background task sends: django-q2 runs tasks inline, into locmem."""
+def outbox(settings: Any) -> Iterator[list[Any]]:
+    """Emails as the worker sends them: each wake this process sends for an app's sweep
+    runs that sweep here, at once (the email outbox's delivery), into locmem."""
     from django.core import mail
-    from django_q.conf import Conf
 
-    monkeypatch.setattr(Conf, "SYNC", True)
+    from matrixcloud.lib import sweeps, wake
+
+    def sweep(message: dict[str, Any]) -> None:
+        if message.get("sweep"):
+            sweeps.sweep_app(message["sweep"])
+
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    return mail.outbox  # pytest-django empties it before each test
+    with wake.listening(sweep):
+        yield mail.outbox  # pytest-django empties it before each test

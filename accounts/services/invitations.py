@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts import throttle
 from accounts.audit import audit_record
 from accounts.choices import Role
-from accounts.emails import send_account_email_on_commit
+from accounts.emails import email_queue
 from accounts.models import Invitation, Membership, User
 from accounts.principals import Actor
 from accounts.services.identity import (
@@ -61,9 +61,7 @@ def invitation_create(
             ip=actor.ip,
             meta={"role": role, "invitation_id": invitation.pk},
         )
-        send_account_email_on_commit(
-            "invite", email=email, secret=secret, workspace_name=workspace.name
-        )
+        email_queue("invite", email=email, secret=secret, workspace_name=workspace.name)
     return invitation, secret
 
 

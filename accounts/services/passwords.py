@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from accounts import throttle
 from accounts.audit import audit_record
-from accounts.emails import send_account_email_on_commit
+from accounts.emails import RESET_REQUEST, email_queue, email_send
 from accounts.models import (
     EmailVerification,
     PasswordReset,
@@ -30,23 +30,18 @@ VERIFY_TTL = timedelta(hours=24)
 
 
 def password_reset_request(*, email: str, ip: str = "") -> None:
-    """Queue the reset for a background task, whether or not the account exists.
+    """Queue the reset in the outbox for the worker, whether or not the account exists.
 
-    The request does the same work either way (one enqueue after commit), so neither
-    its answer nor its timing says whether the email is registered.
+    The request does the same work either way (one outbox row, one wake after commit),
+    so neither its answer nor its timing says whether the email is registered.
     """
-    email = normalise_email(email)
-
-    def enqueue() -> None:
-        from django_q.tasks import async_task
-
-        async_task("accounts.tasks.password_reset_deliver", email, ip, task_name="email:reset")
-
-    transaction.on_commit(enqueue)
+    with transaction.atomic():
+        email_queue(RESET_REQUEST, email=normalise_email(email), ip=ip)
 
 
 def password_reset_issue(*, email: str, ip: str = "") -> None:
-    """Create a reset link for an existing account and mail it (runs in the worker)."""
+    """Create a reset link for an existing account and mail it at once (the worker,
+    delivering the outbox row of the request): the secret is never stored."""
     user = User.objects.filter(email__iexact=normalise_email(email), is_active=True).first()
     if user is None:
         return
@@ -65,7 +60,7 @@ def password_reset_issue(*, email: str, ip: str = "") -> None:
             target=user.email,
             ip=ip,
         )
-        send_account_email_on_commit("password_reset", user=user, secret=secret)
+    email_send("password_reset", to=user.email, name=user.name, secret=secret)
 
 
 def password_reset_complete(*, token: str, password: str, ip: str = "") -> User:
@@ -113,7 +108,7 @@ def verification_send(user: User) -> None:
     EmailVerification.objects.create(
         user=user, token_hash=secret_hash(secret), expires_at=now + VERIFY_TTL
     )
-    send_account_email_on_commit("verify", user=user, secret=secret)
+    email_queue("verify", user=user, secret=secret)
 
 
 def email_verification_resend(*, user: User) -> bool:

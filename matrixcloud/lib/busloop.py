@@ -8,8 +8,8 @@ loop this process keeps in a thread of its own, whose pool stays connected (abou
 0.2 ms). Code that ``sync_to_async`` entered from an event loop (the sandbox host)
 keeps sending on that loop, as ``async_to_sync`` does.
 
-The loop is made on first use and again after a fork (django-q2's workers are forked
-children: a loop's thread does not survive the fork). Each send is bounded by a
+The loop is made on first use and again after a fork (a loop's thread does not
+survive the fork). Each send is bounded by a
 timeout, and the loop runs at most :data:`MAX_IN_FLIGHT` sends at once, so a slow bus
 cannot pile up connections.
 """

@@ -17,19 +17,21 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts.emails import RESET_REQUEST
 from accounts.models import (
     AuditEvent,
     EmailVerification,
     Invitation,
     Membership,
+    OutboxEmail,
     PasswordReset,
     SessionToken,
     User,
 )
+from accounts.outbox import outbox_deliver
 from accounts.services import invitation_create, workspace_slug_base
-from accounts.tasks import password_reset_deliver, send_account_email
 from matrixcloud.lib.tokens import secret_hash
-from tests import factories, queue
+from tests import factories
 from tests.factories import PASSWORD, actor_of, bearer, error, issue, token_in
 
 pytestmark = pytest.mark.django_db
@@ -45,14 +47,6 @@ FORGOT_BODY = {
 }
 RESET_BODY = {"ok": True, "message": "Your password has been updated. Please sign in."}
 NEW_PASSWORD = "quartz meadow falcon 97"
-
-
-@pytest.fixture(autouse=True)
-def empty_queue():
-    """Each test sees only the tasks it queued (a Redis queue is not rolled back)."""
-    queue.purge()
-    yield
-    queue.purge()
 
 
 def payload(user: User, workspace: Any, role: str) -> dict[str, Any]:
@@ -420,13 +414,10 @@ def test_forgot_takes_about_the_same_time_for_known_and_unknown_emails(
             response = forgot(api, email, django_capture_on_commit_callbacks)
             timings[kind].append(time.perf_counter() - started)
             assert response.status_code == 200
-    # Both paths did the same work: one queued delivery each (and the warm-ups').
-    queued = queue.queued_tasks()
-    assert [task["func"] for task in queued] == ["accounts.tasks.password_reset_deliver"] * 42
+    # Both paths did the same work: one outbox row each (and the warm-ups').
+    assert list(OutboxEmail.objects.values_list("kind", flat=True)) == [RESET_REQUEST] * 42
     # What the worker then does with them: links for the known address only.
-    with django_capture_on_commit_callbacks(execute=False):
-        for task in queued:
-            password_reset_deliver(*task["args"])
+    assert outbox_deliver() == 42
     assert PasswordReset.objects.filter(user=cast.member).count() == 20
     known, unknown = statistics.median(timings["known"]), statistics.median(timings["unknown"])
     print(f"forgot medians: known {known * 1000:.2f} ms, unknown {unknown * 1000:.2f} ms")
@@ -441,20 +432,19 @@ def test_forgot_queues_the_email_without_a_usable_token(
 
     forgot(api, "member@northwind.test", django_capture_on_commit_callbacks)
 
-    [delivery] = queue.queued_tasks()
-    assert delivery["func"] == "accounts.tasks.password_reset_deliver"
-    assert list(delivery["args"]) == ["member@northwind.test", "127.0.0.1"]
-    queue.purge()
-    with django_capture_on_commit_callbacks(execute=True):
-        password_reset_deliver(*delivery["args"])  # what the worker does with it
-    [payload] = queue.queued_payloads()
-    [task] = queue.queued_tasks()
-    assert task["func"] == "accounts.tasks.send_account_email"
-    send_account_email(*task["args"])  # and then with the email it queued
+    [delivery] = OutboxEmail.objects.all()
+    assert (delivery.kind, delivery.to, delivery.ip) == (
+        RESET_REQUEST,
+        "member@northwind.test",
+        "127.0.0.1",
+    )
+    assert delivery.secret == ""  # the link is made when the worker delivers the row
+    stored = list(OutboxEmail.objects.values_list("secret", flat=True))
+    assert outbox_deliver() == 1  # what the worker does with it: make the link, mail it
     secret = token_in(mail.outbox[0].body, "mxpr")
     body = secret.partition("_")[2]
-    assert body not in payload
-    assert body not in repr(task)
+    assert body not in repr(stored)
+    assert not OutboxEmail.objects.exists()  # sent: nothing of it is kept
     assert PasswordReset.objects.get(user=cast.member).token_hash == secret_hash(secret)
 
 

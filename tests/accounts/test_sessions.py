@@ -10,11 +10,18 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from accounts.models import AuditEvent, EmailVerification, Invitation, PasswordReset, SessionToken
+from accounts.models import (
+    AuditEvent,
+    EmailVerification,
+    Invitation,
+    OutboxEmail,
+    PasswordReset,
+    SessionToken,
+)
 from accounts.services import invitation_create
 from accounts.services.passwords import password_reset_issue
 from tests import factories
-from tests.factories import PASSWORD, actor_of, bearer, error, issue
+from tests.factories import PASSWORD, actor_of, bearer, error, issue, token_in
 
 pytestmark = pytest.mark.django_db
 
@@ -70,20 +77,27 @@ def test_one_time_token_tables_hold_only_hashes(api, cast, django_capture_on_com
     from django.core import mail
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        password_reset_issue(email="member@northwind.test")
+        password_reset_issue(email="member@northwind.test")  # the worker's step: mails at once
         _, invite_secret = invitation_create(
             email="guest@example.com", actor=actor_of(cast.workspace, cast.owner)
         )
-    assert len(callbacks) == 2
-    assert not mail.outbox  # nothing sent: the secrets below exist only in this test
+    assert len(callbacks) == 1  # the invitation's wake: its email waits in the outbox
+    [reset_mail] = mail.outbox  # the reset link is made and sent, never stored
+    reset_body = token_in(reset_mail.body, "mxpr").partition("_")[2]
     invite_body = invite_secret.partition("_")[2]
     for model in (PasswordReset, EmailVerification, Invitation):
         rows = raw_rows(model._meta.db_table)
         assert rows
-        assert invite_body not in hex64_values(rows)
+        assert {invite_body, reset_body}.isdisjoint(hex64_values(rows))
         assert hex64_values(rows) <= set(model.objects.values_list("token_hash", flat=True))
     invitation = Invitation.objects.get(email="guest@example.com")
     assert invitation.token_hash == hashlib.sha256(invite_secret.encode()).hexdigest()
+    # The outbox holds the invitation's secret encrypted, and no reset secret at all.
+    stored = repr(raw_rows(OutboxEmail._meta.db_table))
+    assert "guest@example.com" in stored
+    assert invite_body not in stored
+    assert reset_body not in stored
+    assert OutboxEmail.objects.get(to="guest@example.com").secret == invite_secret
 
 
 # --- logout -------------------------------------------------------------------------

@@ -17,19 +17,19 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from django_q.models import Schedule
 
 from accounts.models import AuditEvent, User, Workspace
-from jobs.janitor import SCHEDULE_NAME, janitor_schedule, janitor_sweep
+from jobs.janitor import janitor_sweep
 from jobs.models import Job, JobEvent
 from jobs.services import (
     job_cancel,
     job_claim,
-    job_dispatch_pending,
     job_enqueue,
     job_finish,
+    jobs_claim_waiting,
 )
-from tests import factories, job_handlers, queue
+from matrixcloud.lib import wake
+from tests import factories, job_handlers
 from tests.factories import actor_of, bearer, error, issue
 
 pytestmark = pytest.mark.django_db
@@ -49,17 +49,12 @@ def create(api: Any, token: str, body: dict[str, Any]) -> Any:
     return api.post("/v1/jobs", body, **bearer(token))
 
 
-def dispatched() -> list[str]:
-    """Job ids in the django-q2 queue (either broker), in order."""
-    return [task["args"][0] for task in queue.queued_tasks()]
-
-
-@pytest.fixture(autouse=True)
-def empty_queue() -> Iterator[None]:
-    """Each test sees only the tasks it queued (a Redis queue is not rolled back)."""
-    queue.purge()
-    yield
-    queue.purge()
+@pytest.fixture
+def wakes() -> Iterator[list[dict[str, Any]]]:
+    """The wakes this process sends the workers while the test runs, in order."""
+    heard: list[dict[str, Any]] = []
+    with wake.listening(heard.append):
+        yield heard
 
 
 def steps(job: Job) -> list[tuple[str, str]]:
@@ -68,12 +63,14 @@ def steps(job: Job) -> list[tuple[str, str]]:
 
 # --- POST /v1/jobs ------------------------------------------------------------------------
 def test_create_answers_202_queues_the_job_and_dispatches_it_after_commit(
-    api, cast, django_capture_on_commit_callbacks
+    api, cast, wakes, django_capture_on_commit_callbacks
 ):
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = create(
             api, issue(cast.member), {"type": "test.echo", "payload": {"message": "x"}}
         )
+        assert wakes == []  # not before the commit
+    assert callbacks
     assert response.status_code == 202
     body = response.json()
     job = Job.objects.get(pk=body["job_id"])
@@ -85,7 +82,8 @@ def test_create_answers_202_queues_the_job_and_dispatches_it_after_commit(
         cast.member,
         {"message": "x"},
     )
-    assert dispatched() == [job.pk]
+    assert wakes == [{"type": "worker.wake"}]  # the workers look for the queued row
+    assert job.status == "queued"
     first = JobEvent.objects.get(job=job)
     assert (first.seq, first.step, first.status, first.message) == (
         1,
@@ -342,7 +340,6 @@ def test_claims_respect_the_installation_and_workspace_limits(cast, limits):
         "running",
         "queued",
     ]
-    assert [statuses[j.pk].dispatched_at for j in (a2, third)] == [None, None]  # waiting
 
 
 def test_a_workspace_at_its_limit_does_not_hold_up_another(cast, limits):
@@ -351,34 +348,46 @@ def test_a_workspace_at_its_limit_does_not_hold_up_another(cast, limits):
     backlog = [make(cast.workspace) for _ in range(3)]
     b_job = make(cast.other_workspace)
     job_claim(running.pk, runner="w")
-    for job in [*backlog, b_job]:
-        Job.objects.filter(pk=job.pk).update(dispatched_at=None)  # as a failed claim leaves it
-    queue.purge()
-    assert job_dispatch_pending() == 1
-    assert dispatched() == [b_job.pk]
-    assert job_dispatch_pending() == 0  # dispatched just now: not again
+    assert [job.pk for job in jobs_claim_waiting(runner="w", room=5)] == [b_job.pk]
+    assert jobs_claim_waiting(runner="w", room=5) == []  # both slots taken
+    assert set(Job.objects.filter(status="queued").values_list("pk", flat=True)) == {
+        job.pk for job in backlog
+    }
 
 
-def test_a_finish_dispatches_the_job_waiting_for_its_slot(
-    cast, limits, django_capture_on_commit_callbacks
+def test_the_claim_loop_takes_the_oldest_waiting_jobs_up_to_its_free_threads(cast, roomy):
+    jobs = [make(cast.workspace) for _ in range(3)]
+    claimed = jobs_claim_waiting(runner="worker:here:1", room=2)
+    assert [job.pk for job in claimed] == [jobs[0].pk, jobs[1].pk]
+    assert [(job.status, job.runner, job.attempts) for job in claimed] == [
+        ("running", "worker:here:1", 1)
+    ] * 2
+    assert steps(claimed[0]) == [("queue", "queued"), ("start", "running")]
+    assert jobs_claim_waiting(runner="worker:here:1", room=0) == []
+    assert [job.pk for job in jobs_claim_waiting(runner="w", room=9)] == [jobs[2].pk]
+
+
+def test_a_claim_of_waiting_jobs_expires_those_past_their_time(cast, roomy):
+    late, fresh = make(cast.workspace), make(cast.workspace)
+    Job.objects.filter(pk=late.pk).update(expires_at=timezone.now())
+    assert [job.pk for job in jobs_claim_waiting(runner="w", room=2)] == [fresh.pk]
+    assert steps(late)[-1] == ("expire", "expired")
+
+
+def test_a_finish_wakes_the_worker_it_ran_in(
+    cast, limits, wakes, django_capture_on_commit_callbacks
 ):
     first, waiting = make(cast.workspace), make(cast.workspace)
     job_claim(first.pk, runner="w")
     assert job_claim(waiting.pk, runner="w") is None
-    queue.purge()
     with django_capture_on_commit_callbacks(execute=True):
         job_finish(first.pk, "complete")
-    assert dispatched() == [waiting.pk]
+    assert wakes == [{"type": "worker.wake"}]
     assert job_claim(waiting.pk, runner="w") is not None
-
-
-def test_a_job_dispatched_long_ago_and_never_claimed_is_dispatched_again(cast):
-    lost = make(cast.workspace)
-    queue.purge()
-    assert job_dispatch_pending() == 0  # just dispatched: still in the queue
-    Job.objects.filter(pk=lost.pk).update(dispatched_at=timezone.now() - timedelta(seconds=31))
-    assert job_dispatch_pending() == 1
-    assert dispatched() == [lost.pk]
+    queued = make(cast.workspace)
+    with django_capture_on_commit_callbacks(execute=True):
+        job_cancel(job=queued, actor=actor_of(name="x"))
+    assert wakes == [{"type": "worker.wake"}]  # a queued job's end frees no slot
 
 
 def test_claiming_an_expired_queued_job_expires_it(cast):
@@ -452,17 +461,6 @@ def test_the_janitor_prunes_finished_jobs_after_the_retention(cast, settings):
     assert set(Job.objects.values_list("pk", flat=True)) == {recent.pk, active.pk}
     assert not JobEvent.objects.filter(job_id=old.pk).exists()
     assert not scratch.exists()
-
-
-def test_the_janitor_schedule_is_registered_once(cast):
-    janitor_schedule()
-    janitor_schedule()
-    schedule = Schedule.objects.get(name=SCHEDULE_NAME)
-    assert (schedule.func, schedule.schedule_type, schedule.minutes) == (
-        "jobs.tasks.janitor",
-        Schedule.MINUTES,
-        1,
-    )
 
 
 # --- admin ----------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def serve_factory(tmp_path: Path) -> Iterator[type[Serve]]:
 
 
 def job_completes(api: Api) -> None:
-    """A worker job (django-q2 over the bus's queue) completes."""
+    """A worker job (its row the queue, the bus its wake) completes."""
     status, reply = api.post("/v1/jobs", {"type": "test.echo", "payload": {"message": "hi"}})
     assert status == 202, reply
     job = f"/v1/jobs/{reply['job_id']}"
@@ -183,7 +183,7 @@ def test_a_redis_url_with_user_and_password_works_everywhere(
         url = f"redis://matrix:{user_password}@127.0.0.1:{port}/0"
         assert redact_url(url) == f"redis://matrix:***@127.0.0.1:{port}/0"
 
-        run = serve_factory(REDIS_URL=url, MATRIX_RUNTIME_QUEUE_BROKER="redis")
+        run = serve_factory(REDIS_URL=url)
         run.wait_up()
         assert "embedded bus" not in run.output()
         job_completes(run.api)

@@ -22,8 +22,8 @@ import pytest
 
 from accounts.models import Workspace
 from jobs.models import Job
+from jobs.runner import run_job
 from jobs.services import job_enqueue
-from jobs.tasks import run_job
 from models_registry.models import ModelInstallation
 from tests import factories
 from tests.factories import actor_of, bearer

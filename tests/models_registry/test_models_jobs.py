@@ -23,8 +23,8 @@ import pytest
 from accounts.models import AuditEvent, UsageEvent, Workspace
 from accounts.services.providers import provider_upsert
 from jobs.models import Job, JobEvent
+from jobs.runner import run_job
 from jobs.services import job_cancel, job_enqueue
-from jobs.tasks import run_job
 from models_registry.models import ModelInstallation, ModelProfile
 from runtimes.models import Runtime
 from tests import factories

@@ -25,8 +25,9 @@ from django.utils import timezone
 
 from accounts.models import Workspace
 from jobs.models import Job, JobEvent
+from jobs.runner import run_job
 from jobs.services import job_cancel, job_enqueue, job_runner_lost
-from jobs.tasks import run_job
+from matrixcloud.lib import wake
 from tests import factories
 from tests.factories import actor_of, bearer
 from tests.fake_hub import FakeHub, standard_hub
@@ -146,10 +147,12 @@ def test_a_resumable_job_with_attempts_left_is_queued_again(owner: Any) -> None:
     workspace, _ = owner
     job = enqueue(workspace, "model.pull", model=BIG)
     running(job, attempts=1)
-    assert job_runner_lost(job.pk, reason=REASON) == "queued"
+    heard: list[dict[str, Any]] = []
+    with wake.listening(heard.append):
+        assert job_runner_lost(job.pk, reason=REASON) == "queued"
+    assert {"type": "worker.wake"} in heard  # the workers look for it at once
     row = Job.objects.get(pk=job.pk)
     assert (row.status, row.runner, row.heartbeat_at, row.error) == ("queued", "", None, "")
-    assert row.dispatched_at is not None
     retry = events(job.pk, "retry")[-1]
     assert retry.message == f"{REASON}; queued again to resume where it stopped (attempt 2 of 3)"
     assert retry.data == {"attempt": 2, "max_attempts": 3}

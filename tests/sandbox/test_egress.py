@@ -38,8 +38,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from accounts.models import AuditEvent, Workspace
 from jobs.models import Job
+from jobs.runner import run_job
 from jobs.services import job_enqueue
-from jobs.tasks import run_job
 from matrixcloud.lib import egress
 from models_registry import engines
 from models_registry.models import ModelInstallation, ModelProfile

@@ -33,7 +33,7 @@ from django.test import override_settings
 
 from accounts.models import AuditEvent, UsageEvent, Workspace
 from jobs.models import Job, JobEvent
-from jobs.tasks import run_job
+from jobs.runner import run_job
 from matrixcloud.platform.readiness import readiness_warnings
 from sandbox import quota
 from sandbox.isolation import SANDBOX_UID, TIER_BUBBLEWRAP, isolation_tier, tier_probe

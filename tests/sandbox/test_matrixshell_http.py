@@ -34,7 +34,7 @@ from accounts.choices import AuditStatus
 from accounts.models import AuditEvent, UsageEvent
 from accounts.services import local_workspace
 from jobs.models import Job
-from jobs.tasks import run_job
+from jobs.runner import run_job
 from matrixcloud.lib.processes import process_gone
 from sandbox.isolation import TIER_BUBBLEWRAP, isolation_tier
 from tests.jobs.test_sse import Server, shared_db, start_daphne

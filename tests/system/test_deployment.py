@@ -215,6 +215,12 @@ def test_two_of_each_role_behind_a_round_robin_proxy(deployment: Deployment) -> 
         assert lb.delete(f"{SESSIONS}/{session['session_id']}")[0] == 200
 
 
+def all_roles(pids: list[int]) -> bool:
+    """Whether ``pids`` hold each of serve's roles: web, worker and sandbox host."""
+    commands = " | ".join(describe(pids))
+    return all(role in commands for role in ("daphne", "django worker", "django sandbox_host"))
+
+
 def test_a_sigkilled_serve_leaves_no_role_running(tmp_path: Path) -> None:
     """``serve`` is SIGKILLed (the OOM killer, ``kill -9``): every role it started is in
     a session of its own, out of reach of a group kill, yet none may run on orphaned."""
@@ -232,7 +238,7 @@ def test_a_sigkilled_serve_leaves_no_role_running(tmp_path: Path) -> None:
         )
     try:
         bounded(Api(port).healthy, 90, "serve to answer")
-        roles = bounded(lambda: pids if len(pids := tagged_pids(tag)) >= 5 else [], 30, "roles")
+        roles = bounded(lambda: pids if all_roles(pids := tagged_pids(tag)) else [], 30, "roles")
         serve.kill()
         serve.wait(timeout=10)
         with contextlib.suppress(AssertionError):

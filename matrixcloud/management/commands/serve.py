@@ -165,10 +165,10 @@ class Command(BaseCommand):
         daphne = (sys.executable, "-m", "daphne", "-e", endpoint)
         roles = [
             Role("web", (*daphne, "matrixcloud.asgi:application"), env),
-            # django-q2 stops gracefully on a signal to the cluster's main process, which
-            # drains the pool; its sentinel resets SIGTERM to the default, so a group-wide
-            # SIGTERM would kill the pool mid-task (and a group-wide SIGINT interrupts a
-            # worker that is still importing with a KeyboardInterrupt traceback).
+            # The worker drains gracefully on a signal to its process (its running jobs
+            # end first); the handlers' subprocesses are in their own groups, and a
+            # group-wide SIGINT would interrupt a worker that is still importing with a
+            # KeyboardInterrupt traceback.
             Role("worker", manage("worker"), env, stop_leader_only=True),
             Role("sandbox_host", manage("sandbox_host"), env),
         ]
