@@ -9,10 +9,12 @@ app's failure never skips another's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from django import db
 from django.apps import apps
 
 logger = logging.getLogger(__name__)
@@ -50,3 +52,7 @@ def _run(name: str, sweep: Callable[[], Any]) -> None:
         sweep()
     except Exception:  # the next round may well succeed; the other apps still sweep
         logger.exception("the %s sweep failed", name)
+        # A connection the database dropped (a restart) would fail every later round:
+        # closed here, the next query connects again.
+        with contextlib.suppress(Exception):
+            db.connection.close()
