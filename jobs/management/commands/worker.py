@@ -190,6 +190,7 @@ class RunnerPool:
                     job = self._jobs.pop(0)
                 if job is None:
                     return
+                _connection_checked()
                 self._run(job)
                 with self._lock:
                     self._idle += 1
@@ -345,3 +346,12 @@ def _drop_connection() -> None:
         db.connection.close()
     except Exception:  # already broken: nothing to close
         logger.debug("closing a broken connection failed", exc_info=True)
+
+
+def _connection_checked() -> None:
+    """Before a runner thread's next job: a connection the database dropped while the
+    thread waited (a restart) is closed, so the job connects again instead of failing
+    at its first write. One round trip, on a kept connection only."""
+    connection = db.connection
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
