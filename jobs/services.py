@@ -26,7 +26,7 @@ from accounts.principals import Actor
 from jobs import registry
 from jobs.choices import TERMINAL_EVENTS, JobKind, JobStatus
 from jobs.events import job_event_emit, storable
-from jobs.handlers import BaseHandler
+from jobs.handlers import BaseHandler, JobParams
 from jobs.models import Job, JobSlots
 from matrixcloud.errors import BadRequest, UnprocessableEntity
 from matrixcloud.lib.backoff import Backoff
@@ -69,18 +69,18 @@ def job_lifetime(handler: type[BaseHandler], ttl_seconds: int, now: datetime) ->
     return Lifetime(window, min(now + queued_for, deadline), deadline)
 
 
-def payload_validate(job_type: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Check ``payload`` against the type's params model; 422 naming the field."""
+def payload_params(job_type: str, payload: dict[str, Any]) -> JobParams:
+    """``payload`` read by the type's params model; a 422 naming the field (its cause
+    is the ``ValidationError``)."""
     handler = registry.handler_for(job_type)
     if handler is None:
         raise BadRequest(f'unknown job type: "{job_type}"')
     try:
-        handler.Params.model_validate(payload)
+        return handler.Params.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(["payload", *(str(part) for part in first["loc"])])
         raise UnprocessableEntity(f"{where}: {first['msg']}") from exc
-    return payload
 
 
 def job_enqueue(
@@ -103,7 +103,7 @@ def job_enqueue(
     ttl = ttl_resolve(ttl_seconds)
     payload = payload or {}
     if not checked:
-        payload_validate(job_type, payload)
+        payload_params(job_type, payload)
     handler.admit(actor=actor, payload=payload)
     now = timezone.now()
     lifetime = job_lifetime(handler, ttl if ttl_seconds else 0, now)

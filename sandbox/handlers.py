@@ -20,11 +20,11 @@ from pydantic_core import PydanticCustomError
 
 from accounts.models import Workspace
 from accounts.principals import Actor
-from jobs import registry
 from jobs.choices import JobKind, JobStatus
 from jobs.handlers import BaseHandler, JobFailed, JobParams
 from jobs.models import Job
 from jobs.registry import register
+from jobs.services import payload_params
 from matrixcloud.errors import ApplicationError, BadRequest, RateLimited, UnprocessableEntity
 from sandbox import policy
 from sandbox.egress import EgressRefused, requested_check
@@ -193,17 +193,15 @@ def session_params(job_type: str, payload: dict[str, Any]) -> McpServerParams:
     the command policy, env rules, transport, network and egress list. A rule's refusal
     is raised as itself (its 422, worded as the original worded it); anything else as
     the job engine words a bad payload."""
-    handler = registry.handler_for(job_type)
-    if handler is None or not issubclass(handler.Params, McpServerParams):
-        raise BadRequest(f'unknown sandbox job type: "{job_type}"')
     try:
-        params = handler.Params.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        refusal = (first.get("ctx") or {}).get("refusal")
+        params = payload_params(job_type, payload)
+    except UnprocessableEntity as exc:
+        cause = exc.__cause__
+        context = cause.errors()[0].get("ctx") if isinstance(cause, ValidationError) else None
+        refusal = (context or {}).get("refusal")
         if isinstance(refusal, ApplicationError):
-            raise refusal from exc
-        where = ".".join(["payload", *(str(part) for part in first["loc"])])
-        raise UnprocessableEntity(f"{where}: {first['msg']}") from exc
-    assert isinstance(params, McpServerParams)
+            raise refusal from cause
+        raise
+    if not isinstance(params, McpServerParams):
+        raise BadRequest(f'not a sandbox job type: "{job_type}"')
     return params
